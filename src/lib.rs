@@ -71,13 +71,27 @@
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "audit")]
+pub mod audit;
+#[cfg(feature = "_jwt")]
+pub mod auth;
 pub mod body;
 #[cfg(feature = "config")]
 pub mod config;
+#[cfg(feature = "deadline")]
+pub mod deadline;
 pub mod future;
+#[cfg(feature = "health")]
+pub mod health;
+#[cfg(feature = "idempotency")]
+pub mod idempotency;
 pub mod labels;
 pub mod principal;
+#[cfg(feature = "rbac")]
+pub mod rbac;
 pub mod reject;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 pub mod tenant;
 
 pub use body::ResponseBody;

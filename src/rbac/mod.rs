@@ -1,0 +1,1 @@
+//! rbac (in progress).
