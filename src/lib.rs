@@ -86,6 +86,7 @@ pub mod health;
 #[cfg(feature = "idempotency")]
 pub mod idempotency;
 pub mod labels;
+pub mod optional;
 pub mod principal;
 #[cfg(feature = "rbac")]
 pub mod rbac;
