@@ -110,24 +110,30 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        match self {
-            Self::On { service } => OptionalFuture::On {
+        let kind = match self {
+            Self::On { service } => FutureKind::On {
                 future: service.call(req),
             },
-            Self::Off { service } => OptionalFuture::Off {
+            Self::Off { service } => FutureKind::Off {
                 future: service.call(req),
             },
-        }
+        };
+        OptionalFuture { kind }
     }
 }
 
 pin_project! {
     /// Response future of [`Optional`].
-    #[project = OptionalFutureProj]
-    pub enum OptionalFuture<FA, FB> {
-        /// The layer's future.
+    pub struct OptionalFuture<FA, FB> {
+        #[pin]
+        kind: FutureKind<FA, FB>,
+    }
+}
+
+pin_project! {
+    #[project = FutureKindProj]
+    enum FutureKind<FA, FB> {
         On { #[pin] future: FA },
-        /// The inner service's future.
         Off { #[pin] future: FB },
     }
 }
@@ -140,13 +146,13 @@ where
     type Output = Result<Response<EitherBody<ResA, ResB>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            OptionalFutureProj::On { future } => future
-                .poll(cx)
-                .map(|r| r.map(|res| res.map(|body| EitherBody::A { body }))),
-            OptionalFutureProj::Off { future } => future
-                .poll(cx)
-                .map(|r| r.map(|res| res.map(|body| EitherBody::B { body }))),
+        match self.project().kind.project() {
+            FutureKindProj::On { future } => {
+                future.poll(cx).map(|r| r.map(|res| res.map(EitherBody::a)))
+            }
+            FutureKindProj::Off { future } => {
+                future.poll(cx).map(|r| r.map(|res| res.map(EitherBody::b)))
+            }
         }
     }
 }
@@ -154,12 +160,42 @@ where
 pin_project! {
     /// One of two body types, without boxing. Errors are boxed, so the two
     /// bodies may fail with different error types.
-    #[project = EitherBodyProj]
-    pub enum EitherBody<A, B> {
-        /// The first.
+    pub struct EitherBody<A, B> {
+        #[pin]
+        kind: BodyKind<A, B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyKindProj]
+    enum BodyKind<A, B> {
         A { #[pin] body: A },
-        /// The second.
         B { #[pin] body: B },
+    }
+}
+
+impl<A, B> EitherBody<A, B> {
+    /// The first body type.
+    pub fn a(body: A) -> Self {
+        Self {
+            kind: BodyKind::A { body },
+        }
+    }
+
+    /// The second body type.
+    pub fn b(body: B) -> Self {
+        Self {
+            kind: BodyKind::B { body },
+        }
+    }
+}
+
+impl<A, B> std::fmt::Debug for EitherBody<A, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.kind {
+            BodyKind::A { .. } => "EitherBody::A",
+            BodyKind::B { .. } => "EitherBody::B",
+        })
     }
 }
 
@@ -177,23 +213,23 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project() {
-            EitherBodyProj::A { body } => body.poll_frame(cx).map_err(Into::into),
-            EitherBodyProj::B { body } => body.poll_frame(cx).map_err(Into::into),
+        match self.project().kind.project() {
+            BodyKindProj::A { body } => body.poll_frame(cx).map_err(Into::into),
+            BodyKindProj::B { body } => body.poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            Self::A { body } => body.is_end_stream(),
-            Self::B { body } => body.is_end_stream(),
+        match &self.kind {
+            BodyKind::A { body } => body.is_end_stream(),
+            BodyKind::B { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::A { body } => body.size_hint(),
-            Self::B { body } => body.size_hint(),
+        match &self.kind {
+            BodyKind::A { body } => body.size_hint(),
+            BodyKind::B { body } => body.size_hint(),
         }
     }
 }
