@@ -357,14 +357,14 @@ mod tests {
         );
     }
 
+    async fn next(s: &mut WatchStream) -> ServingStatus {
+        s.next().await.unwrap().unwrap().status()
+    }
+
     #[tokio::test]
     async fn watch_sends_the_current_status_then_each_change() {
         let registry = HealthRegistry::new();
         let mut stream = watch_stream(registry.clone(), "svc".into(), Duration::from_secs(5));
-        let next = |s: &mut WatchStream| {
-            let fut = s.next();
-            async move { fut.await.unwrap().unwrap().status() }
-        };
         assert_eq!(next(&mut stream).await, ServingStatus::ServiceUnknown);
         registry.set_serving("svc", true);
         assert_eq!(next(&mut stream).await, ServingStatus::Serving);
