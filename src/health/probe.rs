@@ -32,6 +32,11 @@ impl ProbeQuery {
         let Some(query) = query else { return out };
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            // Neither key is longer than this even percent-encoded; skip
+            // decoding anything else.
+            if key.len() > 24 {
+                continue;
+            }
             match decode(key).as_str() {
                 "verbose" => out.verbose = true,
                 "exclude" if out.exclude.len() < MAX_EXCLUDES => {
