@@ -23,8 +23,13 @@
 //! and `HealthListResponse` (tonic-health 0.14 has no List) in [`pb`].
 //!
 //! The probes a load balancer or the kubelet sends (`grpc:` probes) carry
-//! no token, so mount the service outside the authenticating layers, like
-//! [`HealthLayer`](super::HealthLayer).
+//! no token, so mount the service where no authenticating layer wraps it,
+//! like [`HealthLayer`](super::HealthLayer): merge its routes
+//! (`tonic::service::Routes::new(HealthService::new(..)).into_axum_router()`)
+//! beside application routes that carry the governance layers, or, with
+//! `tonic::transport::Server`, authenticate the application services
+//! themselves rather than the whole server (`Server::layer` wraps every
+//! service, this one included).
 //!
 //! [gRPC Health Checking Protocol]: https://github.com/grpc/grpc/blob/master/doc/health-checking.md
 //!
@@ -120,7 +125,8 @@ pub const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
 pub const WATCH_PATH: &str = "/grpc.health.v1.Health/Watch";
 /// Path of the List method.
 pub const LIST_PATH: &str = "/grpc.health.v1.Health/List";
-/// List refuses with `RESOURCE_EXHAUSTED` when more services are known.
+/// List refuses with `RESOURCE_EXHAUSTED` when more services are known
+/// (the whole server, `""`, counts as one).
 pub const MAX_LIST_SERVICES: usize = 100;
 
 /// The `grpc.health.v1.Health` service. Mount it with tonic's
