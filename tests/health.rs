@@ -639,3 +639,45 @@ async fn grpc_list_returns_every_service_and_refuses_past_100() {
     let err = list(&server).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
 }
+
+#[tokio::test]
+async fn grpc_watch_of_the_whole_server_follows_readiness() {
+    let registry = HealthRegistry::new();
+    let ready = Arc::new(AtomicBool::new(true));
+    let r = Arc::clone(&ready);
+    registry
+        .add_readiness_check("db", T, move || {
+            let ok = r.load(Ordering::SeqCst);
+            async move { if ok { Ok(()) } else { Err("down".to_owned()) } }
+        })
+        .unwrap();
+    let (server, _) = serve(&registry).await;
+    let mut client = grpc_client(&server).await;
+    let mut stream = client.watch(check_request("")).await.unwrap().into_inner();
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    // The database goes away; the next readiness probe (here the kubelet's
+    // HTTP one) sees it and the watcher hears at once, without waiting for
+    // its own poll.
+    ready.store(false, Ordering::SeqCst);
+    assert_eq!(get(&server, "/readyz").await.status, 503);
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+    ready.store(true, Ordering::SeqCst);
+    assert_eq!(get(&server, "/readyz").await.status, 200);
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+    // Forcing the whole server off overrides passing checks.
+    registry.set_serving("", false);
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+}
