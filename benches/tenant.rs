@@ -81,11 +81,7 @@ fn decide(registry: &impl TenantRegistry, value: &HeaderValue) -> Option<Tenant>
     registry.lookup(&namespace)
 }
 
-fn bench_registry<R: TenantRegistry>(
-    c: &mut Criterion,
-    kind: &str,
-    registries: &[(usize, R)],
-) {
+fn bench_registry<R: TenantRegistry>(c: &mut Criterion, kind: &str, registries: &[(usize, R)]) {
     let mut group = c.benchmark_group("lookup_and_validate");
     for (n, registry) in registries {
         let mut cases = vec![(n.to_string(), header_values(*n, PROBED))];
@@ -127,7 +123,8 @@ async fn handler(_req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, In
 
 fn request(value: &HeaderValue) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::default());
-    req.headers_mut().insert("x-tenant-namespace", value.clone());
+    req.headers_mut()
+        .insert("x-tenant-namespace", value.clone());
     req
 }
 
@@ -138,7 +135,7 @@ fn layer(c: &mut Criterion) {
     group.bench_function("none", |b| {
         b.iter_batched(
             || request(&value),
-            |req| bare.clone().oneshot(req).now_or_never().unwrap().unwrap(),
+            |req| bare.oneshot(req).now_or_never().unwrap().unwrap(),
             BatchSize::SmallInput,
         )
     });

@@ -609,7 +609,7 @@ async fn suspending_a_tenant_in_its_file_takes_effect_within_a_second_without_fa
     for handle in loops {
         handle.await.unwrap();
     }
-    let failures = stats.failures.lock().unwrap();
+    let failures = std::mem::take(&mut *stats.failures.lock().unwrap());
     assert!(
         failures.is_empty(),
         "{} tenant-b requests failed, first: {:?}",

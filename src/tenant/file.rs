@@ -143,7 +143,7 @@ impl FileTenants {
     /// A copy of every tenant of the current version, sorted by namespace.
     pub fn tenants(&self) -> Vec<Tenant> {
         let mut tenants: Vec<Tenant> = self.watched.borrow().values().cloned().collect();
-        tenants.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+        tenants.sort_by_key(|t| t.namespace);
         tenants
     }
 }

@@ -117,7 +117,7 @@
 //!
 //! # Reading the tenant in handlers
 //!
-//! An axum handler extracts it with [`axum::Extension`]; a tonic handler
+//! An axum handler extracts it with `axum::Extension<Tenant>`; a tonic handler
 //! reads it from `request.extensions()` (tonic carries the HTTP request's
 //! extensions into its `Request`):
 //!
