@@ -48,6 +48,13 @@ use crate::config::{ConfigError, WatchOptions, Watched, parse_yaml_or_json};
 ///
 /// `examples/tenants.yaml` in the repository is a complete example.
 ///
+/// An empty file is invalid rather than "no tenants", so that a truncated
+/// write cannot lock every tenant out; write `tenants: []` to mean none.
+/// The file is re-read only once its change events have been quiet for the
+/// debounce window, but replacing it by renaming a complete temporary file
+/// over it (what editors, `kubectl` and the kubelet do) is the way to be
+/// sure a half-written version is never seen.
+///
 /// ```
 /// use finmesh::tenant::{FileTenants, TenantRegistry};
 ///
@@ -294,6 +301,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(index["t1"].labels["plan"], "gold");
+    }
+
+    #[test]
+    fn empty_files_are_refused_not_read_as_no_tenants() {
+        for text in ["", "\n", "# only a comment\n", "~\n", "null\n"] {
+            assert!(yaml(text).is_err(), "{text:?}");
+        }
+        assert!(parse_tenants(Path::new("t.json"), b"").is_err());
     }
 
     #[test]
