@@ -704,3 +704,22 @@ async fn json_tenants_file_serves_the_same_way() {
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn axum_handlers_extract_the_admitted_tenant_with_extension() {
+    async fn whoami(axum::Extension(tenant): axum::Extension<Tenant>) -> String {
+        format!(
+            "{} ({})",
+            tenant.namespace,
+            tenant.display_name.as_deref().unwrap_or("-")
+        )
+    }
+    let app = axum::Router::new()
+        .route("/whoami", axum::routing::get(whoami))
+        .layer(TenantLayer::new(registry()));
+    let server = spawn(app).await;
+    let res = send(http_request(&server.url("/whoami"), header(&[b"tenant-a"]))).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.body, "tenant-a (Tenant A)");
+    server.shutdown().await;
+}
