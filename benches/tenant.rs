@@ -15,7 +15,10 @@
 //!   the registry but of the memory hierarchy; reported for reference.
 //! - `layer/{none,10,100000}`: one request through `TenantLayer` and a
 //!   `service_fn` with `tower::ServiceExt::oneshot` (the request is built
-//!   outside the timing), against the bare `service_fn`.
+//!   outside the timing), against the bare `service_fn`; and
+//!   `layer/extension_insert_only`, a `service_fn` that inserts a `Tenant`
+//!   into the extensions itself, to show what that one allocation site
+//!   costs on its own.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -136,6 +139,27 @@ fn layer(c: &mut Criterion) {
         b.iter_batched(
             || request(&value),
             |req| bare.oneshot(req).now_or_never().unwrap().unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    // What the layer's one allocation site costs alone: the handler itself
+    // inserts a `Tenant` into the extensions, with no decision made.
+    let tenant = static_tenants(1).tenants().remove(0);
+    let inserting = service_fn(move |mut req: Request<Full<Bytes>>| {
+        req.extensions_mut().insert(tenant.clone());
+        handler(req)
+    });
+    group.bench_function("extension_insert_only", |b| {
+        b.iter_batched(
+            || request(&value),
+            |req| {
+                inserting
+                    .clone()
+                    .oneshot(req)
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap()
+            },
             BatchSize::SmallInput,
         )
     });
