@@ -1,0 +1,412 @@
+//! [`AuditLayer`], [`Audit`], its future and body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::sync::mpsc::{self, OwnedPermit};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::record::Outcome;
+use super::writer::{AuditHandle, Auditor, Detail, Entry, Msg, Shared};
+use crate::body::ResponseBody;
+use crate::labels::RequestLabels;
+use crate::reject::{Protocol, Rejection, RejectionKind};
+
+/// Writes one audit record per request; see the [module docs](super).
+#[derive(Clone, Debug)]
+pub struct AuditLayer {
+    auditor: Auditor,
+}
+
+impl AuditLayer {
+    /// Audits every request through `auditor`.
+    pub fn new(auditor: Auditor) -> Self {
+        Self { auditor }
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = Audit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Audit {
+            inner,
+            auditor: self.auditor.clone(),
+        }
+    }
+}
+
+/// The service [`AuditLayer`] builds.
+#[derive(Clone, Debug)]
+pub struct Audit<S> {
+    inner: S,
+    auditor: Auditor,
+}
+
+impl<S> Audit<S> {
+    /// Audits `inner` through `auditor`.
+    pub fn new(inner: S, auditor: Auditor) -> Self {
+        Self { inner, auditor }
+    }
+}
+
+/// What a request record needs besides the labels.
+struct Ctx {
+    labels: RequestLabels,
+    start: Instant,
+    method: Method,
+    uri: Uri,
+    grpc: bool,
+    shared: Arc<Shared>,
+}
+
+/// The record of one request, with the queue slot reserved for it.
+/// Whatever path the request takes, dropping this writes the record:
+/// after the body ends, when the body or the future is dropped early, or
+/// when the inner service fails.
+struct Pending {
+    permit: Option<OwnedPermit<Msg>>,
+    ctx: Ctx,
+    http_status: Option<u16>,
+    grpc_status: Option<i32>,
+    outcome: Outcome,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        if self.ctx.shared.failed.load(Ordering::Relaxed) {
+            self.ctx.shared.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                path = self.ctx.uri.path(),
+                "audit writer stopped; record of a request in flight lost"
+            );
+        }
+        let entry = Entry {
+            at: SystemTime::now(),
+            labels: self.ctx.labels.snapshot(),
+            detail: Detail::Request {
+                method: std::mem::take(&mut self.ctx.method),
+                path: Some(self.ctx.uri.path().to_owned()),
+                http_status: self.http_status,
+                grpc_status: self.grpc_status,
+                latency: self.ctx.start.elapsed(),
+                outcome: self.outcome,
+            },
+        };
+        // The slot was reserved when the request came in: this never
+        // waits and never fails while the writer runs.
+        permit.send(Msg::Entry(Box::new(entry)));
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    let v = headers.get("grpc-status")?.to_str().ok()?;
+    if v.is_empty() || v.len() > 3 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+type Reserve = Pin<
+    Box<
+        dyn Future<
+                Output = Result<
+                    Result<OwnedPermit<Msg>, mpsc::error::SendError<()>>,
+                    tokio::time::error::Elapsed,
+                >,
+            > + Send,
+    >,
+>;
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Audit<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    ResB: Body,
+{
+    type Response = Response<AuditBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqB, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let labels = RequestLabels::get_or_insert(req.extensions_mut());
+        req.extensions_mut()
+            .insert(AuditHandle::new(self.auditor.clone(), labels.clone()));
+        let ctx = Ctx {
+            labels,
+            start: Instant::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            grpc: Protocol::of(req.headers()).is_grpc(),
+            shared: self.auditor.shared.clone(),
+        };
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // SAFETY-style note: the slot is reserved *before* the inner
+        // service runs, so the record written when the response ends can
+        // never find the queue full and can never be dropped.
+        match self.auditor.tx.clone().try_reserve_owned() {
+            Ok(permit) => ResponseFuture::calling(inner.call(req), Pending::new(permit, ctx)),
+            Err(mpsc::error::TrySendError::Full(tx)) => {
+                let wait = self.auditor.wait_timeout;
+                ResponseFuture {
+                    state: State::Reserving {
+                        reserve: Box::pin(tokio::time::timeout(wait, tx.reserve_owned())),
+                        req: Some(req),
+                        inner: Some(inner),
+                        ctx: Some(ctx),
+                    },
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => ResponseFuture::rejected(refuse(&req, &ctx)),
+        }
+    }
+}
+
+/// 503 `audit.unavailable`. This refusal has no record of its own — there
+/// is no slot to write it with — so it is counted and logged instead.
+fn refuse<ReqB, ResB>(req: &Request<ReqB>, ctx: &Ctx) -> Response<AuditBody<ResB>> {
+    ctx.shared.refused.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(
+        method = %ctx.method,
+        path = ctx.uri.path(),
+        "audit log unavailable; request refused"
+    );
+    Rejection::new(
+        RejectionKind::Unavailable,
+        "audit.unavailable",
+        "the audit log cannot take a record now",
+    )
+    .to_response(req)
+    .map(|body| AuditBody {
+        inner: body,
+        guard: None,
+    })
+}
+
+impl Pending {
+    fn new(permit: OwnedPermit<Msg>, ctx: Ctx) -> Self {
+        Self {
+            permit: Some(permit),
+            ctx,
+            http_status: None,
+            grpc_status: None,
+            outcome: Outcome::Cancelled,
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Audit`].
+    pub struct ResponseFuture<S, ReqB, ResB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        #[pin]
+        state: State<S, ReqB, ResB>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqB, ResB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        Reserving {
+            reserve: Reserve,
+            req: Option<Request<ReqB>>,
+            inner: Option<S>,
+            ctx: Option<Ctx>,
+        },
+        Calling {
+            #[pin]
+            future: S::Future,
+            guard: Option<Pending>,
+        },
+        Rejected {
+            response: Option<Response<AuditBody<ResB>>>,
+        },
+    }
+}
+
+impl<S, ReqB, ResB> ResponseFuture<S, ReqB, ResB>
+where
+    S: Service<Request<ReqB>>,
+{
+    fn calling(future: S::Future, guard: Pending) -> Self {
+        Self {
+            state: State::Calling {
+                future,
+                guard: Some(guard),
+            },
+        }
+    }
+
+    fn rejected(response: Response<AuditBody<ResB>>) -> Self {
+        Self {
+            state: State::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB, ResB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body,
+{
+    type Output = Result<Response<AuditBody<ResB>>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Reserving {
+                    reserve,
+                    req,
+                    inner,
+                    ctx,
+                } => {
+                    let reserved = ready!(reserve.as_mut().poll(cx));
+                    let (Some(req), Some(mut inner), Some(ctx)) = (req.take(), inner.take(), ctx.take())
+                    else {
+                        panic!("audit ResponseFuture polled after completion");
+                    };
+                    let next = match reserved {
+                        Ok(Ok(permit)) => State::Calling {
+                            future: inner.call(req),
+                            guard: Some(Pending::new(permit, ctx)),
+                        },
+                        // Timed out, or the writer stopped: fail closed.
+                        _ => State::Rejected {
+                            response: Some(refuse(&req, &ctx)),
+                        },
+                    };
+                    this.state.set(next);
+                }
+                StateProj::Calling { future, guard } => {
+                    let result = ready!(future.poll(cx));
+                    let mut pending = guard.take();
+                    let response = match result {
+                        Ok(res) => res,
+                        Err(e) => {
+                            if let Some(p) = pending.as_mut() {
+                                p.outcome = Outcome::ServiceError;
+                            }
+                            return Poll::Ready(Err(e));
+                        }
+                    };
+                    if let Some(p) = pending.as_mut() {
+                        p.http_status = Some(response.status().as_u16());
+                        if p.ctx.grpc {
+                            // Trailers-only responses (rejections, early
+                            // errors) carry the status in the headers.
+                            p.grpc_status = grpc_status(response.headers());
+                        }
+                        p.outcome = Outcome::BodyDropped;
+                    }
+                    if response.body().is_end_stream() {
+                        // Nothing more will be polled: the response is known.
+                        if let Some(p) = pending.as_mut() {
+                            p.outcome = Outcome::Complete;
+                        }
+                        pending = None;
+                    }
+                    return Poll::Ready(Ok(response.map(|body| AuditBody {
+                        inner: ResponseBody::new(body),
+                        guard: pending,
+                    })));
+                }
+                StateProj::Rejected { response } => {
+                    return Poll::Ready(Ok(response
+                        .take()
+                        .expect("audit ResponseFuture polled after completion")));
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Response body of [`Audit`]: the inner body (or a rejection), which
+    /// writes the request's record when it ends or is dropped.
+    pub struct AuditBody<B> {
+        #[pin]
+        inner: ResponseBody<B>,
+        guard: Option<Pending>,
+    }
+}
+
+impl<B> std::fmt::Debug for AuditBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditBody")
+            .field("inner", &self.inner)
+            .field("pending", &self.guard.is_some())
+            .finish()
+    }
+}
+
+impl<B> Body for AuditBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if let Some(pending) = this.guard.as_mut() {
+            let done = match &frame {
+                None => true,
+                Some(Ok(frame)) => {
+                    if let Some(trailers) = frame.trailers_ref()
+                        && pending.ctx.grpc
+                    {
+                        pending.grpc_status = grpc_status(trailers).or(pending.grpc_status);
+                    }
+                    this.inner.is_end_stream()
+                }
+                Some(Err(_)) => {
+                    pending.outcome = Outcome::BodyError;
+                    true
+                }
+            };
+            if done {
+                if pending.outcome == Outcome::BodyDropped {
+                    pending.outcome = Outcome::Complete;
+                }
+                *this.guard = None;
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
