@@ -380,12 +380,17 @@ where
             let done = match &frame {
                 None => true,
                 Some(Ok(frame)) => {
-                    if let Some(trailers) = frame.trailers_ref()
-                        && pending.ctx.grpc
-                    {
-                        pending.grpc_status = grpc_status(trailers).or(pending.grpc_status);
+                    match frame.trailers_ref() {
+                        // Trailers are the last frame of a body.
+                        Some(trailers) => {
+                            if pending.ctx.grpc {
+                                pending.grpc_status =
+                                    grpc_status(trailers).or(pending.grpc_status);
+                            }
+                            true
+                        }
+                        None => this.inner.is_end_stream(),
                     }
-                    this.inner.is_end_stream()
                 }
                 Some(Err(_)) => {
                     pending.outcome = Outcome::BodyError;

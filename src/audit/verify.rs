@@ -215,13 +215,12 @@ impl Verifier {
                 })
             };
             let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-                let seq = serde_json::from_slice::<SeqOnly>(rest).ok().map(|s| s.seq);
-                return Err(broken(seq, BreakKind::Truncated, self.records));
+                return Err(broken(leading_seq(rest), BreakKind::Truncated, self.records));
             };
             let line = &rest[..end];
             rest = &rest[end + 1..];
             let record: Result<AuditRecord, _> = serde_json::from_slice(line);
-            let seq = record.as_ref().map(|r| r.seq).ok();
+            let seq = record.as_ref().map(|r| r.seq).ok().or_else(|| leading_seq(line));
             let Some((canonical, recorded)) = split_hash(line) else {
                 return Err(broken(
                     seq,
@@ -243,17 +242,22 @@ impl Verifier {
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    return Err(broken(None, BreakKind::Malformed(e.to_string()), self.records));
+                    return Err(broken(seq, BreakKind::Malformed(e.to_string()), self.records));
                 }
             };
             if record.seq > self.next_seq {
-                return Err(broken(
-                    seq,
-                    BreakKind::Missing {
-                        expected: self.next_seq,
-                    },
-                    self.records,
-                ));
+                // The expected record further down this file means it was
+                // moved, not deleted.
+                let expected = self.next_seq;
+                let moved = rest
+                    .split(|&b| b == b'\n')
+                    .any(|l| leading_seq(l) == Some(expected));
+                let kind = if moved {
+                    BreakKind::OutOfOrder { expected }
+                } else {
+                    BreakKind::Missing { expected }
+                };
+                return Err(broken(seq, kind, self.records));
             }
             if record.seq < self.next_seq {
                 return Err(broken(
@@ -291,7 +295,13 @@ impl Verifier {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct SeqOnly {
-    seq: u64,
+/// The `seq` a line starts with (`{"seq":42,`), read without parsing the
+/// rest, so a cut or damaged line can still be named.
+fn leading_seq(line: &[u8]) -> Option<u64> {
+    let digits = line.strip_prefix(b"{\"seq\":")?;
+    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+    if end == 0 || end > 20 {
+        return None;
+    }
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
