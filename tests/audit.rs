@@ -98,7 +98,10 @@ where
 async fn transfer(axum::Extension(audit): axum::Extension<AuditHandle>) -> &'static str {
     for step in ["PREPARE", "COMMIT", "POST_COMMIT_HOOK"] {
         audit
-            .event(step, serde_json::json!({ "amount": "10.00", "currency": "EUR" }))
+            .event(
+                step,
+                serde_json::json!({ "amount": "10.00", "currency": "EUR" }),
+            )
             .await
             .expect("audit event queued");
     }
@@ -152,7 +155,9 @@ async fn ten_thousand_concurrent_requests_make_ten_thousand_chained_records() {
                 .unwrap();
             let res = client.request(req).await.expect("request");
             let status = res.status();
-            http_body_util::BodyExt::collect(res.into_body()).await.unwrap();
+            http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap();
             drop(permit);
             status
         });
@@ -173,7 +178,10 @@ async fn ten_thousand_concurrent_requests_make_ten_thousand_chained_records() {
         assert_eq!(r.http_status, Some(200));
         assert_eq!(r.outcome, Some(Outcome::Complete));
     }
-    let mut orders: Vec<_> = records.iter().map(|r| r.order_id.clone().unwrap()).collect();
+    let mut orders: Vec<_> = records
+        .iter()
+        .map(|r| r.order_id.clone().unwrap())
+        .collect();
     orders.sort();
     orders.dedup();
     assert_eq!(orders.len(), N, "every request recorded exactly once");
@@ -213,8 +221,9 @@ async fn tamper_table_reports_the_first_broken_link() {
     assert_eq!(verify(&original).unwrap().records, 10);
 
     type Tamper = fn(Vec<String>) -> String;
+    type Expect = fn(&BreakKind) -> bool;
     // (case, tamper, line, seq found there, what is wrong)
-    let table: Vec<(&str, Tamper, u64, Option<u64>, fn(&BreakKind) -> bool)> = vec![
+    let table: Vec<(&str, Tamper, u64, Option<u64>, Expect)> = vec![
         (
             "edit a field",
             |mut l| {
@@ -228,7 +237,9 @@ async fn tamper_table_reports_the_first_broken_link() {
         (
             "edit and re-hash",
             |mut l| {
-                l[4] = reseal(&l[4], |r| r.data = Some(serde_json::json!({ "amount": 900 })));
+                l[4] = reseal(&l[4], |r| {
+                    r.data = Some(serde_json::json!({ "amount": 900 }))
+                });
                 l.join("\n") + "\n"
             },
             6,
@@ -414,7 +425,10 @@ async fn rejections_are_audited_with_their_codes() {
     assert_eq!(r.code.as_deref(), Some("rbac.denied"));
     assert_eq!(r.http_status, Some(403));
     assert_eq!(r.subject.as_deref(), Some("mallory"));
-    assert_eq!(r.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert_eq!(
+        r.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
     let r = &records[1];
     assert_eq!(r.decision, Some(Decision::Allow));
     assert_eq!(r.code, None);
@@ -464,7 +478,10 @@ async fn handler_events_join_the_chain_with_the_request_context() {
         ]
     );
     for r in &records {
-        assert_eq!(r.trace_id.as_deref(), Some("0af7651916cd43dd8448eb211c80319c"));
+        assert_eq!(
+            r.trace_id.as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
         assert_eq!(r.order_id.as_deref(), Some("order-42"));
         assert_eq!(r.subject.as_deref(), Some("alice"));
         assert_eq!(r.tenant.as_deref(), Some("tenant-a"));

@@ -173,7 +173,9 @@ where
                     },
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => ResponseFuture::rejected(refuse(&req, &ctx)),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                ResponseFuture::rejected(refuse(&req, &ctx))
+            }
         }
     }
 }
@@ -285,7 +287,8 @@ where
                     ctx,
                 } => {
                     let reserved = ready!(reserve.as_mut().poll(cx));
-                    let (Some(req), Some(mut inner), Some(ctx)) = (req.take(), inner.take(), ctx.take())
+                    let (Some(req), Some(mut inner), Some(ctx)) =
+                        (req.take(), inner.take(), ctx.take())
                     else {
                         panic!("audit ResponseFuture polled after completion");
                     };
@@ -384,8 +387,7 @@ where
                         // Trailers are the last frame of a body.
                         Some(trailers) => {
                             if pending.ctx.grpc {
-                                pending.grpc_status =
-                                    grpc_status(trailers).or(pending.grpc_status);
+                                pending.grpc_status = grpc_status(trailers).or(pending.grpc_status);
                             }
                             true
                         }
@@ -471,7 +473,11 @@ mod tests {
         let first = tokio::spawn(svc.clone().oneshot(Request::new(Full::default())));
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let res = svc.clone().oneshot(Request::new(Full::default())).await.unwrap();
+        let res = svc
+            .clone()
+            .oneshot(Request::new(Full::default()))
+            .await
+            .unwrap();
         assert_eq!(res.status(), 503);
         let body = res.into_body().collect().await.unwrap().to_bytes();
         let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -486,7 +492,11 @@ mod tests {
         assert_eq!(res.status(), 200);
         res.into_body().collect().await.unwrap();
         let records = records(&auditor, &sink).await;
-        assert_eq!(records.len(), 2, "the refusal has no record, both others do");
+        assert_eq!(
+            records.len(),
+            2,
+            "the refusal has no record, both others do"
+        );
         assert!(records.iter().all(|r| r.http_status == Some(200)));
     }
 
@@ -514,7 +524,11 @@ mod tests {
         let hang = svc
             .clone()
             .oneshot(Request::get("/hang").body(Full::default()).unwrap());
-        assert!(tokio::time::timeout(Duration::from_millis(20), hang).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), hang)
+                .await
+                .is_err()
+        );
         // The inner service failed.
         let err = svc
             .oneshot(Request::get("/err").body(Full::default()).unwrap())
@@ -544,12 +558,19 @@ mod tests {
             .service_fn(|req: Request<Full<Bytes>>| async move {
                 let mut trailers = HeaderMap::new();
                 trailers.insert("grpc-status", "5".parse().unwrap());
-                let frames: Vec<Result<Frame<Bytes>, Infallible>> =
-                    vec![Ok(Frame::data(Bytes::from("x"))), Ok(Frame::trailers(trailers))];
+                let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+                    Ok(Frame::data(Bytes::from("x"))),
+                    Ok(Frame::trailers(trailers)),
+                ];
                 let body = StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync();
                 if req.uri().path() == "/only" {
-                    let mut res = Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed_unsync());
-                    res.headers_mut().insert("grpc-status", "7".parse().unwrap());
+                    let mut res = Response::new(
+                        Full::new(Bytes::new())
+                            .map_err(|e| match e {})
+                            .boxed_unsync(),
+                    );
+                    res.headers_mut()
+                        .insert("grpc-status", "7".parse().unwrap());
                     return Ok::<_, Infallible>(res);
                 }
                 Ok(Response::new(body))
@@ -569,7 +590,10 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [(Some(5), Some(Outcome::Complete)), (Some(7), Some(Outcome::Complete))]
+            [
+                (Some(5), Some(Outcome::Complete)),
+                (Some(7), Some(Outcome::Complete))
+            ]
         );
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::record::AuditRecord;
-use super::verify::{VerifyError, VerifyReport, Verifier};
+use super::verify::{Verifier, VerifyError, VerifyReport};
 
 /// The last record of a stored chain: where the writer resumes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,10 +60,13 @@ pub trait AuditSink: Send + 'static {
     }
 }
 
+/// Records with their encoded lines.
+type Stored = Vec<(AuditRecord, Vec<u8>)>;
+
 /// An in-memory sink for tests and benches. Clones share the same records.
 #[derive(Clone, Default, Debug)]
 pub struct MemorySink {
-    inner: Arc<Mutex<Vec<(AuditRecord, Vec<u8>)>>>,
+    inner: Arc<Mutex<Stored>>,
 }
 
 impl MemorySink {
@@ -72,7 +75,7 @@ impl MemorySink {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(AuditRecord, Vec<u8>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stored> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -498,13 +501,7 @@ mod tests {
         let last = write_n(&mut sink, 3);
         drop(sink);
         let sink = FileSink::open(&path).unwrap();
-        assert_eq!(
-            sink.head(),
-            Some(ChainHead {
-                seq: 3,
-                hash: last
-            })
-        );
+        assert_eq!(sink.head(), Some(ChainHead { seq: 3, hash: last }));
         assert_eq!(sink.recovery(), None);
     }
 

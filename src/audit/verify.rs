@@ -70,7 +70,10 @@ impl fmt::Display for BreakKind {
             ),
             Self::Missing { expected } => write!(f, "record {expected} is missing"),
             Self::OutOfOrder { expected } => {
-                write!(f, "record out of order (inserted or moved); expected seq {expected}")
+                write!(
+                    f,
+                    "record out of order (inserted or moved); expected seq {expected}"
+                )
             }
             Self::PrevMismatch { expected, found } => write!(
                 f,
@@ -103,7 +106,11 @@ impl fmt::Display for BrokenLink {
         if let Some(seq) = self.seq {
             write!(f, " (seq {seq})")?;
         }
-        write!(f, ": {} [{} records verified before]", self.kind, self.verified)
+        write!(
+            f,
+            ": {} [{} records verified before]",
+            self.kind, self.verified
+        )
     }
 }
 
@@ -215,12 +222,20 @@ impl Verifier {
                 })
             };
             let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-                return Err(broken(leading_seq(rest), BreakKind::Truncated, self.records));
+                return Err(broken(
+                    leading_seq(rest),
+                    BreakKind::Truncated,
+                    self.records,
+                ));
             };
             let line = &rest[..end];
             rest = &rest[end + 1..];
             let record: Result<AuditRecord, _> = serde_json::from_slice(line);
-            let seq = record.as_ref().map(|r| r.seq).ok().or_else(|| leading_seq(line));
+            let seq = record
+                .as_ref()
+                .map(|r| r.seq)
+                .ok()
+                .or_else(|| leading_seq(line));
             let Some((canonical, recorded)) = split_hash(line) else {
                 return Err(broken(
                     seq,
@@ -242,7 +257,11 @@ impl Verifier {
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    return Err(broken(seq, BreakKind::Malformed(e.to_string()), self.records));
+                    return Err(broken(
+                        seq,
+                        BreakKind::Malformed(e.to_string()),
+                        self.records,
+                    ));
                 }
             };
             if record.seq > self.next_seq {

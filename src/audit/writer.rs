@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::record::{AuditRecord, GENESIS, Outcome, RecordKind, Decision, rfc3339};
+use super::record::{AuditRecord, Decision, GENESIS, Outcome, RecordKind, rfc3339};
 use super::sink::{AuditSink, TornTail};
 use crate::labels::{LabelValues, RequestLabels};
 
@@ -213,7 +213,12 @@ impl Auditor {
     /// synced.
     pub async fn flush(&self) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        let closed = || io::Error::other(self.last_error().unwrap_or_else(|| "audit writer stopped".into()));
+        let closed = || {
+            io::Error::other(
+                self.last_error()
+                    .unwrap_or_else(|| "audit writer stopped".into()),
+            )
+        };
         self.tx.send(Msg::Flush(tx)).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?.map_err(io::Error::other)
     }
@@ -225,7 +230,8 @@ impl Auditor {
         name: impl Into<Cow<'static, str>>,
         data: serde_json::Value,
     ) -> Result<(), AuditError> {
-        self.send_event(LabelValues::default(), name.into(), data).await
+        self.send_event(LabelValues::default(), name.into(), data)
+            .await
     }
 
     pub(crate) async fn send_event(
@@ -441,7 +447,11 @@ fn build(entry: Entry, seq: u64, prev: String) -> AuditRecord {
             if record.route.is_none() {
                 record.route = path;
             }
-            record.decision = Some(if denied { Decision::Deny } else { Decision::Allow });
+            record.decision = Some(if denied {
+                Decision::Deny
+            } else {
+                Decision::Allow
+            });
             record.code = code;
             record.http_status = http_status;
             record.grpc_status = grpc_status;
