@@ -596,4 +596,53 @@ mod tests {
             ]
         );
     }
+
+    /// A sink whose disk is full.
+    struct Full_;
+    impl crate::audit::AuditSink for Full_ {
+        fn head(&self) -> Option<crate::audit::ChainHead> {
+            None
+        }
+        fn append(&mut self, _: &AuditRecord, _: &[u8]) -> std::io::Result<()> {
+            Err(std::io::Error::other("no space left on device"))
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_sink_fails_closed() {
+        let auditor = Auditor::builder()
+            .wait_timeout(Duration::from_millis(20))
+            .spawn(Full_)
+            .unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(AuditLayer::new(auditor.clone()))
+            .service_fn(|_req: Request<Full<Bytes>>| async move {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+            });
+        // The first record hits the failing disk and stops the writer.
+        let res = svc
+            .clone()
+            .oneshot(Request::new(Full::default()))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        drop(res);
+        assert!(auditor.flush().await.is_err());
+        let stats = auditor.stats();
+        assert!(stats.failed);
+        assert_eq!((stats.written, stats.lost), (0, 1));
+        assert!(auditor.last_error().unwrap().contains("no space"));
+        // Every later request is refused before it runs.
+        let res = svc.oneshot(Request::new(Full::default())).await.unwrap();
+        assert_eq!(res.status(), 503);
+        assert_eq!(auditor.stats().refused, 1);
+        let handle = AuditHandle::new(auditor.clone(), RequestLabels::new());
+        assert_eq!(
+            handle.try_event("E", serde_json::Value::Null),
+            Err(crate::audit::AuditError::Closed)
+        );
+    }
 }

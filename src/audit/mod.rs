@@ -48,6 +48,8 @@
 //! request is refused with 503 `audit.unavailable` (gRPC `UNAVAILABLE`)
 //! before anything runs. That refusal cannot itself be queued (there is no
 //! slot): it is counted in [`AuditStats::refused`] and logged at `error`.
+//! A request dropped while it still waits for a slot never reached the
+//! inner service and has no record either.
 //! If the sink fails (disk full), the writer stops and every later
 //! request is refused the same way — fail closed; records already queued
 //! are counted in [`AuditStats::lost`].

@@ -210,7 +210,8 @@ impl Auditor {
     }
 
     /// Waits until every record queued before this call is written and
-    /// synced.
+    /// synced. Call it on shutdown, after the server has drained: records
+    /// still queued when the process exits are not on disk.
     pub async fn flush(&self) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
         let closed = || {
@@ -331,6 +332,13 @@ async fn run_writer<S: AuditSink>(mut sink: S, mut rx: mpsc::Receiver<Msg>, shar
         None => (0, GENESIS.to_owned()),
     };
     let mut batch = Vec::with_capacity(256);
+    // Marks the writer failed *before* anything queued is dropped, so a
+    // `flush` that sees the writer gone also sees why.
+    let fail = |e: io::Error| {
+        shared.failed.store(true, Ordering::Relaxed);
+        *shared.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        e
+    };
     let result: io::Result<()> = async {
         loop {
             let n = match sink.sync_deadline() {
@@ -338,7 +346,7 @@ async fn run_writer<S: AuditSink>(mut sink: S, mut rx: mpsc::Receiver<Msg>, shar
                     tokio::select! {
                         n = rx.recv_many(&mut batch, 256) => n,
                         () = tokio::time::sleep_until(deadline.into()) => {
-                            sink.sync()?;
+                            sink.sync().map_err(fail)?;
                             continue;
                         }
                     }
@@ -346,9 +354,12 @@ async fn run_writer<S: AuditSink>(mut sink: S, mut rx: mpsc::Receiver<Msg>, shar
                 None => rx.recv_many(&mut batch, 256).await,
             };
             if n == 0 {
-                return sink.sync();
+                return sink.sync().map_err(fail);
             }
-            for msg in batch.drain(..) {
+            // Popped from the back, so on failure what is left stays in
+            // `batch` to be counted.
+            batch.reverse();
+            while let Some(msg) = batch.pop() {
                 match msg {
                     Msg::Entry(entry) => {
                         seq += 1;
@@ -356,17 +367,25 @@ async fn run_writer<S: AuditSink>(mut sink: S, mut rx: mpsc::Receiver<Msg>, shar
                         let line = record.seal();
                         if let Err(e) = sink.append(&record, &line) {
                             shared.lost.fetch_add(1, Ordering::Relaxed);
-                            return Err(e);
+                            return Err(fail(e));
                         }
                         prev = record.hash;
                         shared.written.fetch_add(1, Ordering::Relaxed);
                     }
                     Msg::Flush(reply) => {
-                        let r = sink.sync();
+                        let r = sink.sync().map_err(fail);
                         let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                         r?;
                     }
                 }
+            }
+            // Under a steady stream of records the timer branch above may
+            // rarely win the select: honour the interval here as well.
+            if sink
+                .sync_deadline()
+                .is_some_and(|deadline| deadline <= std::time::Instant::now())
+            {
+                sink.sync().map_err(fail)?;
             }
         }
     }
@@ -374,17 +393,20 @@ async fn run_writer<S: AuditSink>(mut sink: S, mut rx: mpsc::Receiver<Msg>, shar
     if let Err(e) = result {
         // Fail closed: stop taking records, so requests are refused with
         // `audit.unavailable` instead of going unaudited.
-        shared.failed.store(true, Ordering::Relaxed);
-        *shared.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         rx.close();
         let mut lost = batch.iter().filter(|m| matches!(m, Msg::Entry(_))).count() as u64;
+        batch.clear();
         while let Ok(msg) = rx.try_recv() {
             if matches!(msg, Msg::Entry(_)) {
                 lost += 1;
             }
         }
         shared.lost.fetch_add(lost, Ordering::Relaxed);
-        tracing::error!(error = %e, lost = shared.lost.load(Ordering::Relaxed), "audit sink failed; audit writer stopped, requests will be refused");
+        tracing::error!(
+            error = %e,
+            lost = shared.lost.load(Ordering::Relaxed),
+            "audit sink failed; audit writer stopped, requests will be refused"
+        );
     }
 }
 
