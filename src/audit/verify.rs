@@ -158,8 +158,12 @@ impl std::error::Error for VerifyError {
 /// `hash` (see [`AuditRecord`] for the canonical encoding), carry the next
 /// `seq`, and hold the previous record's hash in `prev`. Returns the first
 /// broken link with its file, line and `seq`: a changed record is reported
-/// at itself, a deleted one at the record after the gap, an inserted or
-/// reordered one where it sits, a cut file at its last line.
+/// at itself, a deleted one at the record after the gap, an inserted,
+/// duplicated or reordered one at the first line out of place, a file cut
+/// mid-record at its last line. A record changed *and re-hashed* is
+/// reported at the record after it, whose `prev` no longer matches.
+/// Whole records cut off the end leave a valid, shorter chain: compare
+/// [`VerifyReport::head`] with a head kept elsewhere to catch that.
 pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyError> {
     let path = path.as_ref();
     let io_err = |source| VerifyError::Io {
