@@ -184,7 +184,9 @@ impl Default for FileSinkOptions {
 /// truncated to the end of the last good line. The chain resumes from that
 /// record's `seq` and `hash`. If the line before it is damaged as well, the
 /// log was not torn but tampered with or corrupted: opening fails rather
-/// than cut more.
+/// than cut more. So does a complete last line whose bytes do not hash to
+/// its `hash` (an edit, not a crash): the chain never continues from a
+/// forged head.
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
@@ -360,6 +362,18 @@ fn repair_tail(
     let (last_start, last) = last_line(file, len)?;
     let complete = last.last() == Some(&b'\n');
     if complete && let Some(head) = parse_head(&last) {
+        // A complete line whose bytes do not hash to its `hash` was not
+        // torn by a crash but edited: chaining onto it would launder the
+        // edit, and cutting it would destroy the evidence.
+        if !hash_matches(&last) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: the last record does not match its hash; run audit::verify",
+                    path.display()
+                ),
+            ));
+        }
         return Ok(Some(head));
     }
     // Torn: cut it off, and resume from the line before.
@@ -404,6 +418,12 @@ fn repair_tail(
     );
     *recovery = Some(torn);
     Ok(head)
+}
+
+fn hash_matches(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    super::record::split_hash(line)
+        .is_some_and(|(canonical, hash)| super::record::sha256_hex(&canonical) == hash)
 }
 
 fn parse_head(line: &[u8]) -> Option<ChainHead> {
@@ -550,6 +570,22 @@ mod tests {
         assert_eq!(sink.head(), None);
         assert_eq!(sink.recovery().unwrap().line, 1);
         assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn an_edited_last_record_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut sink = FileSink::open(&path).unwrap();
+        write_n(&mut sink, 2);
+        drop(sink);
+        let text = fs::read_to_string(&path).unwrap();
+        let edited = text.replacen("\"seq\":2,\"time\":\"2026", "\"seq\":2,\"time\":\"2025", 1);
+        assert_ne!(text, edited);
+        fs::write(&path, &edited).unwrap();
+        let err = FileSink::open(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(fs::read_to_string(&path).unwrap(), edited, "nothing cut");
     }
 
     #[test]
