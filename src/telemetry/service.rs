@@ -236,3 +236,145 @@ where
         ResponseFuture::traced(future, request_span, echo)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::{TelemetryLayer, w3c_propagator};
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use opentelemetry::trace::Status;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    fn provider() -> (InMemorySpanExporter, SdkTracerProvider) {
+        let spans = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(spans.clone())
+            .build();
+        (spans, provider)
+    }
+
+    fn attr(span: &SpanData, key: &str) -> Option<String> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    }
+
+    #[test]
+    fn order_id_validation() {
+        let long = "a".repeat(MAX_ORDER_ID_LEN);
+        let too_long = "a".repeat(MAX_ORDER_ID_LEN + 1);
+        let rows: [(&str, bool); 9] = [
+            ("ord-1", true),
+            ("A_b.c:d/e#1~", true),
+            (&long, true),
+            (&too_long, false),
+            ("", false),
+            ("a b", false),
+            ("tab\t", false),
+            ("ü", false),
+            ("\u{7f}", false),
+        ];
+        for (s, ok) in rows {
+            assert_eq!(valid_order_id(s), ok, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn two_order_id_headers_are_invalid() {
+        let mut h = HeaderMap::new();
+        h.append("x-order-id", HeaderValue::from_static("a"));
+        h.append("x-order-id", HeaderValue::from_static("b"));
+        let name = HeaderName::from_static("x-order-id");
+        assert_eq!(
+            order_id(&h, &name, &Context::new()),
+            Err(OrderIdError::Invalid)
+        );
+    }
+
+    #[tokio::test]
+    async fn skipped_paths_match_whole_segments() {
+        let (spans, provider) = provider();
+        let svc = TelemetryLayer::builder()
+            .tracer_provider(&provider)
+            .build()
+            .layer(service_fn(|_req: Request<Full<Bytes>>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+            }));
+        for path in ["/livez", "/readyz/etcd", "/healthz", "/livezz", "/v1/livez"] {
+            let req = Request::get(path).body(Full::default()).unwrap();
+            let res = svc.clone().oneshot(req).await.unwrap();
+            res.into_body().collect().await.unwrap();
+        }
+        let paths: Vec<_> = spans
+            .get_finished_spans()
+            .unwrap()
+            .iter()
+            .map(|s| attr(s, "url.path").unwrap())
+            .collect();
+        assert_eq!(paths, ["/livezz", "/v1/livez"]);
+    }
+
+    #[tokio::test]
+    async fn inner_error_ends_the_span_with_error_status() {
+        let (spans, provider) = provider();
+        let svc = TelemetryLayer::builder()
+            .tracer_provider(&provider)
+            .build()
+            .layer(service_fn(|_req: Request<Full<Bytes>>| async {
+                Err::<Response<Full<Bytes>>, _>("boom")
+            }));
+        let err = svc
+            .oneshot(Request::new(Full::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(err, "boom");
+        let span = &spans.get_finished_spans().unwrap()[0];
+        assert!(matches!(span.status, Status::Error { .. }));
+        assert_eq!(attr(span, "error.type").as_deref(), Some("service_error"));
+    }
+
+    #[tokio::test]
+    async fn dropped_body_still_ends_the_span() {
+        let (spans, provider) = provider();
+        let svc = TelemetryLayer::builder()
+            .tracer_provider(&provider)
+            .propagator(w3c_propagator())
+            .build()
+            .layer(service_fn(|_req: Request<Full<Bytes>>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("x"))))
+            }));
+        let res = svc.oneshot(Request::new(Full::default())).await.unwrap();
+        assert!(spans.get_finished_spans().unwrap().is_empty(), "ends with the body");
+        drop(res);
+        let span = &spans.get_finished_spans().unwrap()[0];
+        assert_eq!(attr(span, "error.type").as_deref(), Some("cancelled"));
+        assert_eq!(attr(span, "http.response.status_code").as_deref(), Some("200"));
+    }
+
+    #[tokio::test]
+    async fn handler_runs_inside_the_server_span() {
+        let (spans, provider) = provider();
+        let svc = TelemetryLayer::builder()
+            .tracer_provider(&provider)
+            .build()
+            .layer(service_fn(|_req: Request<Full<Bytes>>| async {
+                tokio::task::yield_now().await;
+                let cx = Context::current();
+                let id = cx.span().span_context().span_id().to_string();
+                let labels = cx.get::<RequestLabels>().is_some();
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                    format!("{id} {labels}"),
+                ))))
+            }));
+        let res = svc.oneshot(Request::new(Full::default())).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let span = &spans.get_finished_spans().unwrap()[0];
+        assert_eq!(
+            body,
+            format!("{} true", span.span_context.span_id())
+        );
+    }
+}
