@@ -71,7 +71,9 @@ where
 }
 
 fn overhead(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let bare = service_fn(handler);
     let noop = TelemetryLayer::builder()
         .tracer_provider(&NoopTracerProvider::new())

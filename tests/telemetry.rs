@@ -217,8 +217,14 @@ async fn w3c_traceparent_vectors_are_continued_or_restart_the_trace() {
         (format!("00_{TRACE}_{PARENT}_01"), false),
         (format!("00-{TRACE}-{PARENT}-01-extra"), false),
         (format!("cc-{TRACE}-{PARENT}-01"), true),
-        (format!("cc-{TRACE}-{PARENT}-01-what-the-future-will-be-like"), true),
-        (format!("cc-{TRACE}-{PARENT}-01.what-the-future-will-be-like"), false),
+        (
+            format!("cc-{TRACE}-{PARENT}-01-what-the-future-will-be-like"),
+            true,
+        ),
+        (
+            format!("cc-{TRACE}-{PARENT}-01.what-the-future-will-be-like"),
+            false,
+        ),
     ];
     for (i, (traceparent, continued)) in rows.iter().enumerate() {
         otel.spans.reset();
@@ -240,7 +246,11 @@ async fn w3c_traceparent_vectors_are_continued_or_restart_the_trace() {
                 "row {i}: tracestate kept with a valid traceparent"
             );
         } else {
-            assert_ne!(trace_id(&span), TRACE, "row {i}: {traceparent} must restart");
+            assert_ne!(
+                trace_id(&span),
+                TRACE,
+                "row {i}: {traceparent} must restart"
+            );
             assert_eq!(parent, SpanId::INVALID, "row {i}: {traceparent}");
             assert_eq!(
                 span.span_context.trace_state().header(),
@@ -287,7 +297,10 @@ async fn several_baggage_headers_are_combined_and_values_keep_their_equals_sign(
     assert_eq!(bag["user_risk_level"], "critical");
     let span = otel.server_span("GET /bag").await;
     assert_eq!(attr(&span, "order_id").as_deref(), Some("ord-42"));
-    assert_eq!(attr(&span, "baggage.user_risk_level").as_deref(), Some("critical"));
+    assert_eq!(
+        attr(&span, "baggage.user_risk_level").as_deref(),
+        Some("critical")
+    );
     // SAFETY check: no verified principal, so no user_risk_level at all.
     assert_eq!(attr(&span, "user_risk_level"), None);
 }
@@ -369,14 +382,62 @@ async fn health_probes_are_not_traced() {
 async fn each_kind_of_inner_rejection_labels_the_span_and_carries_the_trace_id() {
     // (kind, code, http status, grpc code, server error?)
     let rows = [
-        (RejectionKind::Unauthenticated, "auth.invalid", 401, 16, false),
-        (RejectionKind::PermissionDenied, "rbac.denied", 403, 7, false),
-        (RejectionKind::InvalidArgument, "tenant.malformed", 400, 3, false),
-        (RejectionKind::Conflict, "idempotency.in_flight", 409, 10, false),
-        (RejectionKind::Unprocessable, "idempotency.mismatch", 422, 9, false),
-        (RejectionKind::RequestTimeout, "deadline.request_body", 408, 4, true),
-        (RejectionKind::ResourceExhausted, "limit.rate", 429, 8, false),
-        (RejectionKind::Unavailable, "health.not_ready", 503, 14, true),
+        (
+            RejectionKind::Unauthenticated,
+            "auth.invalid",
+            401,
+            16,
+            false,
+        ),
+        (
+            RejectionKind::PermissionDenied,
+            "rbac.denied",
+            403,
+            7,
+            false,
+        ),
+        (
+            RejectionKind::InvalidArgument,
+            "tenant.malformed",
+            400,
+            3,
+            false,
+        ),
+        (
+            RejectionKind::Conflict,
+            "idempotency.in_flight",
+            409,
+            10,
+            false,
+        ),
+        (
+            RejectionKind::Unprocessable,
+            "idempotency.mismatch",
+            422,
+            9,
+            false,
+        ),
+        (
+            RejectionKind::RequestTimeout,
+            "deadline.request_body",
+            408,
+            4,
+            true,
+        ),
+        (
+            RejectionKind::ResourceExhausted,
+            "limit.rate",
+            429,
+            8,
+            false,
+        ),
+        (
+            RejectionKind::Unavailable,
+            "health.not_ready",
+            503,
+            14,
+            true,
+        ),
         (RejectionKind::Internal, "audit.write_failed", 500, 13, true),
     ];
     for (kind, code, http_status, grpc_code, server_error) in rows {
@@ -428,10 +489,13 @@ async fn each_kind_of_inner_rejection_labels_the_span_and_carries_the_trace_id()
             ))
             .await
             .unwrap_err();
-        assert_eq!(err.code() as i32, i32::from(grpc_code), "{code}");
+        assert_eq!(err.code() as i32, grpc_code, "{code}");
         let span = otel.server_span("finmesh.test.v1.Echo/Unary").await;
         assert_eq!(attr(&span, "rpc.system").as_deref(), Some("grpc"));
-        assert_eq!(attr(&span, "rpc.service").as_deref(), Some("finmesh.test.v1.Echo"));
+        assert_eq!(
+            attr(&span, "rpc.service").as_deref(),
+            Some("finmesh.test.v1.Echo")
+        );
         assert_eq!(attr(&span, "rpc.method").as_deref(), Some("Unary"));
         assert_eq!(
             attr(&span, "rpc.grpc.status_code"),
@@ -499,7 +563,10 @@ async fn invalid_and_missing_order_ids_are_refused() {
     assert_eq!(post(&[("x-order-id", "ord-1")]).await.status, 200);
     assert_eq!(post(&[("baggage", "order_id=ord-2")]).await.status, 200);
     // Only POST is required.
-    assert_eq!(support::get(&server.url("/v1/transfer"), &[]).await.status, 200);
+    assert_eq!(
+        support::get(&server.url("/v1/transfer"), &[]).await.status,
+        200
+    );
 
     let mut client = support::grpc_client(server.addr).await;
     let err = client.unary(EchoRequest::default()).await.unwrap_err();
@@ -583,9 +650,16 @@ async fn grpc_status_is_read_from_bidi_trailers_and_trailers_only_headers() {
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     let span = otel.server_span("finmesh.test.v1.Echo/Bidi").await;
     assert_eq!(attr(&span, "rpc.grpc.status_code").as_deref(), Some("8"));
-    assert_eq!(attr(&span, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(
+        attr(&span, "http.response.status_code").as_deref(),
+        Some("200")
+    );
     assert_eq!(attr(&span, "error.type"), None);
-    assert_eq!(span.status, Status::Ok, "RESOURCE_EXHAUSTED is not a server error");
+    assert_eq!(
+        span.status,
+        Status::Ok,
+        "RESOURCE_EXHAUSTED is not a server error"
+    );
 
     let err = client.unary(EchoRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
@@ -594,8 +668,7 @@ async fn grpc_status_is_read_from_bidi_trailers_and_trailers_only_headers() {
 
     // And a stream that ends OK reports 0 from its trailers.
     otel.spans.reset();
-    let ok_server =
-        support::spawn(support::echo_app().layer(otel.layer().build())).await;
+    let ok_server = support::spawn(support::echo_app().layer(otel.layer().build())).await;
     let mut client = support::grpc_client(ok_server.addr).await;
     let outbound = tokio_stream::iter([EchoRequest::default()]);
     let mut stream = client.bidi(outbound).await.unwrap().into_inner();
@@ -627,7 +700,11 @@ async fn baggage_risk_level_never_overrides_the_verified_one() {
         let res = support::get(&server.url("/bag"), &headers).await;
         assert_eq!(res.status, 200);
         let span = otel.server_span("GET /bag").await;
-        assert_eq!(attr(&span, "user_risk_level").as_deref(), expected, "{auth:?}");
+        assert_eq!(
+            attr(&span, "user_risk_level").as_deref(),
+            expected,
+            "{auth:?}"
+        );
         assert_eq!(
             attr(&span, "baggage.user_risk_level").as_deref(),
             Some(baggage_risk)
@@ -636,8 +713,10 @@ async fn baggage_risk_level_never_overrides_the_verified_one() {
         assert!(
             points
                 .iter()
-                .all(|(a, _)| a.get("user_risk_level").map(String::as_str) != Some("critical")
-                    || expected == Some("critical")),
+                .all(
+                    |(a, _)| a.get("user_risk_level").map(String::as_str) != Some("critical")
+                        || expected == Some("critical")
+                ),
             "{points:?}"
         );
     }
@@ -668,7 +747,10 @@ async fn metric_attributes_never_contain_order_id_trace_id_or_subject() {
         .layer(otel.layer().build());
     let server = support::spawn(app).await;
     let mut trace_ids = Vec::new();
-    for (i, path) in ["/v1/transfer", "/v1/refuse", "/v1/transfer"].iter().enumerate() {
+    for (i, path) in ["/v1/transfer", "/v1/refuse", "/v1/transfer"]
+        .iter()
+        .enumerate()
+    {
         let order = format!("ord-secret-{i}");
         let res = support::send(
             http::Request::post(server.url(path))
@@ -682,10 +764,15 @@ async fn metric_attributes_never_contain_order_id_trace_id_or_subject() {
         assert!(res.status == 200 || res.status == 403);
         trace_ids.push(format!("{TRACE:.30}{i:02}"));
     }
-    otel.span("third", |s| attr(s, "order_id").as_deref() == Some("ord-secret-2"))
-        .await;
+    otel.span("third", |s| {
+        attr(s, "order_id").as_deref() == Some("ord-secret-2")
+    })
+    .await;
     let span = otel.server_span("POST /v1/transfer").await;
-    assert_eq!(attr(&span, "consistency_status").as_deref(), Some("committed"));
+    assert_eq!(
+        attr(&span, "consistency_status").as_deref(),
+        Some("committed")
+    );
     assert_eq!(attr(&span, "retry_count").as_deref(), Some("2"));
 
     let duration = otel.points(SERVER_DURATION);
@@ -706,8 +793,14 @@ async fn metric_attributes_never_contain_order_id_trace_id_or_subject() {
         assert_eq!(transfer.0.get(k).map(String::as_str), Some(v), "{k}");
     }
     let refused = &rejections[0].0;
-    assert_eq!(refused.get("finmesh.layer").map(String::as_str), Some("rbac"));
-    assert_eq!(refused.get("finmesh.code").map(String::as_str), Some("rbac.denied"));
+    assert_eq!(
+        refused.get("finmesh.layer").map(String::as_str),
+        Some("rbac")
+    );
+    assert_eq!(
+        refused.get("finmesh.code").map(String::as_str),
+        Some("rbac.denied")
+    );
     for (attrs, _) in duration.iter().chain(&rejections) {
         for forbidden in ["order_id", "trace_id", "enduser.id", "subject", "url.path"] {
             assert!(!attrs.contains_key(forbidden), "{forbidden} in {attrs:?}");
@@ -715,7 +808,10 @@ async fn metric_attributes_never_contain_order_id_trace_id_or_subject() {
         for value in attrs.values() {
             assert!(!value.contains("ord-secret"), "{attrs:?}");
             assert!(!value.contains("subject-dave"), "{attrs:?}");
-            assert!(!trace_ids.iter().any(|t| value.contains(t.as_str())), "{attrs:?}");
+            assert!(
+                !trace_ids.iter().any(|t| value.contains(t.as_str())),
+                "{attrs:?}"
+            );
         }
     }
 }
@@ -836,9 +932,7 @@ async fn end_to_end_axum_to_tonic_continues_the_trace_with_business_labels() {
     assert_eq!(seen_by_b["subject"], "erin");
 
     let a_span = otel.server_span("POST /v1/transfer").await;
-    let handler_span = otel
-        .span("handler", |s| s.name == "transfer.handler")
-        .await;
+    let handler_span = otel.span("handler", |s| s.name == "transfer.handler").await;
     let client_span = otel
         .span("client", |s| s.span_kind == SpanKind::Client)
         .await;
@@ -851,7 +945,10 @@ async fn end_to_end_axum_to_tonic_continues_the_trace_with_business_labels() {
     }
     assert_eq!(handler_span.parent_span_id, a_span.span_context.span_id());
     assert!(!handler_span.parent_span_is_remote);
-    assert_eq!(client_span.parent_span_id, handler_span.span_context.span_id());
+    assert_eq!(
+        client_span.parent_span_id,
+        handler_span.span_context.span_id()
+    );
     assert_eq!(b_span.parent_span_id, client_span.span_context.span_id());
     assert!(b_span.parent_span_is_remote);
 
@@ -865,7 +962,10 @@ async fn end_to_end_axum_to_tonic_continues_the_trace_with_business_labels() {
         assert_eq!(attr(&b_span, k).as_deref(), Some(v), "B {k}");
     }
     assert_eq!(attr(&a_span, "user_risk_level").as_deref(), Some("high"));
-    assert_eq!(attr(&a_span, "baggage.user_risk_level").as_deref(), Some("low"));
+    assert_eq!(
+        attr(&a_span, "baggage.user_risk_level").as_deref(),
+        Some("low")
+    );
     assert_eq!(attr(&client_span, "rpc.method").as_deref(), Some("Unary"));
 }
 

@@ -138,7 +138,8 @@ fn traceparent_shape_ok(tp: &str) -> bool {
     if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
         return false;
     }
-    let hex = |r: std::ops::Range<usize>| b[r].iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let hex =
+        |r: std::ops::Range<usize>| b[r].iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
     if !(hex(0..2) && hex(3..35) && hex(36..52) && hex(53..55)) {
         return false;
     }
@@ -157,7 +158,7 @@ fn traceparent_shape_ok(tp: &str) -> bool {
 fn encode_equals_in_values(raw: Cow<'_, str>) -> Cow<'_, str> {
     let needs = raw.split(',').any(|member| {
         let kv = member.split(';').next().unwrap_or_default();
-        kv.splitn(2, '=').nth(1).is_some_and(|v| v.contains('='))
+        kv.split_once('=').is_some_and(|(_, v)| v.contains('='))
     });
     if !needs {
         return raw;

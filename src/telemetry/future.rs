@@ -79,7 +79,7 @@ impl<F, B> ResponseFuture<F, B> {
 }
 
 /// Wraps the response body so that `span` ends with it.
-fn wrap<B: Body>(
+fn wrap<B>(
     res: Response<ResponseBody<B>>,
     mut span: RequestSpan,
     echo: Option<(HeaderName, HeaderValue)>,
@@ -141,7 +141,9 @@ where
                 span,
                 echo,
             } => {
-                let res = response.take().expect("ResponseFuture polled after completion");
+                let res = response
+                    .take()
+                    .expect("ResponseFuture polled after completion");
                 let span = span.take().expect("ResponseFuture polled after completion");
                 Poll::Ready(Ok(wrap(res, span, echo.take())))
             }

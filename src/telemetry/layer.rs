@@ -110,7 +110,12 @@ impl Config {
         })
     }
 
-    pub(crate) fn requires_order_id(&self, method: &Method, path: &str, route: Option<&str>) -> bool {
+    pub(crate) fn requires_order_id(
+        &self,
+        method: &Method,
+        path: &str,
+        route: Option<&str>,
+    ) -> bool {
         self.require_order_id.iter().any(|(m, p)| {
             m.as_ref().is_none_or(|m| m == method) && (p == path || route.is_some_and(|r| r == p))
         })
@@ -199,7 +204,10 @@ impl Default for TelemetryLayerBuilder {
             propagator: PropagatorSource::Global,
             order_id_header: HeaderName::from_static(ORDER_ID_HEADER),
             trace_id_header: None,
-            skip_paths: DEFAULT_SKIP_PATHS.iter().map(|p| Cow::Borrowed(*p)).collect(),
+            skip_paths: DEFAULT_SKIP_PATHS
+                .iter()
+                .map(|p| Cow::Borrowed(*p))
+                .collect(),
             require_order_id: Vec::new(),
             route_template: None,
         }
@@ -274,7 +282,11 @@ impl TelemetryLayerBuilder {
     /// Requires an order id on `method` requests to `path` (the request
     /// path, or the route template when one is known): without one the
     /// request is refused with `telemetry.order_id_missing`.
-    pub fn require_order_id_on(mut self, method: Method, path: impl Into<Cow<'static, str>>) -> Self {
+    pub fn require_order_id_on(
+        mut self,
+        method: Method,
+        path: impl Into<Cow<'static, str>>,
+    ) -> Self {
         self.require_order_id.push((Some(method), path.into()));
         self
     }
@@ -282,7 +294,8 @@ impl TelemetryLayerBuilder {
     /// Requires an order id on calls of the gRPC method
     /// `/package.Service/Method`.
     pub fn require_order_id_on_grpc(mut self, method: impl Into<Cow<'static, str>>) -> Self {
-        self.require_order_id.push((Some(Method::POST), method.into()));
+        self.require_order_id
+            .push((Some(Method::POST), method.into()));
         self
     }
 

@@ -17,8 +17,8 @@ pub const SERVER_REJECTIONS: &str = "finmesh.server.rejections";
 /// Bucket boundaries in milliseconds, from sub-millisecond in-process
 /// answers to slow upstream calls.
 const DURATION_BUCKETS_MS: [f64; 16] = [
-    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0,
-    5000.0, 10000.0,
+    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0,
+    10000.0,
 ];
 
 pub(crate) struct Instruments {

@@ -11,7 +11,9 @@ use http::{Request, Response};
 use opentelemetry::baggage::{BaggageExt, KeyValueMetadata};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanBuilder, SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
+use opentelemetry::trace::{
+    SpanBuilder, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::HeaderInjector;
 use pin_project_lite::pin_project;
@@ -130,7 +132,8 @@ impl<S: fmt::Debug> fmt::Debug for Propagate<S> {
 /// `order_id`, and `user_risk_level` only as verified.
 fn with_business_baggage(cx: &Context) -> Context {
     let labels = cx.get::<RequestLabels>();
-    let (order_id, risk) = labels.map_or((None, None), |l| l.update(|v| (v.order_id.clone(), v.risk)));
+    let (order_id, risk) =
+        labels.map_or((None, None), |l| l.update(|v| (v.order_id.clone(), v.risk)));
     let caller_risk = cx.baggage().get("user_risk_level").is_some();
     if order_id.is_none() && risk.is_none() && !caller_risk {
         return cx.clone();
@@ -224,7 +227,10 @@ impl ClientSpan {
         match result {
             Some(Ok(res)) => {
                 let status = res.status().as_u16();
-                span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+                span.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
                 let grpc_code = res
                     .headers()
                     .get("grpc-status")

@@ -153,7 +153,10 @@ where
                 attrs.push(KeyValue::new("rpc.method", method.to_owned()));
             }
         } else {
-            attrs.push(KeyValue::new("http.request.method", req.method().to_string()));
+            attrs.push(KeyValue::new(
+                "http.request.method",
+                req.method().to_string(),
+            ));
             attrs.push(KeyValue::new("url.path", path.to_owned()));
             if let Some(route) = &route {
                 attrs.push(KeyValue::new("http.route", route.clone()));
@@ -167,8 +170,14 @@ where
         // which only a verified principal sets.
         if let Some(risk) = parent.baggage().get("user_risk_level") {
             let risk = risk.as_str();
-            let end = risk.char_indices().nth(MAX_BAGGAGE_RISK_LEN).map_or(risk.len(), |(i, _)| i);
-            attrs.push(KeyValue::new("baggage.user_risk_level", risk[..end].to_owned()));
+            let end = risk
+                .char_indices()
+                .nth(MAX_BAGGAGE_RISK_LEN)
+                .map_or(risk.len(), |(i, _)| i);
+            attrs.push(KeyValue::new(
+                "baggage.user_risk_level",
+                risk[..end].to_owned(),
+            ));
         }
         if notes.baggage_dropped {
             attrs.push(KeyValue::new("baggage.dropped", true));
@@ -213,13 +222,11 @@ where
                 "telemetry.order_id_invalid",
                 "order id must be 1 to 128 visible ASCII characters",
             )),
-            Ok(None) if order_missing => {
-                Some(Rejection::new(
-                    RejectionKind::InvalidArgument,
-                    "telemetry.order_id_missing",
-                    format!("{} requires an order id", req.uri().path()),
-                ))
-            }
+            Ok(None) if order_missing => Some(Rejection::new(
+                RejectionKind::InvalidArgument,
+                "telemetry.order_id_missing",
+                format!("{} requires an order id", req.uri().path()),
+            )),
             Ok(_) => None,
         };
         if let Some(rejection) = rejection {
@@ -347,11 +354,17 @@ mod tests {
                 Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("x"))))
             }));
         let res = svc.oneshot(Request::new(Full::default())).await.unwrap();
-        assert!(spans.get_finished_spans().unwrap().is_empty(), "ends with the body");
+        assert!(
+            spans.get_finished_spans().unwrap().is_empty(),
+            "ends with the body"
+        );
         drop(res);
         let span = &spans.get_finished_spans().unwrap()[0];
         assert_eq!(attr(span, "error.type").as_deref(), Some("cancelled"));
-        assert_eq!(attr(span, "http.response.status_code").as_deref(), Some("200"));
+        assert_eq!(
+            attr(span, "http.response.status_code").as_deref(),
+            Some("200")
+        );
     }
 
     #[tokio::test]
@@ -365,16 +378,13 @@ mod tests {
                 let cx = Context::current();
                 let id = cx.span().span_context().span_id().to_string();
                 let labels = cx.get::<RequestLabels>().is_some();
-                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                    format!("{id} {labels}"),
-                ))))
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(format!(
+                    "{id} {labels}"
+                )))))
             }));
         let res = svc.oneshot(Request::new(Full::default())).await.unwrap();
         let body = res.into_body().collect().await.unwrap().to_bytes();
         let span = &spans.get_finished_spans().unwrap()[0];
-        assert_eq!(
-            body,
-            format!("{} true", span.span_context.span_id())
-        );
+        assert_eq!(body, format!("{} true", span.span_context.span_id()));
     }
 }

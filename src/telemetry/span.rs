@@ -52,7 +52,12 @@ struct State {
 }
 
 impl RequestSpan {
-    pub(crate) fn new(config: Arc<Config>, cx: Context, labels: RequestLabels, kind: CallKind) -> Self {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        cx: Context,
+        labels: RequestLabels,
+        kind: CallKind,
+    ) -> Self {
         Self {
             state: Some(State {
                 config,
@@ -156,7 +161,10 @@ impl State {
         let mut attrs = Vec::with_capacity(16);
         business_attributes(&values, &mut attrs);
         if let Some(status) = self.http_status {
-            attrs.push(KeyValue::new("http.response.status_code", i64::from(status)));
+            attrs.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
         }
         if grpc && let Some(code) = self.grpc_status {
             attrs.push(KeyValue::new("rpc.grpc.status_code", code));
@@ -208,7 +216,10 @@ impl State {
                     m.push(KeyValue::new("http.route", route.clone()));
                 }
                 if let Some(status) = self.http_status {
-                    m.push(KeyValue::new("http.response.status_class", status_class(status)));
+                    m.push(KeyValue::new(
+                        "http.response.status_class",
+                        status_class(status),
+                    ));
                 }
             }
             CallKind::Grpc { path } => {
@@ -218,7 +229,11 @@ impl State {
                 let known = self.grpc_status != Some(12);
                 m.push(KeyValue::new(
                     "rpc.method",
-                    if known { path.to_string() } else { "_OTHER".to_owned() },
+                    if known {
+                        path.to_string()
+                    } else {
+                        "_OTHER".to_owned()
+                    },
                 ));
                 if let Some(code) = self.grpc_status {
                     m.push(KeyValue::new("rpc.grpc.status_code", code));
@@ -274,8 +289,14 @@ fn business_attributes(values: &LabelValues, attrs: &mut Vec<KeyValue>) {
         }
     }
     if let Some(rejection) = &values.rejection {
-        attrs.push(KeyValue::new("finmesh.rejection.layer", rejection.layer().to_owned()));
-        attrs.push(KeyValue::new("finmesh.rejection.code", rejection.code.clone()));
+        attrs.push(KeyValue::new(
+            "finmesh.rejection.layer",
+            rejection.layer().to_owned(),
+        ));
+        attrs.push(KeyValue::new(
+            "finmesh.rejection.code",
+            rejection.code.clone(),
+        ));
     }
     if values.idempotency_key.is_some() {
         attrs.push(KeyValue::new("idempotency.replayed", values.replayed));
