@@ -149,7 +149,12 @@ fn trace_id(span: &SpanData) -> String {
 /// Stand-in for the JWT layer: `authorization: Bearer <subject>:<risk>`
 /// becomes a verified `Principal`, recorded in the labels as the real
 /// layer does. Also admits tenant `acme` like the tenant layer.
-async fn fake_auth(mut req: Request, next: Next) -> Response {
+async fn fake_auth(req: Request, next: Next) -> Response {
+    next.run(fake_auth_sync(req)).await
+}
+
+/// [`fake_auth`] for any body type, as a plain request map.
+fn fake_auth_sync<B>(mut req: http::Request<B>) -> http::Request<B> {
     let token = req
         .headers()
         .get("authorization")
@@ -172,7 +177,7 @@ async fn fake_auth(mut req: Request, next: Next) -> Response {
         }
         req.extensions_mut().insert(principal);
     }
-    next.run(req).await
+    req
 }
 
 /// An inner layer refusing every request with `rejection`.
@@ -518,6 +523,15 @@ async fn each_kind_of_inner_rejection_labels_the_span_and_carries_the_trace_id()
             .map(|(_, v)| v)
             .sum();
         assert_eq!(total, 2.0, "{code}: {points:?}");
+        // A refused gRPC call was never routed: its path stays out of the
+        // series set.
+        assert!(
+            points
+                .iter()
+                .filter(|(a, _)| a.contains_key("rpc.method"))
+                .all(|(a, _)| a["rpc.method"] == "_OTHER"),
+            "{points:?}"
+        );
     }
 }
 
@@ -677,6 +691,18 @@ async fn grpc_status_is_read_from_bidi_trailers_and_trailers_only_headers() {
     }
     let span = otel.server_span("finmesh.test.v1.Echo/Bidi").await;
     assert_eq!(attr(&span, "rpc.grpc.status_code").as_deref(), Some("0"));
+
+    // Answered methods are metric series by name, with their status code.
+    let points = otel.points(SERVER_DURATION);
+    let series = |method: &str, code: &str| {
+        points.iter().any(|(a, _)| {
+            a.get("rpc.method").map(String::as_str) == Some(method)
+                && a.get("rpc.grpc.status_code").map(String::as_str) == Some(code)
+        })
+    };
+    assert!(series("/finmesh.test.v1.Echo/Bidi", "8"), "{points:?}");
+    assert!(series("/finmesh.test.v1.Echo/Bidi", "0"), "{points:?}");
+    assert!(series("/finmesh.test.v1.Echo/Unary", "5"), "{points:?}");
 }
 
 #[tokio::test]
@@ -858,14 +884,20 @@ impl support::Echo for BaggageEcho {
 #[tokio::test]
 async fn end_to_end_axum_to_tonic_continues_the_trace_with_business_labels() {
     let otel = Otel::new();
-    // Service B: tonic, behind its own TelemetryLayer and stand-in auth.
-    let b = support::spawn(
-        support::grpc_routes(BaggageEcho)
-            .layer(from_fn(fake_auth))
-            .layer(otel.layer().build()),
-    )
-    .await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", b.addr))
+    // Service B: a plain tonic server, behind its own TelemetryLayer and
+    // stand-in auth.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_addr = listener.local_addr().unwrap();
+    let b_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(otel.layer().build())
+            .layer(tower::util::MapRequestLayer::new(
+                |req: http::Request<tonic::body::Body>| fake_auth_sync(req),
+            ))
+            .add_service(pb::echo_server::EchoServer::new(BaggageEcho))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = tonic::transport::Channel::from_shared(format!("http://{b_addr}"))
         .unwrap()
         .connect()
         .await
@@ -967,6 +999,7 @@ async fn end_to_end_axum_to_tonic_continues_the_trace_with_business_labels() {
         Some("low")
     );
     assert_eq!(attr(&client_span, "rpc.method").as_deref(), Some("Unary"));
+    b_server.abort();
 }
 
 #[tokio::test]

@@ -224,9 +224,13 @@ impl State {
             }
             CallKind::Grpc { path } => {
                 m.push(KeyValue::new("rpc.system", "grpc"));
-                // An unknown method is whatever the caller typed: keep it
-                // out of the series set.
-                let known = self.grpc_status != Some(12);
+                // The path is whatever the caller typed until a service
+                // has answered it: a refusal before routing, a 404 or
+                // UNIMPLEMENTED counts under `_OTHER`, so junk paths cannot
+                // grow the series set.
+                let known = values.rejection.is_none()
+                    && self.http_status == Some(200)
+                    && self.grpc_status.is_some_and(|c| c != 12);
                 m.push(KeyValue::new(
                     "rpc.method",
                     if known {
