@@ -16,7 +16,7 @@ use super::body::TelemetryBody;
 use super::extract::HeaderCarrier;
 use super::future::ResponseFuture;
 use super::layer::Config;
-use super::span::{CallKind, RequestSpan};
+use super::span::{CallKind, RequestSpan, method_label};
 use crate::body::ResponseBody;
 use crate::labels::RequestLabels;
 use crate::reject::{Protocol, Rejection, RejectionKind};
@@ -153,10 +153,14 @@ where
                 attrs.push(KeyValue::new("rpc.method", method.to_owned()));
             }
         } else {
-            attrs.push(KeyValue::new(
-                "http.request.method",
-                req.method().to_string(),
-            ));
+            let method = method_label(req.method());
+            attrs.push(KeyValue::new("http.request.method", method));
+            if method == "_OTHER" {
+                attrs.push(KeyValue::new(
+                    "http.request.method_original",
+                    req.method().to_string(),
+                ));
+            }
             attrs.push(KeyValue::new("url.path", path.to_owned()));
             if let Some(route) = &route {
                 attrs.push(KeyValue::new("http.route", route.clone()));
