@@ -279,3 +279,77 @@ where
         Poll::Ready(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RiskLevel;
+    use crate::telemetry::w3c_propagator;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use tower::{ServiceExt, service_fn};
+
+    /// Calls a `Propagate` over a service that answers with the headers it
+    /// was sent, inside `cx`.
+    async fn sent_headers(cx: Context) -> http::HeaderMap {
+        let svc = PropagateLayer::new()
+            .propagator(w3c_propagator())
+            .layer(service_fn(|req: Request<()>| async move {
+                Ok::<_, std::convert::Infallible>(Response::new(req.headers().clone()))
+            }));
+        // `oneshot` calls the service when first polled: poll it in `cx`.
+        let call =
+            opentelemetry::context::FutureExt::with_context(svc.oneshot(Request::new(())), cx);
+        call.await.unwrap().into_body()
+    }
+
+    fn remote_parent() -> Context {
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            SpanId::from_hex("b7ad6b7169203331").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn injects_trace_context_and_verified_business_baggage() {
+        let labels = RequestLabels::new();
+        labels.set_order_id("ord-9");
+        labels.set_risk(RiskLevel::Medium);
+        let cx = remote_parent()
+            .with_baggage([
+                KeyValueMetadata::new("user_risk_level", "low", ""),
+                KeyValueMetadata::new("order_id", "stale", ""),
+                KeyValueMetadata::new("channel", "web", ""),
+            ])
+            .with_value(labels);
+        let headers = sent_headers(cx).await;
+        assert_eq!(
+            headers["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        let mut baggage: Vec<_> = headers["baggage"].to_str().unwrap().split(',').collect();
+        baggage.sort();
+        assert_eq!(
+            baggage,
+            ["channel=web", "order_id=ord-9", "user_risk_level=medium"]
+        );
+    }
+
+    #[tokio::test]
+    async fn caller_risk_is_not_forwarded_without_a_verified_one() {
+        let cx = remote_parent().with_baggage([
+            KeyValueMetadata::new("user_risk_level", "low", ""),
+            KeyValueMetadata::new("order_id", "ord-1", ""),
+        ]);
+        let headers = sent_headers(cx).await;
+        assert_eq!(headers["baggage"], "order_id=ord-1");
+    }
+
+    #[tokio::test]
+    async fn nothing_to_propagate_injects_nothing() {
+        let headers = sent_headers(Context::new()).await;
+        assert!(headers.is_empty(), "{headers:?}");
+    }
+}

@@ -196,13 +196,12 @@ impl State {
                 }
             }
         };
-        // Client errors (4xx, a refused request) leave the server span's
-        // status unset, as the HTTP and gRPC conventions say; `error.type`
-        // names the refusal.
+        // Success and client errors (4xx, a refused request) leave the
+        // server span's status unset, as the HTTP and gRPC conventions say
+        // (instrumentation does not set `Ok`); `error.type` names a
+        // refusal.
         if server_error {
             span.set_status(Status::error(error_type.unwrap_or(Cow::Borrowed("error"))));
-        } else if how == End::Complete && values.rejection.is_none() {
-            span.set_status(Status::Ok);
         }
         span.end();
 
