@@ -265,6 +265,22 @@ async fn w3c_traceparent_vectors_are_continued_or_restart_the_trace() {
         }
         assert!(span.span_context.is_valid(), "row {i}");
     }
+
+    // tracestate: several headers are one list; duplicated keys discard it.
+    for (headers, expected) in [
+        (vec!["foo=1", "bar=2"], "foo=1,bar=2"),
+        (vec!["foo=1,foo=2"], ""),
+    ] {
+        otel.spans.reset();
+        let mut req = http::Request::get(server.url("/ok")).header("traceparent", &valid);
+        for h in headers {
+            req = req.header("tracestate", h);
+        }
+        support::send(req.body(Full::default()).unwrap()).await;
+        let span = otel.server_span("GET /ok").await;
+        assert_eq!(trace_id(&span), TRACE);
+        assert_eq!(span.span_context.trace_state().header(), expected);
+    }
 }
 
 /// A route that answers with the baggage the handler sees.

@@ -51,7 +51,8 @@ impl<'a> HeaderCarrier<'a> {
         // A tracestate without a valid traceparent is meaningless (W3C §3.3).
         let tracestate = traceparent
             .and_then(|_| joined(headers, "tracestate", MAX_TRACESTATE_BYTES))
-            .and_then(|ts| ts.ok());
+            .and_then(|ts| ts.ok())
+            .filter(|ts| tracestate_list_ok(ts));
         let baggage = match joined(headers, "baggage", MAX_BAGGAGE_BYTES) {
             None => None,
             Some(Err(TooLarge)) => {
@@ -128,6 +129,21 @@ fn joined<'a>(
         }
     }
     Some(Ok(Cow::Owned(out)))
+}
+
+/// Whether a `tracestate` list has at most 32 members and no key twice;
+/// the W3C test harness expects such a list discarded, while the stock
+/// parser would keep the first 32 members and the duplicates.
+fn tracestate_list_ok(ts: &str) -> bool {
+    let mut keys: Vec<&str> = Vec::new();
+    for member in ts.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let key = member.split_once('=').map_or(member, |(k, _)| k).trim();
+        if keys.len() == 32 || keys.contains(&key) {
+            return false;
+        }
+        keys.push(key);
+    }
+    true
 }
 
 /// Whether a `traceparent` has the W3C field lengths. Hex digits, ranges
@@ -257,5 +273,19 @@ mod tests {
         let c = HeaderCarrier::new(&h);
         assert_eq!(c.get("traceparent"), Some(tp));
         assert_eq!(c.get("tracestate"), Some("a=1,b=2"));
+    }
+
+    #[test]
+    fn tracestate_with_duplicate_keys_or_too_many_members_is_discarded() {
+        assert!(tracestate_list_ok("a=1, b=2,,c=3"));
+        assert!(!tracestate_list_ok("foo=1,foo=2"));
+        let members = |n: usize| {
+            (0..n)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert!(tracestate_list_ok(&members(32)));
+        assert!(!tracestate_list_ok(&members(33)));
     }
 }
