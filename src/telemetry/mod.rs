@@ -36,7 +36,8 @@
 //!   the gRPC status is read from the trailers of a streamed body, or from
 //!   the headers of a trailers-only answer. Server errors (HTTP 5xx; gRPC
 //!   UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE,
-//!   DATA_LOSS) set the span status to error; refusals are named by
+//!   DATA_LOSS) set the span status to error; success and client errors
+//!   leave it unset, as the conventions say, and refusals are named by
 //!   `error.type` and `finmesh.rejection.code`.
 //! - `order_id` comes from `x-order-id` (configurable) or else baggage
 //!   `order_id`: 1 to 128 visible ASCII characters, anything else is
