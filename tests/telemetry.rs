@@ -348,7 +348,7 @@ async fn oversized_baggage_is_dropped_without_failing_the_request() {
 }
 
 #[tokio::test]
-async fn successful_http_request_has_semantic_attributes_and_ok_status() {
+async fn successful_http_request_has_semantic_attributes_and_unset_status() {
     let otel = Otel::new();
     let app = support::echo_app()
         .layer(from_fn(fake_auth))
