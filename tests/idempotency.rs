@@ -109,7 +109,10 @@ async fn transfer(counter: Counter, req: AxumRequest) -> impl IntoResponse {
     tokio::time::sleep(Duration::from_millis(delay)).await;
     (
         http::StatusCode::CREATED,
-        [("x-payment-id", format!("pay-{n}")), ("x-not-stored", "1".into())],
+        [
+            ("x-payment-id", format!("pay-{n}")),
+            ("x-not-stored", "1".into()),
+        ],
         axum::Json(serde_json::json!({
             "execution": n,
             "subject": subject,
@@ -123,7 +126,10 @@ struct CountingEcho(Counter);
 
 #[tonic::async_trait]
 impl Echo for CountingEcho {
-    async fn unary(&self, req: GrpcRequest<EchoRequest>) -> Result<GrpcResponse<EchoReply>, Status> {
+    async fn unary(
+        &self,
+        req: GrpcRequest<EchoRequest>,
+    ) -> Result<GrpcResponse<EchoReply>, Status> {
         let n = self.0.bump() as u64;
         let msg = req.into_inner();
         if msg.message == "slow" {
@@ -148,7 +154,12 @@ impl Echo for CountingEcho {
     }
 }
 
-fn post(server: &TestServer, path: &str, body: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+fn post(
+    server: &TestServer,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> Request<Full<Bytes>> {
     let mut b = Request::post(server.url(path)).header("content-type", "application/json");
     for (k, v) in headers {
         b = b.header(*k, *v);
@@ -167,7 +178,11 @@ async fn hundred_concurrent_requests_run_once(servers: &[&TestServer], counter: 
             servers[i % servers.len()],
             "/v1/transfers",
             r#"{"amount":100}"#,
-            &[("idempotency-key", "\"tx-100\""), ("x-test-subject", "alice"), ("x-delay-ms", "200")],
+            &[
+                ("idempotency-key", "\"tx-100\""),
+                ("x-test-subject", "alice"),
+                ("x-delay-ms", "200"),
+            ],
         );
         tasks.push(tokio::spawn(send(req)));
     }
@@ -213,7 +228,11 @@ async fn hundred_concurrent_requests_run_once(servers: &[&TestServer], counter: 
     assert_eq!(retry.body, first.body);
     assert_eq!(retry.header("content-type"), first.header("content-type"));
     assert_eq!(retry.header("x-payment-id"), "pay-1");
-    assert_eq!(retry.header("x-not-stored"), "", "only selected headers are stored");
+    assert_eq!(
+        retry.header("x-not-stored"),
+        "",
+        "only selected headers are stored"
+    );
     assert_eq!(first.json()["execution"], 1);
     assert_eq!(counter.get(), 1);
 }
@@ -245,7 +264,13 @@ async fn replay_is_byte_identical_and_marked_and_a_changed_body_is_refused() {
     assert_eq!(changed.status, 422);
     assert_eq!(changed.json()["code"], "idempotency.key_reused");
     // Another path with the same key is another request too.
-    let other_path = send(post(&server, "/v1/transfers?dry_run=1", r#"{"amount":5}"#, h)).await;
+    let other_path = send(post(
+        &server,
+        "/v1/transfers?dry_run=1",
+        r#"{"amount":5}"#,
+        h,
+    ))
+    .await;
     assert_eq!(other_path.status, 422);
     assert_eq!(counter.get(), 1);
 }
@@ -258,12 +283,24 @@ async fn missing_malformed_or_repeated_keys_are_refused_with_400() {
     assert_eq!(missing.status, 400);
     assert_eq!(missing.json()["code"], "idempotency.key_missing");
     for bad in ["\"unterminated", "\"a b\"", "a,b", "\"a\\n\""] {
-        let res = send(post(&server, "/v1/transfers", "{}", &[("idempotency-key", bad)])).await;
+        let res = send(post(
+            &server,
+            "/v1/transfers",
+            "{}",
+            &[("idempotency-key", bad)],
+        ))
+        .await;
         assert_eq!(res.status, 400, "{bad:?}");
         assert_eq!(res.json()["code"], "idempotency.key_invalid", "{bad:?}");
     }
     let too_long = "k".repeat(256);
-    let res = send(post(&server, "/v1/transfers", "{}", &[("idempotency-key", &too_long)])).await;
+    let res = send(post(
+        &server,
+        "/v1/transfers",
+        "{}",
+        &[("idempotency-key", &too_long)],
+    ))
+    .await;
     assert_eq!(res.json()["code"], "idempotency.key_invalid");
     let twice = send(post(
         &server,
@@ -294,9 +331,19 @@ async fn the_key_of_one_subject_is_invisible_to_another() {
     assert_eq!(bob.json()["subject"], "bob");
     // Bob, same key, another body: not a reuse of Alice's key.
     let bob2 = send(post(&server, "/v1/transfers", "{}", &as_("bob"))).await;
-    assert_eq!(bob2.json()["code"], "idempotency.key_reused", "reuse of bob's own key");
+    assert_eq!(
+        bob2.json()["code"],
+        "idempotency.key_reused",
+        "reuse of bob's own key"
+    );
     // An anonymous caller does not see either.
-    let anon = send(post(&server, "/v1/transfers", body, &[("idempotency-key", "shared-key")])).await;
+    let anon = send(post(
+        &server,
+        "/v1/transfers",
+        body,
+        &[("idempotency-key", "shared-key")],
+    ))
+    .await;
     assert_eq!(anon.header("idempotency-replayed"), "");
     assert_eq!(anon.json()["subject"], serde_json::Value::Null);
     // Alice in another tenant is another scope.
@@ -304,7 +351,11 @@ async fn the_key_of_one_subject_is_invisible_to_another() {
         &server,
         "/v1/transfers",
         body,
-        &[("idempotency-key", "shared-key"), ("x-test-subject", "alice"), ("x-test-tenant", "globex")],
+        &[
+            ("idempotency-key", "shared-key"),
+            ("x-test-subject", "alice"),
+            ("x-test-tenant", "globex"),
+        ],
     ))
     .await;
     assert_eq!(other_tenant.header("idempotency-replayed"), "");
@@ -345,7 +396,13 @@ async fn a_request_body_over_the_limit_is_refused_with_413() {
     let counter = Counter::default();
     let server = spawn(app(InMemoryStore::new(), counter.clone(), MINUTE)).await;
     let big = "x".repeat(1024 * 1024 + 1);
-    let res = send(post(&server, "/v1/transfers", &big, &[("idempotency-key", "big")])).await;
+    let res = send(post(
+        &server,
+        "/v1/transfers",
+        &big,
+        &[("idempotency-key", "big")],
+    ))
+    .await;
     assert_eq!(res.status, 413);
     assert_eq!(res.json()["code"], "idempotency.payload_too_large");
     assert_eq!(counter.get(), 0);
@@ -361,15 +418,24 @@ async fn a_unary_grpc_call_is_replayed() {
         payload: vec![1, 2, 3],
     };
     let first = client
-        .unary(grpc_request(msg(), &[("idempotency-key", "g-1"), ("x-test-subject", "alice")]))
+        .unary(grpc_request(
+            msg(),
+            &[("idempotency-key", "g-1"), ("x-test-subject", "alice")],
+        ))
         .await
         .unwrap();
     assert!(first.metadata().get("idempotency-replayed").is_none());
     let again = client
-        .unary(grpc_request(msg(), &[("idempotency-key", "g-1"), ("x-test-subject", "alice")]))
+        .unary(grpc_request(
+            msg(),
+            &[("idempotency-key", "g-1"), ("x-test-subject", "alice")],
+        ))
         .await
         .unwrap();
-    assert_eq!(again.metadata().get("idempotency-replayed").unwrap(), "true");
+    assert_eq!(
+        again.metadata().get("idempotency-replayed").unwrap(),
+        "true"
+    );
     assert_eq!(again.into_inner(), first.into_inner());
     assert_eq!(counter.get(), 1);
 
@@ -379,7 +445,10 @@ async fn a_unary_grpc_call_is_replayed() {
         payload: vec![],
     };
     let err = client
-        .unary(grpc_request(other, &[("idempotency-key", "g-1"), ("x-test-subject", "alice")]))
+        .unary(grpc_request(
+            other,
+            &[("idempotency-key", "g-1"), ("x-test-subject", "alice")],
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -395,7 +464,8 @@ async fn a_unary_grpc_call_is_replayed() {
     };
     let mut c2 = client.clone();
     let first = tokio::spawn(async move {
-        c2.unary(grpc_request(slow(), &[("idempotency-key", "g-2")])).await
+        c2.unary(grpc_request(slow(), &[("idempotency-key", "g-2")]))
+            .await
     });
     while counter.get() < 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -438,8 +508,18 @@ mod redis {
         let counter = Counter::default();
         // Two independent service instances, each with its own store and
         // connection, sharing only the redis-server.
-        let a = spawn(app(RedisStore::open(&redis.url()).unwrap(), counter.clone(), MINUTE)).await;
-        let b = spawn(app(RedisStore::open(&redis.url()).unwrap(), counter.clone(), MINUTE)).await;
+        let a = spawn(app(
+            RedisStore::open(&redis.url()).unwrap(),
+            counter.clone(),
+            MINUTE,
+        ))
+        .await;
+        let b = spawn(app(
+            RedisStore::open(&redis.url()).unwrap(),
+            counter.clone(),
+            MINUTE,
+        ))
+        .await;
         hundred_concurrent_requests_run_once(&[&a, &b], &counter).await;
         assert_eq!(stored_keys(&redis.url()).await, 1, "one stored response");
 
@@ -457,7 +537,12 @@ mod redis {
         };
         let counter = Counter::default();
         let claim_ttl = Duration::from_millis(300);
-        let server = spawn(app(RedisStore::open(&redis.url()).unwrap(), counter.clone(), claim_ttl)).await;
+        let server = spawn(app(
+            RedisStore::open(&redis.url()).unwrap(),
+            counter.clone(),
+            claim_ttl,
+        ))
+        .await;
         let h = &[("idempotency-key", "hang-r")];
         let stuck = tokio::spawn(send(post(&server, "/v1/hang", "{}", h)));
         while counter.get() == 0 {
@@ -472,7 +557,8 @@ mod redis {
 
     #[tokio::test]
     async fn redis_stopped_mid_test_fails_closed_with_503() {
-        let Some(mut redis) = RedisServer::start("redis_stopped_mid_test_fails_closed_with_503") else {
+        let Some(mut redis) = RedisServer::start("redis_stopped_mid_test_fails_closed_with_503")
+        else {
             return;
         };
         let counter = Counter::default();
@@ -518,8 +604,18 @@ mod redis {
             return;
         };
         let counter = Counter::default();
-        let a = spawn(app(RedisStore::open(&redis.url()).unwrap(), counter.clone(), MINUTE)).await;
-        let b = spawn(app(RedisStore::open(&redis.url()).unwrap(), counter.clone(), MINUTE)).await;
+        let a = spawn(app(
+            RedisStore::open(&redis.url()).unwrap(),
+            counter.clone(),
+            MINUTE,
+        ))
+        .await;
+        let b = spawn(app(
+            RedisStore::open(&redis.url()).unwrap(),
+            counter.clone(),
+            MINUTE,
+        ))
+        .await;
         let msg = || EchoRequest {
             message: "pay".into(),
             payload: vec![9; 64],
@@ -534,7 +630,10 @@ mod redis {
             .unary(grpc_request(msg(), &[("idempotency-key", "g-r")]))
             .await
             .unwrap();
-        assert_eq!(again.metadata().get("idempotency-replayed").unwrap(), "true");
+        assert_eq!(
+            again.metadata().get("idempotency-replayed").unwrap(),
+            "true"
+        );
         assert_eq!(again.into_inner(), first.into_inner());
         assert_eq!(counter.get(), 1);
     }

@@ -183,12 +183,18 @@ mod tests {
             ("\"abc\"", "abc"),
             ("  \"abc\"\t", "abc"),
             ("  abc ", "abc"),
-            ("8e03978e-40d5-43e8-bc93-6894a57f9324", "8e03978e-40d5-43e8-bc93-6894a57f9324"),
+            (
+                "8e03978e-40d5-43e8-bc93-6894a57f9324",
+                "8e03978e-40d5-43e8-bc93-6894a57f9324",
+            ),
             ("\"a\\\"b\"", "a\"b"),
             ("\"a\\\\b\"", "a\\b"),
             ("\"a,b\"", "a,b"),
             ("k;v=1", "k;v=1"),
-            ("~!#$%&'()*+-./:;<=>?@[]^_`{|}", "~!#$%&'()*+-./:;<=>?@[]^_`{|}"),
+            (
+                "~!#$%&'()*+-./:;<=>?@[]^_`{|}",
+                "~!#$%&'()*+-./:;<=>?@[]^_`{|}",
+            ),
             (&long, &long),
             (&long_quoted, &long),
         ];
@@ -241,7 +247,10 @@ mod tests {
         assert_eq!(IdempotencyKey::from_headers(&headers), Ok(None));
         headers.append(IDEMPOTENCY_KEY, HeaderValue::from_static("a"));
         assert_eq!(
-            IdempotencyKey::from_headers(&headers).unwrap().unwrap().as_str(),
+            IdempotencyKey::from_headers(&headers)
+                .unwrap()
+                .unwrap()
+                .as_str(),
             "a"
         );
         headers.append(IDEMPOTENCY_KEY, HeaderValue::from_static("a"));

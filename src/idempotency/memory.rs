@@ -25,7 +25,7 @@ use super::store::{
 /// 503 `idempotency.store_unavailable` rather than growing without bound.
 ///
 /// It serves one process: replicas that must behave as one share a
-/// [`RedisStore`](super::RedisStore) instead.
+/// `RedisStore` (feature `redis`) instead.
 #[derive(Clone, Debug)]
 pub struct InMemoryStore {
     inner: Arc<Inner>,
@@ -228,9 +228,10 @@ impl IdempotencyStore for InMemoryStore {
     }
 
     fn release<'a>(&'a self, key: &'a StoreKey, token: ClaimToken) -> StoreFuture<'a, ()> {
-        self.inner.records.remove_if(key, |_, record| {
-            matches!(record, Record::InFlight { token: owner, .. } if *owner == token)
-        });
+        self.inner.records.remove_if(
+            key,
+            |_, record| matches!(record, Record::InFlight { token: owner, .. } if *owner == token),
+        );
         Box::pin(std::future::ready(Ok(())))
     }
 }

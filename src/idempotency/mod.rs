@@ -177,6 +177,6 @@ pub use memory::InMemoryStore;
 pub use redis_store::RedisStore;
 pub use service::{Idempotency, ResponseFuture};
 pub use store::{
-    Claim, ClaimToken, Completed, Fingerprint, IdempotencyStore, StoreError, StoreFuture,
-    StoreKey, StoredResponse, Subject,
+    Claim, ClaimToken, Completed, Fingerprint, IdempotencyStore, StoreError, StoreFuture, StoreKey,
+    StoredResponse, Subject,
 };

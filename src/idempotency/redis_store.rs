@@ -57,8 +57,21 @@ return 0
 ///   that fails is dropped and the next operation reconnects. Any error is
 ///   reported as a [`StoreError`], and the layer fails closed (503).
 ///
-/// Works with Redis 2.6.12 and later (and Valkey); not with Redis Cluster
-/// (one key per script, so a cluster would only need hash tags — untested).
+/// Works with Redis 2.6.12 and later; Redis Cluster is untested (each
+/// script touches one key, so it should route as is).
+///
+/// ```
+/// use std::time::Duration;
+/// use finmesh::idempotency::{IdempotencyLayer, RedisStore};
+///
+/// // Connects lazily: nothing is sent until the first governed request.
+/// let store = RedisStore::open("redis://127.0.0.1:6379/0")
+///     .unwrap()
+///     .key_prefix("payments:idem:")
+///     .timeout(Duration::from_millis(250));
+/// let layer = IdempotencyLayer::new(store);
+/// # let _ = layer;
+/// ```
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -95,7 +108,11 @@ impl RedisStore {
 
     /// A store using an already configured client.
     pub fn from_client(client: Client) -> Self {
-        Self::build(client, "finmesh:idempotency:".into(), Duration::from_secs(1))
+        Self::build(
+            client,
+            "finmesh:idempotency:".into(),
+            Duration::from_secs(1),
+        )
     }
 
     fn build(client: Client, prefix: String, timeout: Duration) -> Self {

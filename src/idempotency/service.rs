@@ -225,8 +225,8 @@ fn reject<B: Body>(
     detail: impl Into<std::borrow::Cow<'static, str>>,
 ) -> Response<IdempotencyBody<B>> {
     let req = Request::from_parts(parts, ());
-    let res = Rejection::new(kind, code, detail)
-        .to_response::<_, http_body_util::Empty<Bytes>>(&req);
+    let res =
+        Rejection::new(kind, code, detail).to_response::<_, http_body_util::Empty<Bytes>>(&req);
     let (head, body) = res.into_parts();
     // A rendered rejection is whole bytes, ready at once.
     let bytes = body
@@ -476,41 +476,36 @@ where
     }
 
     let data = data.freeze();
-    let (record, response) = match over_limit {
-        false => {
-            let stored = StoredResponse {
-                status: head.status,
-                headers: select(&head.headers, &config.stored_headers),
-                body: data.clone(),
-                trailers: trailers
-                    .as_ref()
-                    .map(|t| select(t, &config.stored_headers)),
-            };
-            let record = Completed {
-                fingerprint,
-                response: Some(stored),
-            };
-            (
-                record,
-                Response::from_parts(head, IdempotencyBody::full(data, trailers)),
-            )
-        }
-        true => {
-            // The handler ran, so the key must not run again; but there is
-            // nothing to replay. The rest streams to this caller unbuffered.
-            tracing::warn!(
-                limit = config.max_response_body,
-                "idempotency: response too large to store; retries get idempotency.not_replayable"
-            );
-            let record = Completed {
-                fingerprint,
-                response: None,
-            };
-            (
-                record,
-                Response::from_parts(head, IdempotencyBody::with_prefix(data, body)),
-            )
-        }
+    let (record, response) = if over_limit {
+        // The handler ran, so the key must not run again; but there is
+        // nothing to replay. The rest streams to this caller unbuffered.
+        tracing::warn!(
+            limit = config.max_response_body,
+            "idempotency: response too large to store; retries get idempotency.not_replayable"
+        );
+        let record = Completed {
+            fingerprint,
+            response: None,
+        };
+        (
+            record,
+            Response::from_parts(head, IdempotencyBody::with_prefix(data, body)),
+        )
+    } else {
+        let stored = StoredResponse {
+            status: head.status,
+            headers: select(&head.headers, &config.stored_headers),
+            body: data.clone(),
+            trailers: trailers.as_ref().map(|t| select(t, &config.stored_headers)),
+        };
+        let record = Completed {
+            fingerprint,
+            response: Some(stored),
+        };
+        (
+            record,
+            Response::from_parts(head, IdempotencyBody::full(data, trailers)),
+        )
     };
     finish(&config, &mut guard, record).await;
     Ok(response)
@@ -549,4 +544,331 @@ fn key_reused<B: Body>(parts: Parts) -> Response<IdempotencyBody<B>> {
         "idempotency.key_reused",
         "this Idempotency-Key was used with a different request",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::idempotency::{IdempotencyLayer, InMemoryStore, StoreError, StoreFuture};
+    use http_body::Frame;
+    use http_body_util::combinators::BoxBody;
+    use http_body_util::{Full, StreamBody};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    type ResB = BoxBody<Bytes, io::Error>;
+
+    fn frames(frames: Vec<Result<Frame<Bytes>, io::Error>>) -> ResB {
+        StreamBody::new(futures_util::stream::iter(frames)).boxed()
+    }
+
+    fn post(key: &str, body: &'static str) -> Request<Full<Bytes>> {
+        Request::post("/pay")
+            .header("idempotency-key", key)
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    }
+
+    async fn body_of(res: Response<IdempotencyBody<ResB>>) -> Bytes {
+        res.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    /// A service whose `n`th execution answers `respond(n)`.
+    fn svc<F>(
+        layer: IdempotencyLayer,
+        count: Arc<AtomicUsize>,
+        respond: F,
+    ) -> impl Service<
+        Request<Full<Bytes>>,
+        Response = Response<IdempotencyBody<ResB>>,
+        Error = io::Error,
+        Future: Send,
+    > + Clone
+    + Send
+    where
+        F: Fn(usize) -> Result<Response<ResB>, io::Error> + Clone + Send + Sync + 'static,
+    {
+        ServiceBuilder::new().layer(layer).service_fn(
+            move |req: Request<RequestBody<Full<Bytes>>>| {
+                let count = count.clone();
+                let respond = respond.clone();
+                async move {
+                    let _ = req.into_body().collect().await;
+                    let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                    respond(n)
+                }
+            },
+        )
+    }
+
+    fn ok(n: usize) -> Result<Response<ResB>, io::Error> {
+        let body = BoxBody::new(
+            Full::new(Bytes::from(format!("run {n}"))).map_err(|never| match never {}),
+        );
+        Ok(Response::new(body))
+    }
+
+    #[tokio::test]
+    async fn labels_record_the_key_and_whether_it_was_replayed() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let s = svc(IdempotencyLayer::new(InMemoryStore::new()), count, ok);
+        for replayed in [false, true] {
+            let mut req = post("\"k\"", "x");
+            let labels = RequestLabels::get_or_insert(req.extensions_mut());
+            let res = s.clone().oneshot(req).await.unwrap();
+            assert_eq!(body_of(res).await, "run 1");
+            let values = labels.snapshot();
+            assert_eq!(values.idempotency_key.as_deref(), Some("k"));
+            assert_eq!(values.replayed, replayed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_error_releases_the_claim() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let store = InMemoryStore::new();
+        let s = svc(IdempotencyLayer::new(store.clone()), count.clone(), |n| {
+            if n == 1 {
+                Err(io::Error::other("boom"))
+            } else {
+                ok(n)
+            }
+        });
+        assert!(s.clone().oneshot(post("k", "x")).await.is_err());
+        wait_until(|| store.is_empty()).await;
+        let res = s.oneshot(post("k", "x")).await.unwrap();
+        assert_eq!(body_of(res).await, "run 2");
+    }
+
+    #[tokio::test]
+    async fn a_failing_response_body_releases_the_claim() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let store = InMemoryStore::new();
+        let s = svc(IdempotencyLayer::new(store.clone()), count.clone(), |n| {
+            if n == 1 {
+                Ok(Response::new(frames(vec![
+                    Ok(Frame::data(Bytes::from_static(b"part"))),
+                    Err(io::Error::other("broken body")),
+                ])))
+            } else {
+                ok(n)
+            }
+        });
+        let res = s.clone().oneshot(post("k", "x")).await.unwrap();
+        let err = res.into_body().collect().await.unwrap_err();
+        assert_eq!(err.to_string(), "broken body");
+        wait_until(|| store.is_empty()).await;
+        let res = s.oneshot(post("k", "x")).await.unwrap();
+        assert_eq!(body_of(res).await, "run 2");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_goes_away_releases_the_claim() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let store = InMemoryStore::new();
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let e = entered.clone();
+        let c = count.clone();
+        let s = ServiceBuilder::new()
+            .layer(IdempotencyLayer::new(store.clone()))
+            .service_fn(move |_req: Request<RequestBody<Full<Bytes>>>| {
+                let e = e.clone();
+                let c = c.clone();
+                async move {
+                    if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                        e.notify_one();
+                        std::future::pending::<()>().await;
+                    }
+                    ok(2)
+                }
+            });
+        let stuck = tokio::spawn(s.clone().oneshot(post("k", "x")));
+        entered.notified().await;
+        assert_eq!(store.len(), 1);
+        stuck.abort();
+        let _ = stuck.await;
+        wait_until(|| store.is_empty()).await;
+        let res = s.oneshot(post("k", "x")).await.unwrap();
+        assert_eq!(body_of(res).await, "run 2");
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_response_over_the_limit_is_streamed_and_never_run_again() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let layer = IdempotencyLayer::new(InMemoryStore::new()).max_response_body(4);
+        let s = svc(layer, count.clone(), |_| {
+            Ok(Response::new(frames(vec![
+                Ok(Frame::data(Bytes::from_static(b"0123"))),
+                Ok(Frame::data(Bytes::from_static(b"4567"))),
+                Ok(Frame::data(Bytes::from_static(b"89"))),
+            ])))
+        });
+        let res = s.clone().oneshot(post("k", "x")).await.unwrap();
+        assert_eq!(body_of(res).await, "0123456789");
+        let retry = s.oneshot(post("k", "x")).await.unwrap();
+        assert_eq!(retry.status(), 422);
+        let problem: serde_json::Value = serde_json::from_slice(&body_of(retry).await).unwrap();
+        assert_eq!(problem["code"], "idempotency.not_replayable");
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn trailers_and_selected_headers_are_replayed() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let layer =
+            IdempotencyLayer::new(InMemoryStore::new()).store_header(http::header::LOCATION);
+        let s = svc(layer, count, |_| {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert("x-secret-trailer", HeaderValue::from_static("1"));
+            let mut res = Response::new(frames(vec![
+                Ok(Frame::data(Bytes::from_static(b"abc"))),
+                Ok(Frame::trailers(trailers)),
+            ]));
+            *res.status_mut() = http::StatusCode::CREATED;
+            res.headers_mut()
+                .insert("location", HeaderValue::from_static("/pay/1"));
+            res.headers_mut()
+                .insert("set-cookie", HeaderValue::from_static("s=1"));
+            Ok(res)
+        });
+        let first = s.clone().oneshot(post("k", "x")).await.unwrap();
+        assert!(
+            first.headers().contains_key("set-cookie"),
+            "the first answer is untouched"
+        );
+        let first = first.into_body().collect().await.unwrap();
+        assert!(first.trailers().unwrap().contains_key("x-secret-trailer"));
+        let replay = s.oneshot(post("k", "x")).await.unwrap();
+        assert_eq!(replay.status(), 201);
+        assert_eq!(replay.headers()["location"], "/pay/1");
+        assert_eq!(replay.headers()["idempotency-replayed"], "true");
+        assert!(!replay.headers().contains_key("set-cookie"));
+        let replay = replay.into_body().collect().await.unwrap();
+        let trailers = replay.trailers().unwrap().clone();
+        assert_eq!(trailers["grpc-status"], "0");
+        assert!(!trailers.contains_key("x-secret-trailer"));
+        assert_eq!(replay.to_bytes(), "abc");
+    }
+
+    type Never = StreamBody<futures_util::stream::Pending<Result<Frame<Bytes>, io::Error>>>;
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_refused_before_reading() {
+        let layer = IdempotencyLayer::new(InMemoryStore::new()).max_request_body(10);
+        let s = ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(|_req: Request<RequestBody<Never>>| async { ok(1) });
+        // The body never yields: reading it would hang.
+        let req = Request::post("/pay")
+            .header("idempotency-key", "k")
+            .header("content-length", "11")
+            .body(StreamBody::new(futures_util::stream::pending()))
+            .unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(10), s.oneshot(req))
+            .await
+            .expect("decided without reading")
+            .unwrap();
+        assert_eq!(res.status(), 413);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_over_the_limit_is_refused_while_reading() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let layer = IdempotencyLayer::new(InMemoryStore::new()).max_request_body(3);
+        let s = svc(layer, count.clone(), ok);
+        let res = s.clone().oneshot(post("k", "abcd")).await.unwrap();
+        assert_eq!(res.status(), 413);
+        let res = s.oneshot(post("k", "abc")).await.unwrap();
+        assert_eq!(res.status(), 200, "the refused request claimed nothing");
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn ungoverned_requests_and_optional_keys_pass_through() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let store = InMemoryStore::new();
+        let s = svc(IdempotencyLayer::new(store.clone()), count.clone(), ok);
+        let put = Request::put("/pay").body(Full::default()).unwrap();
+        assert_eq!(s.clone().oneshot(put).await.unwrap().status(), 200);
+        // A custom predicate; keys optional.
+        let layer = IdempotencyLayer::new(store.clone())
+            .governs(|p: &Parts| p.method == http::Method::PUT)
+            .require_key(false);
+        let s = svc(layer, count.clone(), ok);
+        let put = Request::put("/pay").body(Full::default()).unwrap();
+        assert_eq!(s.clone().oneshot(put).await.unwrap().status(), 200);
+        let post = Request::post("/pay").body(Full::default()).unwrap();
+        assert_eq!(s.oneshot(post).await.unwrap().status(), 200);
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+        assert!(store.is_empty());
+    }
+
+    struct DownStore;
+
+    impl IdempotencyStore for DownStore {
+        fn claim<'a>(
+            &'a self,
+            _: &'a StoreKey,
+            _: Fingerprint,
+            _: Duration,
+        ) -> StoreFuture<'a, Claim> {
+            Box::pin(async { Err(StoreError::new("down")) })
+        }
+        fn complete<'a>(
+            &'a self,
+            _: &'a StoreKey,
+            _: ClaimToken,
+            _: Completed,
+            _: Duration,
+        ) -> StoreFuture<'a, bool> {
+            Box::pin(async { Err(StoreError::new("down")) })
+        }
+        fn release<'a>(&'a self, _: &'a StoreKey, _: ClaimToken) -> StoreFuture<'a, ()> {
+            Box::pin(async { Err(StoreError::new("down")) })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_fails_closed() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let s = svc(IdempotencyLayer::new(DownStore), count.clone(), ok);
+        let res = s.clone().oneshot(post("k", "x")).await.unwrap();
+        assert_eq!(res.status(), 503);
+        let grpc = Request::post("/pkg.S/M")
+            .header("content-type", "application/grpc")
+            .header("idempotency-key", "k")
+            .body(Full::default())
+            .unwrap();
+        // Not a listed method: passes through.
+        assert_eq!(s.oneshot(grpc).await.unwrap().status(), 200);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        let s = svc(
+            IdempotencyLayer::new(DownStore).grpc_method("/pkg.S/M"),
+            count.clone(),
+            ok,
+        );
+        let grpc = Request::post("/pkg.S/M")
+            .header("content-type", "application/grpc")
+            .header("idempotency-key", "k")
+            .body(Full::default())
+            .unwrap();
+        let res = s.oneshot(grpc).await.unwrap();
+        assert_eq!(res.headers()["grpc-status"], "14");
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    async fn wait_until(mut done: impl FnMut() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("condition not reached");
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -229,13 +229,11 @@ impl ClaimToken {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let mut a = seed.build_hasher();
-        (n, nanos, std::process::id()).hash(&mut a);
-        let mut b = seed.build_hasher();
-        (nanos, n, 0x5eed_u16).hash(&mut b);
+        let a = seed.hash_one((n, nanos, std::process::id()));
+        let b = seed.hash_one((nanos, n, 0x5eed_u16));
         let mut h = Sha256::new();
-        h.update(a.finish().to_be_bytes());
-        h.update(b.finish().to_be_bytes());
+        h.update(a.to_be_bytes());
+        h.update(b.to_be_bytes());
         h.update(n.to_be_bytes());
         h.update(nanos.to_be_bytes());
         h.update(std::process::id().to_be_bytes());

@@ -62,10 +62,10 @@ impl RedisServer {
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(child) = &mut self.child {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return false; // exited: port taken
-                }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                return false; // exited: port taken
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return true;
