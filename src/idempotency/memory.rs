@@ -244,7 +244,7 @@ mod tests {
     fn key(k: &str) -> StoreKey {
         StoreKey {
             tenant: None,
-            subject: Subject::Named("alice".into()),
+            subject: Subject::verified("iss", "alice"),
             key: k.parse().unwrap(),
         }
     }

@@ -22,13 +22,14 @@
 //!    characters. Missing → 400 `idempotency.key_missing` (unless
 //!    [`require_key(false)`](IdempotencyLayer::require_key)); malformed or
 //!    sent more than once → 400 `idempotency.key_invalid`.
-//! 3. **Scope.** A record is stored per (tenant, subject, key): the
-//!    [`Tenant`](crate::Tenant) and the verified
-//!    [`Principal`](crate::Principal)'s subject from the request
-//!    extensions. One caller never sees another's response. Requests
+//! 3. **Scope.** A record is stored per (tenant, subject, key) — a
+//!    [`StoreKey`]: the [`Tenant`](crate::Tenant) from the request
+//!    extensions (else the principal's tenant claim) and the verified
+//!    [`Principal`](crate::Principal)'s issuer and subject. One caller never
+//!    sees another's response, and headers never choose a scope. Requests
 //!    without a principal share one *anonymous* scope per tenant, separate
-//!    from every subject; put the layer behind authentication if anonymous
-//!    callers must not share keys.
+//!    from every subject (see [`Subject`]); put the layer behind
+//!    authentication if anonymous callers must not share keys.
 //! 4. **Fingerprint.** SHA-256 over the method, the path **with its query**
 //!    (a different query is a different request) and the body. The body is
 //!    buffered up to [`max_request_body`](IdempotencyLayer::max_request_body)

@@ -172,15 +172,22 @@ where
         if declared.is_some_and(|n| n > config.max_request_body as u64) {
             return too_large(parts, config.max_request_body);
         }
+        // SAFETY(scope): only verified facts name the scope — the tenant
+        // the tenant layer admitted (else the principal's tenant claim) and
+        // the principal's issuer and subject. Without a principal the
+        // request lands in the tenant's anonymous scope, which no
+        // authenticated subject shares. Headers never choose a scope.
+        let principal = parts.extensions.get::<Principal>();
         let scope = StoreKey {
-            tenant: parts.extensions.get::<Tenant>().map(|t| t.namespace),
-            // SAFETY(scope): only the verified principal names the scope;
-            // without one the request lands in the tenant's anonymous scope,
-            // which no authenticated subject shares.
-            subject: parts
+            tenant: parts
                 .extensions
-                .get::<Principal>()
-                .map_or(Subject::Anonymous, |p| Subject::Named(p.subject.clone())),
+                .get::<Tenant>()
+                .map(|t| t.namespace)
+                .or_else(|| principal.and_then(|p| p.tenant)),
+            subject: principal.map_or(Subject::Anonymous, |p| Subject::Verified {
+                issuer: p.issuer.clone(),
+                subject: p.subject.clone(),
+            }),
             key,
         };
         // The future owns the service that was polled ready.

@@ -129,16 +129,34 @@ impl std::error::Error for StoreError {
     }
 }
 
-/// Who a key belongs to: the verified subject, or nobody.
+/// Who a key belongs to: the verified subject (as vouched for by its
+/// issuer), or nobody.
 ///
 /// Anonymous callers form one scope of their own per tenant, distinct from
-/// every subject (even a subject named `""`).
+/// every subject (even a subject named `""`). The issuer is part of the
+/// scope, so `alice` from one identity provider is not `alice` from
+/// another.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Subject {
     /// No [`Principal`](crate::Principal) was in the request extensions.
     Anonymous,
-    /// The verified subject (`Principal::subject`).
-    Named(Arc<str>),
+    /// A verified principal.
+    Verified {
+        /// `Principal::issuer`.
+        issuer: Arc<str>,
+        /// `Principal::subject`.
+        subject: Arc<str>,
+    },
+}
+
+impl Subject {
+    /// A verified subject.
+    pub fn verified(issuer: impl Into<Arc<str>>, subject: impl Into<Arc<str>>) -> Self {
+        Self::Verified {
+            issuer: issuer.into(),
+            subject: subject.into(),
+        }
+    }
 }
 
 /// The scope a record is stored under: (tenant, subject, key). One caller
@@ -169,9 +187,10 @@ impl StoreKey {
             None => h.update([0]),
         }
         match &self.subject {
-            Subject::Named(s) => {
+            Subject::Verified { issuer, subject } => {
                 h.update([1]);
-                update_len_prefixed(&mut h, s.as_bytes());
+                update_len_prefixed(&mut h, issuer.as_bytes());
+                update_len_prefixed(&mut h, subject.as_bytes());
             }
             Subject::Anonymous => h.update([0]),
         }
@@ -424,7 +443,7 @@ mod tests {
 
     #[test]
     fn scopes_never_share_a_digest() {
-        let named = |s: &str| Subject::Named(s.into());
+        let named = |s: &str| Subject::verified("iss", s);
         let keys = [
             key(None, Subject::Anonymous, "k"),
             key(None, named(""), "k"),
@@ -435,6 +454,8 @@ mod tests {
             key(Some("acme"), Subject::Anonymous, "k"),
             key(None, named("alicek"), "k"),
             key(None, named("alice"), "kk"),
+            key(None, Subject::verified("other-iss", "alice"), "k"),
+            key(None, Subject::verified("issalice", ""), "k"),
         ];
         let digests: std::collections::HashSet<_> = keys.iter().map(StoreKey::digest).collect();
         assert_eq!(digests.len(), keys.len());
