@@ -55,7 +55,7 @@ fn idempotency(c: &mut Criterion) {
 
     let bare = ServiceBuilder::new().service_fn(handler::<Full<Bytes>>);
     group.bench_function("no_layer", |b| {
-        b.to_async(&rt).iter(|| drive(bare.clone(), request("k")))
+        b.to_async(&rt).iter(|| drive(bare, request("k")))
     });
 
     // Completed records expire at once, so every request with the same key

@@ -44,16 +44,20 @@ fn identity<B>(mut req: Request<B>) -> Request<B> {
     req
 }
 
-/// Counts handler executions, HTTP and gRPC alike.
+/// Counts handler executions, HTTP and gRPC alike; `gate` holds the gRPC
+/// `slow` call until the test opens it.
 #[derive(Clone, Default)]
-struct Counter(Arc<AtomicUsize>);
+struct Counter {
+    n: Arc<AtomicUsize>,
+    gate: Arc<tokio::sync::Notify>,
+}
 
 impl Counter {
     fn get(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        self.n.load(Ordering::SeqCst)
     }
     fn bump(&self) -> usize {
-        self.0.fetch_add(1, Ordering::SeqCst) + 1
+        self.n.fetch_add(1, Ordering::SeqCst) + 1
     }
 }
 
@@ -133,7 +137,7 @@ impl Echo for CountingEcho {
         let n = self.0.bump() as u64;
         let msg = req.into_inner();
         if msg.message == "slow" {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            self.0.gate.notified().await;
         }
         Ok(GrpcResponse::new(EchoReply {
             message: msg.message,
@@ -475,6 +479,7 @@ async fn a_unary_grpc_call_is_replayed() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
+    counter.gate.notify_one();
     assert!(first.await.unwrap().is_ok());
 
     // Streaming calls are not governed: they pass through without a key.
