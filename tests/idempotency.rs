@@ -642,4 +642,80 @@ mod redis {
         assert_eq!(again.into_inner(), first.into_inner());
         assert_eq!(counter.get(), 1);
     }
+
+    #[tokio::test]
+    async fn a_replica_whose_claim_expired_cannot_overwrite_or_release() {
+        use finmesh::idempotency::{Claim, Completed, Fingerprint, StoreKey, Subject};
+        let Some(redis) =
+            RedisServer::start("a_replica_whose_claim_expired_cannot_overwrite_or_release")
+        else {
+            return;
+        };
+        let stale_replica = RedisStore::open(&redis.url()).unwrap();
+        let live_replica = RedisStore::open(&redis.url()).unwrap();
+        let key = StoreKey {
+            tenant: Some("acme".parse().unwrap()),
+            subject: Subject::verified("https://issuer.test", "alice"),
+            key: "k".parse().unwrap(),
+        };
+        let fp = Fingerprint([3; 32]);
+        let Claim::Acquired(stale) = stale_replica
+            .claim(&key, fp, Duration::from_millis(50))
+            .await
+            .unwrap()
+        else {
+            panic!("first claim acquires")
+        };
+        assert!(matches!(
+            live_replica.claim(&key, fp, MINUTE).await.unwrap(),
+            Claim::InFlight { fingerprint } if fingerprint == fp
+        ));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let Claim::Acquired(live) = live_replica.claim(&key, fp, MINUTE).await.unwrap() else {
+            panic!("an expired claim frees the key")
+        };
+        let record = |body: &'static str| Completed {
+            fingerprint: fp,
+            response: Some(finmesh::idempotency::StoredResponse {
+                status: http::StatusCode::OK,
+                headers: http::HeaderMap::new(),
+                body: Bytes::from_static(body.as_bytes()),
+                trailers: None,
+            }),
+        };
+        // The stale replica finishes late: neither its completion nor its
+        // release touches the live claim.
+        assert!(
+            !stale_replica
+                .complete(&key, stale, record("stale"), MINUTE)
+                .await
+                .unwrap()
+        );
+        stale_replica.release(&key, stale).await.unwrap();
+        assert!(matches!(
+            stale_replica.claim(&key, fp, MINUTE).await.unwrap(),
+            Claim::InFlight { .. }
+        ));
+        assert!(
+            live_replica
+                .complete(&key, live, record("live"), MINUTE)
+                .await
+                .unwrap()
+        );
+        match stale_replica.claim(&key, fp, MINUTE).await.unwrap() {
+            Claim::Completed(done) => {
+                assert_eq!(done.response.as_ref().unwrap().body, "live");
+            }
+            other => panic!("expected the live record, got {other:?}"),
+        }
+        // Another subject's scope is untouched.
+        let bob = StoreKey {
+            subject: Subject::verified("https://issuer.test", "bob"),
+            ..key.clone()
+        };
+        assert!(matches!(
+            live_replica.claim(&bob, fp, MINUTE).await.unwrap(),
+            Claim::Acquired(_)
+        ));
+    }
 }

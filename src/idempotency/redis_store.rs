@@ -314,3 +314,75 @@ impl IdempotencyStore for RedisStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idempotency::store::Subject;
+
+    #[test]
+    fn claim_values_and_their_prefix() {
+        let token = ClaimToken([9; 16]);
+        let value = claim_value(token, Fingerprint([4; 32]));
+        assert_eq!(value.len(), 49);
+        assert_eq!(&value[..17], &claim_prefix(token)[..]);
+        match parse_existing(&value).unwrap() {
+            Claim::InFlight { fingerprint } => assert_eq!(fingerprint, Fingerprint([4; 32])),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_records_are_errors() {
+        for bad in [&b""[..], b"I", b"Ishort", b"X0000", b"C"] {
+            assert!(parse_existing(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ttls_are_at_least_one_millisecond() {
+        assert_eq!(millis(Duration::ZERO), 1);
+        assert_eq!(millis(Duration::from_secs(2)), 2000);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn key_names_are_prefixed_hex_digests() {
+        let store = RedisStore::open("redis://127.0.0.1:1/")
+            .unwrap()
+            .key_prefix("p:");
+        let key = StoreKey {
+            tenant: None,
+            subject: Subject::Anonymous,
+            key: "k".parse().unwrap(),
+        };
+        let name = store.redis_key(&key);
+        assert_eq!(name.len(), 2 + 64);
+        assert!(name.starts_with(b"p:"));
+        assert!(name[2..].iter().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_an_error_not_a_hang() {
+        // A loopback port with nothing listening.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = RedisStore::open(&format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .timeout(Duration::from_secs(2));
+        let key = StoreKey {
+            tenant: None,
+            subject: Subject::Anonymous,
+            key: "k".parse().unwrap(),
+        };
+        assert!(
+            store
+                .claim(&key, Fingerprint([0; 32]), Duration::from_secs(1))
+                .await
+                .is_err()
+        );
+    }
+}
