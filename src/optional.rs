@@ -138,6 +138,22 @@ pin_project! {
     }
 }
 
+impl<FA, FB> OptionalFuture<FA, FB> {
+    /// The first future (the layer's, when present).
+    pub fn on(future: FA) -> Self {
+        Self {
+            kind: FutureKind::On { future },
+        }
+    }
+
+    /// The second future (the inner service's).
+    pub fn off(future: FB) -> Self {
+        Self {
+            kind: FutureKind::Off { future },
+        }
+    }
+}
+
 impl<FA, FB, ResA, ResB, E> Future for OptionalFuture<FA, FB>
 where
     FA: Future<Output = Result<Response<ResA>, E>>,

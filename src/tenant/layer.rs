@@ -13,6 +13,9 @@ use crate::principal::Principal;
 /// `x-tenant-namespace`.
 pub const DEFAULT_TENANT_HEADER: HeaderName = HeaderName::from_static("x-tenant-namespace");
 
+/// A [`TenantLayer`] over a type-erased registry.
+pub type SharedTenantLayer = TenantLayer<Arc<dyn TenantRegistry>>;
+
 /// Admits a request only for a known, active tenant — the caller's own —
 /// and puts that [`Tenant`] into the request extensions.
 ///
@@ -71,6 +74,18 @@ impl<R: TenantRegistry> TenantLayer<R> {
     pub fn principal_fallback(mut self, enabled: bool) -> Self {
         self.principal_fallback = enabled;
         self
+    }
+
+    /// The same layer over a type-erased registry, so that stacks built
+    /// with different registries have one type (see
+    /// [`GovernanceLayer`](crate::GovernanceLayer)).
+    pub fn into_shared(self) -> SharedTenantLayer {
+        let registry: Arc<dyn TenantRegistry> = self.registry;
+        TenantLayer {
+            registry: Arc::new(registry),
+            header: self.header,
+            principal_fallback: self.principal_fallback,
+        }
     }
 
     /// The registry tenants are looked up in.
