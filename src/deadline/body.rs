@@ -122,7 +122,11 @@ where
                             FrameEvent::Prefix { len, .. } => {
                                 // Refused on the prefix alone: the bytes it
                                 // announces are never read.
-                                if call.deadlines.max_message_bytes.is_some_and(|max| len > max) {
+                                if call
+                                    .deadlines
+                                    .max_message_bytes
+                                    .is_some_and(|max| len > max)
+                                {
                                     let outcome = call.expire(Outcome::TooLarge);
                                     *this.done = true;
                                     this.timer.stop();

@@ -58,7 +58,9 @@ where
         if grpc && let Some(value) = req.headers().get("grpc-timeout") {
             match parse_grpc_timeout(value.as_bytes()) {
                 Ok(asked) => {
-                    let asked = deadlines.max_grpc_timeout.map_or(asked, |cap| asked.min(cap));
+                    let asked = deadlines
+                        .max_grpc_timeout
+                        .map_or(asked, |cap| asked.min(cap));
                     total = Some(total.map_or(asked, |t| t.min(asked)));
                 }
                 Err(e) => {

@@ -206,10 +206,12 @@ impl CallState {
     /// returns the one that stands. The winner is counted and both sides
     /// are woken.
     pub(crate) fn expire(&self, outcome: Outcome) -> Outcome {
-        match self
-            .outcome
-            .compare_exchange(0, outcome.encode(), Ordering::AcqRel, Ordering::Acquire)
-        {
+        match self.outcome.compare_exchange(
+            0,
+            outcome.encode(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(_) => {
                 let stalled = !self.request_closed();
                 match outcome {
@@ -352,7 +354,10 @@ mod tests {
                 assert_eq!(Outcome::decode(o.encode()), Some(o));
             }
         }
-        assert_eq!(Outcome::decode(Outcome::TooLarge.encode()), Some(Outcome::TooLarge));
+        assert_eq!(
+            Outcome::decode(Outcome::TooLarge.encode()),
+            Some(Outcome::TooLarge)
+        );
         assert_eq!(Outcome::decode(0), None);
         assert_eq!(Outcome::decode(11), None);
     }

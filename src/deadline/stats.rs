@@ -144,8 +144,16 @@ impl DeadlineStats {
                 .by_method
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let known = map.keys().find(|(m, _, _)| &**m == method).map(|k| k.0.clone());
-            let distinct = || map.keys().map(|k| &k.0).collect::<std::collections::HashSet<_>>().len();
+            let known = map
+                .keys()
+                .find(|(m, _, _)| &**m == method)
+                .map(|k| k.0.clone());
+            let distinct = || {
+                map.keys()
+                    .map(|k| &k.0)
+                    .collect::<std::collections::HashSet<_>>()
+                    .len()
+            };
             let label: Arc<str> = match known {
                 Some(m) => m,
                 None if method.len() <= MAX_METHOD_LEN && distinct() < MAX_METHODS => {
@@ -223,6 +231,9 @@ mod tests {
             stats.exceeded_for(OTHER_METHOD, Direction::Call, TimeoutKind::Total),
             51
         );
-        assert_eq!(stats.exceeded(Direction::Call, TimeoutKind::Total), MAX_METHODS as u64 + 51);
+        assert_eq!(
+            stats.exceeded(Direction::Call, TimeoutKind::Total),
+            MAX_METHODS as u64 + 51
+        );
     }
 }
