@@ -49,6 +49,9 @@ struct Tracked {
     unary_delay: Duration,
     /// How long a bidi call takes to send its response head.
     head_delay: Duration,
+    /// On a failed read, say nothing and hang on (until the response
+    /// stream is dropped) instead of passing the error on.
+    swallow_read_errors: bool,
 }
 
 /// Decrements the live-task count when the handler task ends, however.
@@ -133,6 +136,10 @@ impl Echo for Tracked {
                     }
                     Err(status) => {
                         this.read_errors.lock().unwrap().push(status.code());
+                        if this.swallow_read_errors {
+                            tx.closed().await;
+                            return;
+                        }
                         let _ = tx.send(Err(status)).await;
                         return;
                     }
@@ -358,6 +365,37 @@ async fn client_pause_longer_than_request_message_timeout_ends_the_call_with_dea
         stats.exceeded_for(BIDI, Direction::Request, TimeoutKind::Message),
         1
     );
+    drop(tx);
+}
+
+#[tokio::test]
+async fn client_gets_deadline_exceeded_whatever_the_handler_does_after_its_read_failed() {
+    let timeout = Duration::from_millis(150);
+    let layer = StreamDeadlineLayer::new().request_message_timeout(timeout);
+    let svc = Tracked {
+        swallow_read_errors: true,
+        ..Default::default()
+    };
+    let server = serve(svc.clone(), layer).await;
+    let (tx, mut replies) = open_bidi(server.addr).await;
+    tx.send(msg(0, 8)).await.unwrap();
+    replies.message().await.unwrap().unwrap();
+    let paused = Instant::now();
+    // The handler swallows its failed read and waits forever: only the
+    // layer can end the call, and dropping the handler's stream ends it.
+    let status = tokio::time::timeout(Duration::from_secs(5), replies.message())
+        .await
+        .expect("the layer ends the call by itself")
+        .expect_err("deadline exceeded");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(status.message(), "request message deadline exceeded");
+    assert!(
+        paused.elapsed() <= timeout + Duration::from_millis(50),
+        "{:?}",
+        paused.elapsed()
+    );
+    wait_until_zero(&svc.live).await;
+    assert_eq!(*svc.read_errors.lock().unwrap(), [Code::DeadlineExceeded]);
     drop(tx);
 }
 

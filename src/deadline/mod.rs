@@ -7,6 +7,8 @@ mod layer;
 mod service;
 mod state;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 pub use body::{RequestBody, ResponseBody};
 pub use decoder::{Fed, FrameEvent, GrpcFrameDecoder};
