@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 /// Messages per bidi call (one call per iteration).
 const MESSAGES: usize = 256;
 
-async fn round(client: &mut EchoClient<Channel>) {
+async fn round(mut client: EchoClient<Channel>) {
     let (tx, rx) = mpsc::channel(64);
     let sender = tokio::spawn(async move {
         for i in 0..MESSAGES {
@@ -72,10 +72,10 @@ fn bidi(c: &mut Criterion) {
     let mut group = c.benchmark_group("deadline_bidi_1kib");
     group.throughput(Throughput::Elements(MESSAGES as u64));
     group.bench_function("bare", |b| {
-        b.to_async(&rt).iter(|| round(&mut bare_client.clone()))
+        b.to_async(&rt).iter(|| round(bare_client.clone()))
     });
     group.bench_function("with_layer", |b| {
-        b.to_async(&rt).iter(|| round(&mut governed_client.clone()))
+        b.to_async(&rt).iter(|| round(governed_client.clone()))
     });
     group.finish();
     rt.block_on(async {
