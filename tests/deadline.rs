@@ -198,7 +198,7 @@ async fn wait_until_zero(live: &AtomicUsize) {
 fn msg(i: usize, payload: usize) -> EchoRequest {
     EchoRequest {
         message: format!("m{i}"),
-        payload: vec![7; payload].into(),
+        payload: vec![7; payload],
     }
 }
 
@@ -441,7 +441,7 @@ async fn drip_fed_100_byte_message_under_the_deadline_succeeds() {
     let (tx, answer) = raw_call(server.addr, BIDI, &[]).await;
     let m = EchoRequest {
         message: String::new(),
-        payload: vec![1; 98].into(),
+        payload: vec![1; 98],
     };
     let wire = grpc_frame(&m);
     assert_eq!(wire.len(), 5 + 100, "a 100-byte message");
@@ -467,7 +467,7 @@ async fn drip_fed_1kib_message_past_the_deadline_fails_though_bytes_keep_arrivin
     let (tx, answer) = raw_call(server.addr, BIDI, &[]).await;
     let m = EchoRequest {
         message: String::new(),
-        payload: vec![1; 1021].into(),
+        payload: vec![1; 1021],
     };
     let wire = grpc_frame(&m);
     assert_eq!(wire.len(), 5 + 1024, "a 1 KiB message");

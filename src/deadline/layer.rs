@@ -53,6 +53,11 @@ impl Deadlines {
     /// not complete it do not restart the clock. The client's half-close
     /// stops this clock. On HTTP routes every data frame counts as a
     /// message.
+    ///
+    /// The clock is judged where the service reads the body: bytes already
+    /// buffered when a slow reader comes back count as on time. A service
+    /// that stops reading altogether is bounded by the response, idle and
+    /// whole-call deadlines instead.
     pub const fn request_message_timeout(mut self, timeout: Duration) -> Self {
         self.request_message = Some(timeout);
         self

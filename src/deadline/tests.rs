@@ -15,6 +15,7 @@ use super::*;
 use crate::RequestLabels;
 
 type Chunks = StreamBody<ReceiverStream<Result<Frame<Bytes>, Infallible>>>;
+type ChunkTx = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
 
 fn grpc_request<B>(body: B) -> Request<B> {
     Request::builder()
@@ -35,7 +36,7 @@ fn message(len: usize) -> Vec<u8> {
 fn streaming_service(
     layer: StreamDeadlineLayer,
 ) -> (
-    mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+    ChunkTx,
     impl tower::Service<
         Request<Empty<Bytes>>,
         Response = Response<ResponseBody<Chunks>>,
