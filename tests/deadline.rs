@@ -351,6 +351,7 @@ async fn client_pause_longer_than_request_message_timeout_ends_the_call_with_dea
     let status = replies.message().await.expect_err("deadline exceeded");
     let elapsed = paused.elapsed();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    eprintln!("DEADLINE_EXCEEDED {elapsed:?} after the pause began (timeout {timeout:?})");
     assert!(
         elapsed <= timeout + Duration::from_millis(50),
         "DEADLINE_EXCEEDED after {elapsed:?}, want ≤ timeout + 50 ms"

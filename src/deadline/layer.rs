@@ -65,7 +65,9 @@ impl Deadlines {
 
     /// After the response starts and after each complete outbound message,
     /// the service must produce its next complete message, or end the
-    /// stream, within `timeout`.
+    /// stream, within `timeout`. The clock runs while the service waits for
+    /// input too: on a stream that answers each request, make it at least
+    /// the request clock plus the time to answer.
     pub const fn response_message_timeout(mut self, timeout: Duration) -> Self {
         self.response_message = Some(timeout);
         self
