@@ -74,9 +74,10 @@ fn early_answer<B>(call: &CallState, outcome: Outcome) -> Response<ResponseBody<
     } else {
         Protocol::Http
     };
-    // The rejection was recorded in the request labels when it happened.
+    // The rejection was recorded in the request labels when it happened,
+    // with the same code.
     outcome
-        .rejection(!call.request_closed())
+        .rejection(!call.grpc && !call.request_closed())
         .render(protocol, None)
         .map(ResponseBody::rejection)
 }
