@@ -101,7 +101,7 @@ slot_type!(GrpcHealthL, "grpc", GrpcHealthLayer);
 slot_type!(HealthL, "health", crate::health::HealthLayer);
 slot_type!(TelemetryL, "telemetry", crate::telemetry::TelemetryLayer);
 slot_type!(AuditL, "audit", crate::audit::AuditLayer);
-slot_type!(DeadlineL, "nonexistent-pending", Absent);
+slot_type!(DeadlineL, "deadline", crate::deadline::StreamDeadlineLayer);
 slot_type!(JwtL, "nonexistent-pending", Absent);
 slot_type!(TenantL, "tenant", crate::tenant::SharedTenantLayer);
 slot_type!(RbacL, "nonexistent-pending", Absent);
@@ -200,7 +200,7 @@ impl GovernanceBuilder {
     }
 
     /// Bounds gRPC streams per message, idle time and whole call.
-    #[cfg(feature = "nonexistent-pending")]
+    #[cfg(feature = "deadline")]
     pub fn deadlines(mut self, layer: crate::deadline::StreamDeadlineLayer) -> Self {
         self.layer.deadlines = Some(layer);
         self
