@@ -547,3 +547,48 @@ fn rs256_and_es256_verify_with_both_backends_compiled_in() {
         assert_eq!(&*layer.verify_token(&token).unwrap().subject, "alice");
     }
 }
+
+#[tokio::test]
+async fn the_service_inserts_the_principal_and_labels_subject_and_risk() {
+    use http_body_util::Full;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let svc = ServiceBuilder::new()
+        .layer(real_layer())
+        .service_fn(|req: http::Request<Full<bytes::Bytes>>| async move {
+            let p = req.extensions().get::<crate::Principal>().cloned();
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from(
+                p.map(|p| p.subject.to_string()).unwrap_or_default(),
+            ))))
+        });
+    let now = super::verify::unix_now();
+    let token = hs(&json!({
+        "iss": ISS, "aud": AUD, "sub": "carol", "exp": now + 300, "risk_level": "critical",
+    })
+    .to_string());
+    let mut req = http::Request::builder()
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())
+        .unwrap();
+    let labels = crate::RequestLabels::get_or_insert(req.extensions_mut());
+    // A caller-supplied principal is replaced by the verified one.
+    req.extensions_mut()
+        .insert(crate::Principal::new("mallory", "forged"));
+    let res = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap();
+    assert_eq!(body.to_bytes(), "carol");
+    let seen = labels.snapshot();
+    assert_eq!(seen.subject.as_deref(), Some("carol"));
+    assert_eq!(seen.risk, Some(RiskLevel::Critical));
+
+    // A refusal is recorded in the labels too, and nothing reaches the handler.
+    let mut req = http::Request::new(Full::default());
+    let labels = crate::RequestLabels::get_or_insert(req.extensions_mut());
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    let seen = labels.snapshot();
+    assert_eq!(seen.rejection.unwrap().code, MISSING);
+    assert_eq!(seen.subject, None);
+}
