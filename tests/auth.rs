@@ -201,13 +201,29 @@ fn rejection_cases(keys: &Keys) -> Vec<(&'static str, Option<String>, &'static s
     let bearer = |t: &str| Some(format!("Bearer {t}"));
     vec![
         ("no token", None, "auth.missing"),
-        ("basic scheme", Some("Basic YWxpY2U6cHc=".into()), "auth.missing"),
-        ("empty bearer token", Some("Bearer ".into()), "auth.malformed"),
+        (
+            "basic scheme",
+            Some("Basic YWxpY2U6cHc=".into()),
+            "auth.missing",
+        ),
+        (
+            "empty bearer token",
+            Some("Bearer ".into()),
+            "auth.malformed",
+        ),
         ("not a JWT", bearer("not-a-jwt"), "auth.malformed"),
-        ("signed by an unknown key", bearer(&attacker), "auth.invalid"),
+        (
+            "signed by an unknown key",
+            bearer(&attacker),
+            "auth.invalid",
+        ),
         ("expired", bearer(&expired), "auth.expired"),
         ("not yet valid", bearer(&future), "auth.not_yet_valid"),
-        ("tenant claim not a namespace", bearer(&bad_tenant), "auth.claim_invalid"),
+        (
+            "tenant claim not a namespace",
+            bearer(&bad_tenant),
+            "auth.claim_invalid",
+        ),
     ]
 }
 
@@ -224,19 +240,29 @@ async fn rejections_over_http_are_401_problems_with_their_code() {
             .unwrap_or_default();
         let res = get(&server.url("/echo"), &headers).await;
         assert_eq!(res.status, 401, "{case}");
-        assert_eq!(res.header("content-type"), "application/problem+json", "{case}");
+        assert_eq!(
+            res.header("content-type"),
+            "application/problem+json",
+            "{case}"
+        );
         let problem = res.json();
         assert_eq!(problem["code"], code, "{case}");
         let www = res.header("www-authenticate");
         if code == "auth.missing" {
             assert_eq!(www, "Bearer", "{case}");
         } else {
-            assert!(www.starts_with("Bearer error=\"invalid_token\""), "{case}: {www}");
+            assert!(
+                www.starts_with("Bearer error=\"invalid_token\""),
+                "{case}: {www}"
+            );
         }
         if let Some(a) = &authz {
             let token = a.split_once(' ').map_or("", |x| x.1);
             if token.len() > 8 {
-                assert!(!res.body.windows(token.len()).any(|w| w == token.as_bytes()), "{case}");
+                assert!(
+                    !res.body.windows(token.len()).any(|w| w == token.as_bytes()),
+                    "{case}"
+                );
             }
         }
     }

@@ -61,7 +61,7 @@ impl VerifyCache {
         let per_shard = capacity.div_ceil(SHARDS);
         let hasher = RandomState::default();
         let shards = (0..SHARDS)
-            .map(|_| Mutex::new(HashMap::with_hasher(hasher.clone())))
+            .map(|_| Mutex::new(HashMap::with_hasher(hasher)))
             .collect();
         Some(Self {
             shards,

@@ -314,7 +314,12 @@ impl JwtAuthBuilder {
         if self.audiences.is_empty() {
             return Err(AuthConfigError::MissingAudience);
         }
-        if self.issuers.iter().chain(&self.audiences).any(String::is_empty) {
+        if self
+            .issuers
+            .iter()
+            .chain(&self.audiences)
+            .any(String::is_empty)
+        {
             return Err(AuthConfigError::InvalidSetting(
                 "issuers and audiences must not be empty strings",
             ));

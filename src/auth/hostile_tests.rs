@@ -171,97 +171,412 @@ fn hostile_cases() -> Vec<(&'static str, String, &'static str)> {
     let c = |extra| claims_with(extra);
     vec![
         // --- alg none and friends.
-        ("alg none, no signature", raw(r#"{"alg":"none"}"#, &good, Signer::None), INVALID),
-        ("alg None, no signature", raw(r#"{"alg":"None"}"#, &good, Signer::None), INVALID),
-        ("alg NONE, no signature", raw(r#"{"alg":"NONE"}"#, &good, Signer::None), INVALID),
-        ("alg none, with an HS256 signature", raw(r#"{"alg":"none","kid":"h1"}"#, &good, Signer::Hs), INVALID),
-        ("alg None, with an HS256 signature", raw(r#"{"alg":"None"}"#, &good, Signer::Hs), INVALID),
-        ("alg nOnE, with an RS256 signature", raw(r#"{"alg":"nOnE"}"#, &good, Signer::Rs), INVALID),
-        ("alg missing", raw(r#"{"typ":"JWT"}"#, &good, Signer::Hs), MALFORMED),
-        ("alg not a string", raw(r#"{"alg":256}"#, &good, Signer::Hs), MALFORMED),
-        ("alg lowercase hs256", raw(r#"{"alg":"hs256","kid":"h1"}"#, &good, Signer::Hs), INVALID),
-        ("alg unknown", raw(r#"{"alg":"XS256"}"#, &good, Signer::Hs), INVALID),
+        (
+            "alg none, no signature",
+            raw(r#"{"alg":"none"}"#, &good, Signer::None),
+            INVALID,
+        ),
+        (
+            "alg None, no signature",
+            raw(r#"{"alg":"None"}"#, &good, Signer::None),
+            INVALID,
+        ),
+        (
+            "alg NONE, no signature",
+            raw(r#"{"alg":"NONE"}"#, &good, Signer::None),
+            INVALID,
+        ),
+        (
+            "alg none, with an HS256 signature",
+            raw(r#"{"alg":"none","kid":"h1"}"#, &good, Signer::Hs),
+            INVALID,
+        ),
+        (
+            "alg None, with an HS256 signature",
+            raw(r#"{"alg":"None"}"#, &good, Signer::Hs),
+            INVALID,
+        ),
+        (
+            "alg nOnE, with an RS256 signature",
+            raw(r#"{"alg":"nOnE"}"#, &good, Signer::Rs),
+            INVALID,
+        ),
+        (
+            "alg missing",
+            raw(r#"{"typ":"JWT"}"#, &good, Signer::Hs),
+            MALFORMED,
+        ),
+        (
+            "alg not a string",
+            raw(r#"{"alg":256}"#, &good, Signer::Hs),
+            MALFORMED,
+        ),
+        (
+            "alg lowercase hs256",
+            raw(r#"{"alg":"hs256","kid":"h1"}"#, &good, Signer::Hs),
+            INVALID,
+        ),
+        (
+            "alg unknown",
+            raw(r#"{"alg":"XS256"}"#, &good, Signer::Hs),
+            INVALID,
+        ),
         // --- key confusion (RFC 8725 §2.1).
-        ("HS256 signed with the RSA public key, kid of the RSA key", raw(r#"{"alg":"HS256","kid":"r1"}"#, &good, Signer::HsWithRsaPublic), INVALID),
-        ("HS256 signed with the RSA public key, no kid", raw(r#"{"alg":"HS256"}"#, &good, Signer::HsWithRsaPublic), INVALID),
-        ("EdDSA signature under an ES256 header", raw(r#"{"alg":"ES256","kid":"e1"}"#, &good, Signer::Ed), INVALID),
+        (
+            "HS256 signed with the RSA public key, kid of the RSA key",
+            raw(
+                r#"{"alg":"HS256","kid":"r1"}"#,
+                &good,
+                Signer::HsWithRsaPublic,
+            ),
+            INVALID,
+        ),
+        (
+            "HS256 signed with the RSA public key, no kid",
+            raw(r#"{"alg":"HS256"}"#, &good, Signer::HsWithRsaPublic),
+            INVALID,
+        ),
+        (
+            "EdDSA signature under an ES256 header",
+            raw(r#"{"alg":"ES256","kid":"e1"}"#, &good, Signer::Ed),
+            INVALID,
+        ),
         // --- allowlist.
-        ("HS512 outside the allowlist", raw(r#"{"alg":"HS512","kid":"h1"}"#, &good, Signer::Hs), INVALID),
-        ("PS256 outside the allowlist", raw(r#"{"alg":"PS256","kid":"r1"}"#, &good, Signer::Rs), INVALID),
+        (
+            "HS512 outside the allowlist",
+            raw(r#"{"alg":"HS512","kid":"h1"}"#, &good, Signer::Hs),
+            INVALID,
+        ),
+        (
+            "PS256 outside the allowlist",
+            raw(r#"{"alg":"PS256","kid":"r1"}"#, &good, Signer::Rs),
+            INVALID,
+        ),
         // --- exp / nbf / iat types.
-        ("exp as a string", hs(&c(json!({"exp": (NOW + 300).to_string()}))), CLAIM_INVALID),
-        ("exp as a float", hs(&c(json!({"exp": NOW as f64 + 300.5}))), CLAIM_INVALID),
-        ("exp as an integral float", hs(&format!(r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"a","exp":{}.0}}"#, NOW + 300)), CLAIM_INVALID),
-        ("exp in exponent notation", hs(&format!(r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"a","exp":1.8e9}}"#)), CLAIM_INVALID),
+        (
+            "exp as a string",
+            hs(&c(json!({"exp": (NOW + 300).to_string()}))),
+            CLAIM_INVALID,
+        ),
+        (
+            "exp as a float",
+            hs(&c(json!({"exp": NOW as f64 + 300.5}))),
+            CLAIM_INVALID,
+        ),
+        (
+            "exp as an integral float",
+            hs(&format!(
+                r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"a","exp":{}.0}}"#,
+                NOW + 300
+            )),
+            CLAIM_INVALID,
+        ),
+        (
+            "exp in exponent notation",
+            hs(&format!(
+                r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"a","exp":1.8e9}}"#
+            )),
+            CLAIM_INVALID,
+        ),
         ("exp negative", hs(&c(json!({"exp": -1}))), CLAIM_INVALID),
-        ("exp far beyond year 9999", hs(&c(json!({"exp": u64::MAX}))), CLAIM_INVALID),
+        (
+            "exp far beyond year 9999",
+            hs(&c(json!({"exp": u64::MAX}))),
+            CLAIM_INVALID,
+        ),
         ("exp missing", hs(&c(json!({"exp": null}))), CLAIM_INVALID),
-        ("exp as a boolean", hs(&c(json!({"exp": true}))), CLAIM_INVALID),
-        ("nbf as a string", hs(&c(json!({"nbf": NOW.to_string()}))), CLAIM_INVALID),
-        ("nbf as a float", hs(&c(json!({"nbf": NOW as f64 - 0.5}))), CLAIM_INVALID),
+        (
+            "exp as a boolean",
+            hs(&c(json!({"exp": true}))),
+            CLAIM_INVALID,
+        ),
+        (
+            "nbf as a string",
+            hs(&c(json!({"nbf": NOW.to_string()}))),
+            CLAIM_INVALID,
+        ),
+        (
+            "nbf as a float",
+            hs(&c(json!({"nbf": NOW as f64 - 0.5}))),
+            CLAIM_INVALID,
+        ),
         ("nbf negative", hs(&c(json!({"nbf": -100}))), CLAIM_INVALID),
-        ("iat as a string", hs(&c(json!({"iat": "yesterday"}))), CLAIM_INVALID),
+        (
+            "iat as a string",
+            hs(&c(json!({"iat": "yesterday"}))),
+            CLAIM_INVALID,
+        ),
         // --- leeway boundaries (leeway 30 s).
-        ("expired just outside the leeway", hs(&c(json!({"exp": NOW - 31}))), EXPIRED),
-        ("expired exactly at the leeway", hs(&c(json!({"exp": NOW - 30}))), EXPIRED),
+        (
+            "expired just outside the leeway",
+            hs(&c(json!({"exp": NOW - 31}))),
+            EXPIRED,
+        ),
+        (
+            "expired exactly at the leeway",
+            hs(&c(json!({"exp": NOW - 30}))),
+            EXPIRED,
+        ),
         ("expired long ago", hs(&c(json!({"exp": 1}))), EXPIRED),
-        ("nbf just outside the leeway", hs(&c(json!({"nbf": NOW + 31}))), NOT_YET_VALID),
+        (
+            "nbf just outside the leeway",
+            hs(&c(json!({"nbf": NOW + 31}))),
+            NOT_YET_VALID,
+        ),
         // --- iss / aud.
         ("iss missing", hs(&c(json!({"iss": null}))), INVALID),
-        ("iss wrong", hs(&c(json!({"iss": "https://evil.test"}))), INVALID),
-        ("iss with a trailing slash", hs(&c(json!({"iss": format!("{ISS}/")}))), INVALID),
-        ("iss wrong type (number)", hs(&c(json!({"iss": 42}))), INVALID),
-        ("iss wrong type (array)", hs(&c(json!({"iss": [ISS]}))), INVALID),
+        (
+            "iss wrong",
+            hs(&c(json!({"iss": "https://evil.test"}))),
+            INVALID,
+        ),
+        (
+            "iss with a trailing slash",
+            hs(&c(json!({"iss": format!("{ISS}/")}))),
+            INVALID,
+        ),
+        (
+            "iss wrong type (number)",
+            hs(&c(json!({"iss": 42}))),
+            INVALID,
+        ),
+        (
+            "iss wrong type (array)",
+            hs(&c(json!({"iss": [ISS]}))),
+            INVALID,
+        ),
         ("aud missing", hs(&c(json!({"aud": null}))), INVALID),
         ("aud wrong", hs(&c(json!({"aud": "other-api"}))), INVALID),
-        ("aud wrong type (number)", hs(&c(json!({"aud": 7}))), INVALID),
-        ("aud array with a non-string", hs(&c(json!({"aud": [AUD, 7]}))), INVALID),
+        (
+            "aud wrong type (number)",
+            hs(&c(json!({"aud": 7}))),
+            INVALID,
+        ),
+        (
+            "aud array with a non-string",
+            hs(&c(json!({"aud": [AUD, 7]}))),
+            INVALID,
+        ),
         ("aud empty array", hs(&c(json!({"aud": []}))), INVALID),
         // --- sub and mapped claims.
         ("sub missing", hs(&c(json!({"sub": null}))), CLAIM_INVALID),
-        ("sub not a string", hs(&c(json!({"sub": 1234}))), CLAIM_INVALID),
+        (
+            "sub not a string",
+            hs(&c(json!({"sub": 1234}))),
+            CLAIM_INVALID,
+        ),
         ("sub empty", hs(&c(json!({"sub": ""}))), CLAIM_INVALID),
-        ("tenant not a namespace", hs(&c(json!({"tenant": "Tenant_A"}))), CLAIM_INVALID),
-        ("tenant not a string", hs(&c(json!({"tenant": ["a"]}))), CLAIM_INVALID),
-        ("risk level unknown", hs(&c(json!({"risk_level": "severe"}))), CLAIM_INVALID),
-        ("risk level wrong case", hs(&c(json!({"risk_level": "HIGH"}))), CLAIM_INVALID),
-        ("groups not an array", hs(&c(json!({"groups": "admins"}))), CLAIM_INVALID),
-        ("groups with a non-string", hs(&c(json!({"groups": ["a", 1]}))), CLAIM_INVALID),
-        ("duplicate sub claim", hs(&format!(r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"alice","sub":"admin","exp":{}}}"#, NOW + 300)), MALFORMED),
+        (
+            "tenant not a namespace",
+            hs(&c(json!({"tenant": "Tenant_A"}))),
+            CLAIM_INVALID,
+        ),
+        (
+            "tenant not a string",
+            hs(&c(json!({"tenant": ["a"]}))),
+            CLAIM_INVALID,
+        ),
+        (
+            "risk level unknown",
+            hs(&c(json!({"risk_level": "severe"}))),
+            CLAIM_INVALID,
+        ),
+        (
+            "risk level wrong case",
+            hs(&c(json!({"risk_level": "HIGH"}))),
+            CLAIM_INVALID,
+        ),
+        (
+            "groups not an array",
+            hs(&c(json!({"groups": "admins"}))),
+            CLAIM_INVALID,
+        ),
+        (
+            "groups with a non-string",
+            hs(&c(json!({"groups": ["a", 1]}))),
+            CLAIM_INVALID,
+        ),
+        (
+            "duplicate sub claim",
+            hs(&format!(
+                r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"alice","sub":"admin","exp":{}}}"#,
+                NOW + 300
+            )),
+            MALFORMED,
+        ),
         // --- kid.
-        ("unknown kid", raw(r#"{"alg":"HS256","kid":"nope"}"#, &good, Signer::Hs), INVALID),
-        ("kid with ../", raw(r#"{"alg":"HS256","kid":"../../../../dev/null"}"#, &good, Signer::Hs), INVALID),
-        ("kid with quotes", raw(r#"{"alg":"HS256","kid":"h1\" OR \"1\"=\"1"}"#, &good, Signer::Hs), INVALID),
-        ("kid of another family", raw(r#"{"alg":"HS256","kid":"e1"}"#, &good, Signer::Hs), INVALID),
-        ("kid not a string", raw(r#"{"alg":"HS256","kid":1}"#, &good, Signer::Hs), MALFORMED),
+        (
+            "unknown kid",
+            raw(r#"{"alg":"HS256","kid":"nope"}"#, &good, Signer::Hs),
+            INVALID,
+        ),
+        (
+            "kid with ../",
+            raw(
+                r#"{"alg":"HS256","kid":"../../../../dev/null"}"#,
+                &good,
+                Signer::Hs,
+            ),
+            INVALID,
+        ),
+        (
+            "kid with quotes",
+            raw(
+                r#"{"alg":"HS256","kid":"h1\" OR \"1\"=\"1"}"#,
+                &good,
+                Signer::Hs,
+            ),
+            INVALID,
+        ),
+        (
+            "kid of another family",
+            raw(r#"{"alg":"HS256","kid":"e1"}"#, &good, Signer::Hs),
+            INVALID,
+        ),
+        (
+            "kid not a string",
+            raw(r#"{"alg":"HS256","kid":1}"#, &good, Signer::Hs),
+            MALFORMED,
+        ),
         // --- keys named by the token are ignored.
-        ("jku to an attacker JWKS, attacker-signed", raw(r#"{"alg":"ES256","kid":"e1","jku":"https://evil.test/jwks.json"}"#, &good, Signer::EsAttacker), INVALID),
-        ("x5u to an attacker cert, attacker-signed", raw(r#"{"alg":"ES256","kid":"e1","x5u":"https://evil.test/cert.pem"}"#, &good, Signer::EsAttacker), INVALID),
-        ("embedded jwk, attacker-signed", raw(r#"{"alg":"ES256","jwk":{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}}"#, &good, Signer::EsAttacker), INVALID),
+        (
+            "jku to an attacker JWKS, attacker-signed",
+            raw(
+                r#"{"alg":"ES256","kid":"e1","jku":"https://evil.test/jwks.json"}"#,
+                &good,
+                Signer::EsAttacker,
+            ),
+            INVALID,
+        ),
+        (
+            "x5u to an attacker cert, attacker-signed",
+            raw(
+                r#"{"alg":"ES256","kid":"e1","x5u":"https://evil.test/cert.pem"}"#,
+                &good,
+                Signer::EsAttacker,
+            ),
+            INVALID,
+        ),
+        (
+            "embedded jwk, attacker-signed",
+            raw(
+                r#"{"alg":"ES256","jwk":{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}}"#,
+                &good,
+                Signer::EsAttacker,
+            ),
+            INVALID,
+        ),
         // --- typ / crit.
-        ("wrong typ", raw(r#"{"alg":"HS256","kid":"h1","typ":"secevent+jwt"}"#, &good, Signer::Hs), INVALID),
-        ("typ not a string", raw(r#"{"alg":"HS256","kid":"h1","typ":1}"#, &good, Signer::Hs), MALFORMED),
-        ("crit header", raw(r#"{"alg":"HS256","kid":"h1","crit":["exp"],"exp":1}"#, &good, Signer::Hs), INVALID),
+        (
+            "wrong typ",
+            raw(
+                r#"{"alg":"HS256","kid":"h1","typ":"secevent+jwt"}"#,
+                &good,
+                Signer::Hs,
+            ),
+            INVALID,
+        ),
+        (
+            "typ not a string",
+            raw(r#"{"alg":"HS256","kid":"h1","typ":1}"#, &good, Signer::Hs),
+            MALFORMED,
+        ),
+        (
+            "crit header",
+            raw(
+                r#"{"alg":"HS256","kid":"h1","crit":["exp"],"exp":1}"#,
+                &good,
+                Signer::Hs,
+            ),
+            INVALID,
+        ),
         // --- signatures.
         ("ES256 with r = s = 0", es256_zero_signature(), INVALID),
-        ("empty signature", format!("{}.", hs(&good).rsplit_once('.').unwrap().0), INVALID),
-        ("signature of another token", with_signature_of(&hs(&good), &hs(&c(json!({"sub": "bob"})))), INVALID),
+        (
+            "empty signature",
+            format!("{}.", hs(&good).rsplit_once('.').unwrap().0),
+            INVALID,
+        ),
+        (
+            "signature of another token",
+            with_signature_of(&hs(&good), &hs(&c(json!({"sub": "bob"})))),
+            INVALID,
+        ),
         ("payload changed after signing", tampered_payload(), INVALID),
-        ("RS256 signature truncated", { let t = raw(RS, &good, Signer::Rs); t[..t.len() - 4].to_owned() }, INVALID),
+        (
+            "RS256 signature truncated",
+            {
+                let t = raw(RS, &good, Signer::Rs);
+                t[..t.len() - 4].to_owned()
+            },
+            INVALID,
+        ),
         // --- shape.
-        ("over the size limit", hs(&c(json!({"pad": "x".repeat(9000)}))), MALFORMED),
-        ("bad base64 in the header", format!("e30*.{}", hs(&good).split_once('.').unwrap().1), MALFORMED),
-        ("padded base64", { let t = hs(&good); let (h, rest) = t.split_once('.').unwrap(); format!("{h}=.{rest}") }, MALFORMED),
-        ("standard-alphabet base64 (+ and /)", format!("{}.{}.ab+/", b64(HS.as_bytes()), b64(good.as_bytes())), MALFORMED),
-        ("two segments", hs(&good).rsplit_once('.').unwrap().0.to_owned(), MALFORMED),
+        (
+            "over the size limit",
+            hs(&c(json!({"pad": "x".repeat(9000)}))),
+            MALFORMED,
+        ),
+        (
+            "bad base64 in the header",
+            format!("e30*.{}", hs(&good).split_once('.').unwrap().1),
+            MALFORMED,
+        ),
+        (
+            "padded base64",
+            {
+                let t = hs(&good);
+                let (h, rest) = t.split_once('.').unwrap();
+                format!("{h}=.{rest}")
+            },
+            MALFORMED,
+        ),
+        (
+            "standard-alphabet base64 (+ and /)",
+            format!("{}.{}.ab+/", b64(HS.as_bytes()), b64(good.as_bytes())),
+            MALFORMED,
+        ),
+        (
+            "two segments",
+            hs(&good).rsplit_once('.').unwrap().0.to_owned(),
+            MALFORMED,
+        ),
         ("four segments", format!("{}.AAAA", hs(&good)), MALFORMED),
-        ("five segments (JWE)", "eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d".to_owned(), MALFORMED),
-        ("empty header segment", format!(".{}", hs(&good).split_once('.').unwrap().1), MALFORMED),
-        ("header is a JSON array", raw(r#"["HS256","h1"]"#, &good, Signer::Hs), MALFORMED),
-        ("header is a JSON string", raw(r#""HS256""#, &good, Signer::Hs), MALFORMED),
+        (
+            "five segments (JWE)",
+            "eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d".to_owned(),
+            MALFORMED,
+        ),
+        (
+            "empty header segment",
+            format!(".{}", hs(&good).split_once('.').unwrap().1),
+            MALFORMED,
+        ),
+        (
+            "header is a JSON array",
+            raw(r#"["HS256","h1"]"#, &good, Signer::Hs),
+            MALFORMED,
+        ),
+        (
+            "header is a JSON string",
+            raw(r#""HS256""#, &good, Signer::Hs),
+            MALFORMED,
+        ),
         ("header is null", raw("null", &good, Signer::Hs), MALFORMED),
-        ("header is not JSON", raw("{alg:HS256}", &good, Signer::Hs), MALFORMED),
-        ("header with a duplicate alg", raw(r#"{"alg":"none","alg":"HS256","kid":"h1"}"#, &good, Signer::Hs), MALFORMED),
+        (
+            "header is not JSON",
+            raw("{alg:HS256}", &good, Signer::Hs),
+            MALFORMED,
+        ),
+        (
+            "header with a duplicate alg",
+            raw(
+                r#"{"alg":"none","alg":"HS256","kid":"h1"}"#,
+                &good,
+                Signer::Hs,
+            ),
+            MALFORMED,
+        ),
         ("claims are a JSON array", hs("[1,2,3]"), MALFORMED),
         ("claims are not JSON", hs("not json"), MALFORMED),
         ("empty string", String::new(), MALFORMED),
@@ -283,11 +598,19 @@ fn hostile_tokens_are_refused_with_their_code() {
             }
             Err(r) => {
                 // The detail is a fixed sentence, never token material.
-                assert!(!r.detail.contains("alice") && !r.detail.contains("h1"), "{name}");
+                assert!(
+                    !r.detail.contains("alice") && !r.detail.contains("h1"),
+                    "{name}"
+                );
             }
         }
     }
-    assert!(failures.is_empty(), "{} case(s) wrong:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -300,16 +623,58 @@ fn controls_are_accepted() {
         ("RS256", raw(RS, &good, Signer::Rs)),
         ("ES256", raw(ES, &good, Signer::Es)),
         ("EdDSA", raw(ED, &good, Signer::Ed)),
-        ("expiry just inside the leeway", hs(&c(json!({"exp": NOW - 29})))),
-        ("nbf just inside the leeway", hs(&c(json!({"nbf": NOW + 29})))),
-        ("nbf and iat in the past", hs(&c(json!({"nbf": NOW - 10, "iat": NOW - 10})))),
-        ("aud array naming us", hs(&c(json!({"aud": ["other", AUD]})))),
-        ("typ at+jwt", raw(r#"{"alg":"HS256","kid":"h1","typ":"at+jwt"}"#, &good, Signer::Hs)),
-        ("typ application/JWT", raw(r#"{"alg":"HS256","kid":"h1","typ":"application/JWT"}"#, &good, Signer::Hs)),
-        ("no typ", raw(r#"{"alg":"HS256","kid":"h1"}"#, &good, Signer::Hs)),
-        ("no kid, one key of the family", raw(r#"{"alg":"RS256"}"#, &good, Signer::Rs)),
-        ("jku ignored, verified with the configured key", raw(r#"{"alg":"ES256","kid":"e1","jku":"https://evil.test/jwks.json"}"#, &good, Signer::Es)),
-        ("null mapped claims", hs(&c(json!({"groups": null, "tenant": null})))),
+        (
+            "expiry just inside the leeway",
+            hs(&c(json!({"exp": NOW - 29}))),
+        ),
+        (
+            "nbf just inside the leeway",
+            hs(&c(json!({"nbf": NOW + 29}))),
+        ),
+        (
+            "nbf and iat in the past",
+            hs(&c(json!({"nbf": NOW - 10, "iat": NOW - 10}))),
+        ),
+        (
+            "aud array naming us",
+            hs(&c(json!({"aud": ["other", AUD]}))),
+        ),
+        (
+            "typ at+jwt",
+            raw(
+                r#"{"alg":"HS256","kid":"h1","typ":"at+jwt"}"#,
+                &good,
+                Signer::Hs,
+            ),
+        ),
+        (
+            "typ application/JWT",
+            raw(
+                r#"{"alg":"HS256","kid":"h1","typ":"application/JWT"}"#,
+                &good,
+                Signer::Hs,
+            ),
+        ),
+        (
+            "no typ",
+            raw(r#"{"alg":"HS256","kid":"h1"}"#, &good, Signer::Hs),
+        ),
+        (
+            "no kid, one key of the family",
+            raw(r#"{"alg":"RS256"}"#, &good, Signer::Rs),
+        ),
+        (
+            "jku ignored, verified with the configured key",
+            raw(
+                r#"{"alg":"ES256","kid":"e1","jku":"https://evil.test/jwks.json"}"#,
+                &good,
+                Signer::Es,
+            ),
+        ),
+        (
+            "null mapped claims",
+            hs(&c(json!({"groups": null, "tenant": null}))),
+        ),
     ];
     for (name, token) in cases {
         if let Err(r) = verify(&settings, &keys, &token, NOW) {
@@ -357,9 +722,15 @@ fn custom_claim_names_and_required_claims() {
     assert_eq!(p.tenant.unwrap(), "acme");
     assert_eq!(p.risk, Some(RiskLevel::Critical));
     let without_scope = hs(&claims_with(json!({})));
-    assert_eq!(verify(&s, &keys(), &without_scope, NOW).unwrap_err().code, CLAIM_INVALID);
+    assert_eq!(
+        verify(&s, &keys(), &without_scope, NOW).unwrap_err().code,
+        CLAIM_INVALID
+    );
     let null_scope = hs(&claims_with(json!({"scope": null})));
-    assert_eq!(verify(&s, &keys(), &null_scope, NOW).unwrap_err().code, CLAIM_INVALID);
+    assert_eq!(
+        verify(&s, &keys(), &null_scope, NOW).unwrap_err().code,
+        CLAIM_INVALID
+    );
 }
 
 #[test]
@@ -379,7 +750,10 @@ fn no_kid_with_two_keys_of_the_family_is_refused() {
     ])
     .unwrap();
     let token = raw(r#"{"alg":"HS256"}"#, &good_claims(), Signer::Hs);
-    assert_eq!(verify(&settings(), &keys, &token, NOW).unwrap_err().code, INVALID);
+    assert_eq!(
+        verify(&settings(), &keys, &token, NOW).unwrap_err().code,
+        INVALID
+    );
 }
 
 // --- Through the layer's header handling, on the real clock.
@@ -412,8 +786,18 @@ fn headers(values: &[&[u8]]) -> HeaderMap {
 fn bearer_scheme_variants() {
     let layer = real_layer();
     let t = live_token();
-    let ok = |v: String| layer.authenticate(&headers(&[v.as_bytes()])).map(|p| p.subject);
-    let code = |v: &[&[u8]]| layer.authenticate(&headers(v)).unwrap_err().code().to_owned();
+    let ok = |v: String| {
+        layer
+            .authenticate(&headers(&[v.as_bytes()]))
+            .map(|p| p.subject)
+    };
+    let code = |v: &[&[u8]]| {
+        layer
+            .authenticate(&headers(v))
+            .unwrap_err()
+            .code()
+            .to_owned()
+    };
     assert_eq!(&*ok(format!("Bearer {t}")).unwrap(), "alice");
     assert_eq!(&*ok(format!("bearer {t}")).unwrap(), "alice");
     assert_eq!(&*ok(format!("BEARER {t}")).unwrap(), "alice");
@@ -475,7 +859,11 @@ fn tokens_are_cached_per_layer_and_keyed_by_the_whole_token() {
 #[test]
 fn rejections_never_echo_the_token() {
     let layer = real_layer();
-    let secretish = format!("{}.{}.c2VjcmV0", b64(HS.as_bytes()), b64(b"{\"sub\":\"topsecret\"}"));
+    let secretish = format!(
+        "{}.{}.c2VjcmV0",
+        b64(HS.as_bytes()),
+        b64(b"{\"sub\":\"topsecret\"}")
+    );
     let e = layer.verify_token(&secretish).unwrap_err();
     assert!(!e.detail().contains("topsecret") && !e.detail().contains(&secretish));
 }
@@ -488,8 +876,14 @@ fn build_refuses_incomplete_or_weak_configs() {
             .algorithms([Algorithm::HS256])
             .key(JwtKey::hmac(HMAC_SECRET).unwrap())
     };
-    assert!(matches!(base().audience(AUD).build(), Err(E::MissingIssuer)));
-    assert!(matches!(base().issuer(ISS).build(), Err(E::MissingAudience)));
+    assert!(matches!(
+        base().audience(AUD).build(),
+        Err(E::MissingIssuer)
+    ));
+    assert!(matches!(
+        base().issuer(ISS).build(),
+        Err(E::MissingAudience)
+    ));
     assert!(matches!(
         JwtAuthLayer::builder().issuer(ISS).audience(AUD).build(),
         Err(E::NoKeys)
@@ -499,7 +893,11 @@ fn build_refuses_incomplete_or_weak_configs() {
         Err(E::NoAlgorithms)
     ));
     assert!(matches!(
-        base().issuer(ISS).audience(AUD).leeway(Duration::from_secs(301)).build(),
+        base()
+            .issuer(ISS)
+            .audience(AUD)
+            .leeway(Duration::from_secs(301))
+            .build(),
         Err(E::LeewayTooLarge(_))
     ));
     // An HMAC key with only asymmetric algorithms allowed (the default).
@@ -520,7 +918,11 @@ fn build_refuses_incomplete_or_weak_configs() {
         Err(E::InvalidSetting(_))
     ));
     assert!(matches!(
-        base().issuer(ISS).audience(AUD).jwks_file("/nonexistent/finmesh/jwks.json").build(),
+        base()
+            .issuer(ISS)
+            .audience(AUD)
+            .jwks_file("/nonexistent/finmesh/jwks.json")
+            .build(),
         Err(E::JwksFile(_))
     ));
     assert!(base().issuer(ISS).audience(AUD).build().is_ok());
@@ -553,14 +955,14 @@ async fn the_service_inserts_the_principal_and_labels_subject_and_risk() {
     use http_body_util::Full;
     use tower::{ServiceBuilder, ServiceExt};
 
-    let svc = ServiceBuilder::new()
-        .layer(real_layer())
-        .service_fn(|req: http::Request<Full<bytes::Bytes>>| async move {
+    let svc = ServiceBuilder::new().layer(real_layer()).service_fn(
+        |req: http::Request<Full<bytes::Bytes>>| async move {
             let p = req.extensions().get::<crate::Principal>().cloned();
             Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from(
                 p.map(|p| p.subject.to_string()).unwrap_or_default(),
             ))))
-        });
+        },
+    );
     let now = super::verify::unix_now();
     let token = hs(&json!({
         "iss": ISS, "aud": AUD, "sub": "carol", "exp": now + 300, "risk_level": "critical",
@@ -576,7 +978,9 @@ async fn the_service_inserts_the_principal_and_labels_subject_and_risk() {
         .insert(crate::Principal::new("mallory", "forged"));
     let res = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(res.status(), 200);
-    let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap();
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap();
     assert_eq!(body.to_bytes(), "carol");
     let seen = labels.snapshot();
     assert_eq!(seen.subject.as_deref(), Some("carol"));

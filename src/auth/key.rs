@@ -471,10 +471,7 @@ fn jwk_to_key(jwk: &Value) -> Result<Option<JwtKey>, String> {
         "RSA" => {
             let n = b64_field(jwk, "n", None)?;
             let e = b64_field(jwk, "e", None)?;
-            JwtKey::new(
-                KeyFamily::Rsa,
-                DecodingKey::from_rsa_raw_components(&n, &e),
-            )
+            JwtKey::new(KeyFamily::Rsa, DecodingKey::from_rsa_raw_components(&n, &e))
         }
         "EC" => {
             let (family, len) = match str_param("crv")?.ok_or("missing \"crv\"")? {
@@ -518,7 +515,7 @@ static NEXT_KEY_SET_ID: AtomicU64 = AtomicU64::new(1);
 /// The keys a layer verifies with: the configured keys plus, when a JWKS
 /// file is watched, that file's keys. Replaced as a whole on reload.
 #[derive(Debug)]
-pub struct KeySet {
+pub(crate) struct KeySet {
     id: u64,
     keys: Vec<JwtKey>,
 }
@@ -537,7 +534,7 @@ pub(crate) enum NoKey {
 impl KeySet {
     /// A key set; refuses two keys with the same `kid` that could verify
     /// the same algorithm (which one would a token mean?).
-    pub fn new(keys: Vec<JwtKey>) -> Result<Self, KeyError> {
+    pub(crate) fn new(keys: Vec<JwtKey>) -> Result<Self, KeyError> {
         for (i, a) in keys.iter().enumerate() {
             let Some(kid) = a.kid() else { continue };
             if keys[i + 1..]
@@ -553,19 +550,9 @@ impl KeySet {
         })
     }
 
-    /// The keys.
-    pub fn keys(&self) -> &[JwtKey] {
-        &self.keys
-    }
-
     /// How many keys.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.keys.len()
-    }
-
-    /// Whether there are no keys.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -603,8 +590,14 @@ mod tests {
     #[test]
     fn pem_keys_are_bound_to_their_family() {
         assert_eq!(JwtKey::rsa_pem(RSA_PUB).unwrap().family(), KeyFamily::Rsa);
-        assert_eq!(JwtKey::ec_pem(EC256_PUB).unwrap().family(), KeyFamily::EcP256);
-        assert_eq!(JwtKey::ec_pem(EC384_PUB).unwrap().family(), KeyFamily::EcP384);
+        assert_eq!(
+            JwtKey::ec_pem(EC256_PUB).unwrap().family(),
+            KeyFamily::EcP256
+        );
+        assert_eq!(
+            JwtKey::ec_pem(EC384_PUB).unwrap().family(),
+            KeyFamily::EcP384
+        );
         assert_eq!(
             JwtKey::ed25519_pem(ED_PUB).unwrap().family(),
             KeyFamily::Ed25519
@@ -674,13 +667,28 @@ mod tests {
             .with_kid("b");
         let r = JwtKey::rsa_pem(RSA_PUB).unwrap();
         let set = KeySet::new(vec![a, b, r]).unwrap();
-        assert_eq!(set.select(Algorithm::ES256, Some("b")).unwrap().kid(), Some("b"));
-        assert_eq!(set.select(Algorithm::ES256, Some("c")).unwrap_err(), NoKey::UnknownKid);
-        assert_eq!(set.select(Algorithm::ES256, None).unwrap_err(), NoKey::Ambiguous);
+        assert_eq!(
+            set.select(Algorithm::ES256, Some("b")).unwrap().kid(),
+            Some("b")
+        );
+        assert_eq!(
+            set.select(Algorithm::ES256, Some("c")).unwrap_err(),
+            NoKey::UnknownKid
+        );
+        assert_eq!(
+            set.select(Algorithm::ES256, None).unwrap_err(),
+            NoKey::Ambiguous
+        );
         assert_eq!(set.select(Algorithm::RS256, None).unwrap().kid(), None);
-        assert_eq!(set.select(Algorithm::HS256, None).unwrap_err(), NoKey::NoneForAlgorithm);
+        assert_eq!(
+            set.select(Algorithm::HS256, None).unwrap_err(),
+            NoKey::NoneForAlgorithm
+        );
         // The RSA key has no kid, so a kid never selects it.
-        assert_eq!(set.select(Algorithm::RS256, Some("a")).unwrap_err(), NoKey::UnknownKid);
+        assert_eq!(
+            set.select(Algorithm::RS256, Some("a")).unwrap_err(),
+            NoKey::UnknownKid
+        );
     }
 
     #[test]

@@ -206,8 +206,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let verified = bearer_token(req.headers())
-            .and_then(|token| self.layer.shared.verify_token(token));
+        let verified =
+            bearer_token(req.headers()).and_then(|token| self.layer.shared.verify_token(token));
         match verified {
             Ok(principal) => {
                 if let Some(labels) = req.extensions().get::<RequestLabels>() {

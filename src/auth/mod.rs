@@ -150,7 +150,7 @@ pub use config::{
     DEFAULT_MAX_TOKEN_LEN, JwtAuthBuilder, MAX_LEEWAY,
 };
 pub use jsonwebtoken::Algorithm;
-pub use key::{JwtKey, KeyError, KeyFamily, KeySet, MIN_HMAC_SECRET_LEN};
+pub use key::{JwtKey, KeyError, KeyFamily, MIN_HMAC_SECRET_LEN};
 pub use layer::{JwtAuth, JwtAuthLayer};
 
 /// The stable codes of the rejections this layer answers with.

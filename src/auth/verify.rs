@@ -172,9 +172,7 @@ pub(crate) fn verify(
         decode_object(h64).ok_or(malformed("the header is not a base64url JSON object"))?;
     let header: Header<'_> = serde_json::from_slice(&header_bytes)
         .map_err(|_| malformed("the header is not a JSON object of well-typed fields"))?;
-    let alg_name = header
-        .alg
-        .ok_or(malformed("the header has no alg"))?;
+    let alg_name = header.alg.ok_or(malformed("the header has no alg"))?;
     if alg_name.eq_ignore_ascii_case("none") {
         return Err(invalid("unsigned tokens (alg none) are never accepted"));
     }
@@ -198,11 +196,13 @@ pub(crate) fn verify(
     }
 
     // --- Key: only keys bound to this algorithm are candidates.
-    let key = keys.select(alg, header.kid.as_deref()).map_err(|e| match e {
-        NoKey::UnknownKid => invalid("no key with the token's kid for its algorithm"),
-        NoKey::Ambiguous => invalid("the token names no kid and several keys match"),
-        NoKey::NoneForAlgorithm => invalid("no key for the token's algorithm"),
-    })?;
+    let key = keys
+        .select(alg, header.kid.as_deref())
+        .map_err(|e| match e {
+            NoKey::UnknownKid => invalid("no key with the token's kid for its algorithm"),
+            NoKey::Ambiguous => invalid("the token names no kid and several keys match"),
+            NoKey::NoneForAlgorithm => invalid("no key for the token's algorithm"),
+        })?;
 
     // --- Signature, before any claim is believed.
     let message = &token[..h64.len() + 1 + p64.len()];
@@ -287,10 +287,9 @@ pub(crate) fn verify(
     };
     let risk = match claims.get(&*settings.risk_claim) {
         None | Some(Value::Null) => None,
-        Some(Value::String(r)) => Some(
-            r.parse::<RiskLevel>()
-                .map_err(|_| claim_invalid("the risk level claim is not low, medium, high or critical"))?,
-        ),
+        Some(Value::String(r)) => Some(r.parse::<RiskLevel>().map_err(|_| {
+            claim_invalid("the risk level claim is not low, medium, high or critical")
+        })?),
         Some(_) => return Err(claim_invalid("the risk level claim is not a string")),
     };
 
