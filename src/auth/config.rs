@@ -67,6 +67,11 @@ pub enum AuthConfigError {
     Key(KeyError),
     /// The JWKS file could not be loaded.
     JwksFile(ConfigError),
+    /// jsonwebtoken has no usable crypto provider: both backends are
+    /// compiled in and jsonwebtoken was used before the first layer was
+    /// built. Call [`install_default_crypto_provider`](super::install_default_crypto_provider)
+    /// (or jsonwebtoken's `CryptoProvider::install_default`) at startup.
+    NoCryptoProvider,
 }
 
 impl fmt::Display for AuthConfigError {
@@ -92,6 +97,11 @@ impl fmt::Display for AuthConfigError {
             Self::InvalidSetting(what) => f.write_str(what),
             Self::Key(e) => e.fmt(f),
             Self::JwksFile(e) => write!(f, "JWKS file: {e}"),
+            Self::NoCryptoProvider => f.write_str(
+                "jsonwebtoken has no usable crypto provider: with both the `auth` and \
+                 `auth-rust-crypto` features, call finmesh::auth::install_default_crypto_provider() \
+                 before any other use of jsonwebtoken",
+            ),
         }
     }
 }
@@ -305,6 +315,9 @@ impl JwtAuthBuilder {
     /// the JWKS file, if one was given.
     pub fn build(self) -> Result<JwtAuthLayer, AuthConfigError> {
         super::install_default_crypto_provider();
+        if !super::crypto_provider_usable() {
+            return Err(AuthConfigError::NoCryptoProvider);
+        }
         if let Some(e) = self.key_errors.into_iter().next() {
             return Err(e.into());
         }

@@ -130,7 +130,12 @@
 //! selects the RustCrypto backend instead. With both enabled, building a
 //! layer installs the aws-lc-rs provider as jsonwebtoken's process default
 //! (see [`install_default_crypto_provider`]), unless the application
-//! installed one first.
+//! installed one first. jsonwebtoken fixes its provider at first use, so
+//! code that calls jsonwebtoken before the first layer is built must call
+//! [`install_default_crypto_provider`] first; otherwise
+//! [`JwtAuthBuilder::build`] fails with
+//! [`AuthConfigError::NoCryptoProvider`] rather than serving a layer that
+//! would panic on every request.
 //!
 //! [`max_token_len`]: JwtAuthBuilder::max_token_len
 //! [`cache_capacity`]: JwtAuthBuilder::cache_capacity
@@ -191,4 +196,24 @@ pub fn install_default_crypto_provider() {
         // `Err` means a provider is already installed: keep it.
         let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
     }
+}
+
+/// Whether jsonwebtoken can verify at all. With both backends compiled in,
+/// any jsonwebtoken call made before the first layer was built locks in a
+/// placeholder provider that panics on every use (jsonwebtoken's process
+/// default is set once); a layer built then would panic on every request,
+/// so [`JwtAuthBuilder::build`] refuses instead.
+#[cfg(all(feature = "auth", feature = "auth-rust-crypto"))]
+pub(crate) fn crypto_provider_usable() -> bool {
+    std::panic::catch_unwind(|| {
+        let key = jsonwebtoken::DecodingKey::from_secret(&[0; 32]);
+        jsonwebtoken::crypto::verify("AA", b"probe", &key, Algorithm::HS256)
+    })
+    .is_ok()
+}
+
+/// With one backend, jsonwebtoken picks it itself.
+#[cfg(not(all(feature = "auth", feature = "auth-rust-crypto")))]
+pub(crate) fn crypto_provider_usable() -> bool {
+    true
 }
