@@ -345,3 +345,30 @@ mod tests {
         assert!(err.contains("line 3"), "{err}");
     }
 }
+
+impl super::StaticTenants {
+    /// Tenants from a document in the tenants-file format (YAML; see
+    /// [`FileTenants`]) — one embedded with `include_str!`, say — validated
+    /// by the same rules as a watched file.
+    pub fn from_yaml(yaml: &str) -> Result<Self, String> {
+        let index = parse_tenants(Path::new("tenants.yaml"), yaml.as_bytes())?;
+        Ok(index.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod from_yaml_tests {
+    use super::super::{StaticTenants, TenantRegistry};
+
+    #[test]
+    fn embedded_documents_parse_with_the_file_rules() {
+        let tenants = StaticTenants::from_yaml(
+            "tenants:\n  - namespace: tenant-a\n  - namespace: tenant-b\n    status: Suspended\n",
+        )
+        .unwrap();
+        assert!(tenants.lookup_str("tenant-a").unwrap().is_active());
+        assert!(!tenants.lookup_str("tenant-b").unwrap().is_active());
+        assert!(StaticTenants::from_yaml("tenants:\n  - namespace: Bad_Name\n").is_err());
+        assert!(StaticTenants::from_yaml("").is_err());
+    }
+}

@@ -1,0 +1,267 @@
+//! The reference gateway's application: a small ledger served over HTTP and
+//! gRPC on one port, governed by the whole finmesh stack.
+//!
+//! Shared by `examples/reference_gateway.rs` (the binary) and
+//! `tests/gateway.rs` (which starts it in-process on `127.0.0.1:0`).
+// Each of the two users of this module uses a different part of it.
+#![allow(dead_code)]
+
+pub mod amount;
+mod grpc;
+mod http;
+pub mod ledger;
+pub mod observability;
+
+/// Code generated from `examples/gateway/proto/ledger.proto` (checked in;
+/// see `tests/proto_codegen.rs`).
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    include!("pb/finmesh.gateway.v1.rs");
+}
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use finmesh::GovernanceLayer;
+use finmesh::audit::{AuditLayer, Auditor, FileSink};
+use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
+use finmesh::deadline::StreamDeadlineLayer;
+use finmesh::health::{HealthLayer, HealthRegistry, HealthService};
+use finmesh::idempotency::{IdempotencyLayer, InMemoryStore};
+use finmesh::rbac::{Authorizer, GrpcMethods, HttpRoutes, RbacLayer};
+use finmesh::telemetry::{TelemetryLayer, w3c_propagator};
+use finmesh::tenant::{FileTenants, StaticTenants, TenantLayer, TenantRegistry};
+use http_body_util::BodyExt as _;
+
+use self::ledger::Ledger;
+
+/// A boxed error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The demo signing secret, used when `FINMESH_JWT_SECRET` is not set.
+pub const DEMO_SECRET: &str = "finmesh-demo-secret-do-not-use-in-production";
+/// The demo tokens' issuer.
+pub const ISSUER: &str = "finmesh-demo";
+/// The demo tokens' audience.
+pub const AUDIENCE: &str = "finmesh-gateway";
+/// How long a demo token is valid.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The embedded policy: the files under `examples/gateway/config/`.
+pub const EMBEDDED_TENANTS: &str = include_str!("config/tenants.yaml");
+/// The embedded RBAC manifests.
+pub const EMBEDDED_RBAC: &str = include_str!("config/rbac.yaml");
+
+/// The gRPC methods of the ledger.
+pub const GET_ACCOUNT: &str = "/finmesh.gateway.v1.Ledger/GetAccount";
+/// The streaming transfer method.
+pub const STREAM_TRANSFERS: &str = "/finmesh.gateway.v1.Ledger/StreamTransfers";
+
+/// A demo identity: the token's `sub`, `tenant`, `risk_level` and `groups`.
+#[derive(Clone, Copy, Debug)]
+pub struct Identity {
+    /// `sub`.
+    pub name: &'static str,
+    /// `tenant`.
+    pub tenant: &'static str,
+    /// `risk_level`.
+    pub risk: &'static str,
+    /// `groups`.
+    pub groups: &'static [&'static str],
+}
+
+/// alice, bob, carol and dave.
+pub const IDENTITIES: [Identity; 4] = [
+    Identity { name: "alice", tenant: "tenant-a", risk: "low", groups: &[] },
+    Identity { name: "bob", tenant: "tenant-b", risk: "medium", groups: &["tenant-b-viewers"] },
+    Identity { name: "carol", tenant: "tenant-frozen", risk: "low", groups: &[] },
+    Identity { name: "dave", tenant: "tenant-a", risk: "high", groups: &[] },
+];
+
+/// The demo identity named `name`.
+pub fn identity(name: &str) -> Option<Identity> {
+    IDENTITIES.iter().copied().find(|i| i.name == name)
+}
+
+/// Signs a demo token for `user`, valid for an hour from `now`.
+pub fn mint_token(user: &str, secret: &[u8], now: SystemTime) -> Option<String> {
+    let who = identity(user)?;
+    let iat = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let claims = serde_json::json!({
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": who.name,
+        "groups": who.groups,
+        "tenant": who.tenant,
+        "risk_level": who.risk,
+        "iat": iat,
+        "exp": iat + TOKEN_LIFETIME.as_secs(),
+    });
+    // With both crypto backends compiled in, jsonwebtoken needs one chosen.
+    finmesh::auth::install_default_crypto_provider();
+    let header = jsonwebtoken::Header::new(Algorithm::HS256);
+    jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(secret)).ok()
+}
+
+/// How the gateway is configured (the command line, in the binary).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Load `tenants.yaml` and `rbac.yaml` from here, hot-reloaded; the
+    /// embedded policy when `None`.
+    pub config_dir: Option<PathBuf>,
+    /// Per-message deadline on gRPC streams.
+    pub message_timeout: Duration,
+    /// The audit log.
+    pub audit_log: PathBuf,
+    /// The HS256 secret.
+    pub jwt_secret: Vec<u8>,
+    /// Export traces over OTLP to this endpoint.
+    pub otlp_endpoint: Option<String>,
+}
+
+/// The built gateway: its router and the handles the binary (and the
+/// tests) drive it with.
+pub struct Gateway {
+    /// The whole application, governed, plus `/metrics`.
+    pub app: axum::Router,
+    /// Health: readiness fails at once on `begin_shutdown`.
+    pub health: HealthRegistry,
+    /// The audit writer (flush it before exiting).
+    pub auditor: Auditor,
+    /// Traces and metrics.
+    pub observability: observability::Observability,
+    /// The ledger's state.
+    pub ledger: Arc<Ledger>,
+}
+
+/// Builds the gateway.
+pub fn build(options: &Options) -> Result<Gateway, BoxError> {
+    let observability = observability::Observability::init(options.otlp_endpoint.as_deref())?;
+
+    let jwt = JwtAuthLayer::builder()
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .algorithms([Algorithm::HS256])
+        .key(JwtKey::hmac(&options.jwt_secret)?)
+        .build()?;
+
+    let (tenants, authorizer): (Arc<dyn TenantRegistry>, Authorizer) = match &options.config_dir {
+        Some(dir) => (
+            Arc::new(FileTenants::watch(dir.join("tenants.yaml"))?),
+            Authorizer::watch(dir.join("rbac.yaml"))?,
+        ),
+        None => (
+            Arc::new(embedded_tenants()?),
+            Authorizer::from_compiled(Authorizer::parse(EMBEDDED_RBAC.as_bytes())?),
+        ),
+    };
+    let mapper = (
+        HttpRoutes::new()
+            .route("/v1/accounts", "accounts")
+            .route("/v1/accounts/{name}", "accounts")
+            .route("/v1/transfer", "transfers"),
+        GrpcMethods::new()
+            .method(GET_ACCOUNT, "get", "accounts")
+            .method(STREAM_TRANSFERS, "create", "transfers"),
+    );
+
+    let health = HealthRegistry::with_cache_interval(Duration::from_secs(1));
+    let auditor = Auditor::spawn(FileSink::open(&options.audit_log)?)?;
+    {
+        let auditor = auditor.clone();
+        health.add_readiness_check("audit", Duration::from_secs(1), move || {
+            let error = auditor.last_error();
+            async move { error.map_or(Ok(()), Err) }
+        })?;
+    }
+
+    let telemetry = TelemetryLayer::builder()
+        .tracer_provider(&observability.tracer_provider)
+        .meter_provider(&observability.meter_provider)
+        .propagator(w3c_propagator())
+        .echo_trace_id()
+        .require_order_id_on(::http::Method::POST, "/v1/transfer")
+        .route_template(|_: &::http::Method, _: &::http::Uri, ext: &::http::Extensions| {
+            ext.get::<axum::extract::MatchedPath>()
+                .map(|p| std::borrow::Cow::Owned(p.as_str().to_owned()))
+        })
+        .build();
+
+    let governance = GovernanceLayer::builder()
+        .health(HealthLayer::new(health.clone()))
+        .grpc_health(HealthService::new(health.clone()))
+        .telemetry(telemetry)
+        .audit(AuditLayer::new(auditor.clone()))
+        .deadlines(
+            StreamDeadlineLayer::new()
+                .request_message_timeout(options.message_timeout)
+                .response_message_timeout(options.message_timeout),
+        )
+        .jwt(jwt)
+        .tenants(TenantLayer::new(tenants))
+        .rbac(RbacLayer::new(authorizer, mapper))
+        .idempotency(IdempotencyLayer::new(InMemoryStore::new()))
+        .build();
+
+    let ledger = Arc::new(Ledger::demo());
+    let metrics = observability.registry.clone();
+    let app = http::routes(ledger.clone())
+        .merge(grpc::routes(ledger.clone()))
+        .layer(governance)
+        // Not governed: scraped by Prometheus, which carries no token.
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move { observability::render_prometheus(&metrics) }
+            }),
+        )
+        .layer(axum::middleware::from_fn(log_request));
+
+    Ok(Gateway {
+        app,
+        health,
+        auditor,
+        observability,
+        ledger,
+    })
+}
+
+/// The embedded tenants, parsed with the same rules as a tenants file.
+fn embedded_tenants() -> Result<StaticTenants, BoxError> {
+    Ok(StaticTenants::from_yaml(EMBEDDED_TENANTS)?)
+}
+
+/// Logs each request: method, path, status, latency and trace id.
+async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let res = next.run(req).await;
+    let trace = res
+        .headers()
+        .get("x-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let grpc = res
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| format!(" grpc-status={s}"))
+        .unwrap_or_default();
+    tracing::info!(
+        target: "gateway",
+        "{method} {path} {}{grpc} {:.1}ms trace_id={trace}",
+        res.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1e3,
+    );
+    res
+}
+
+/// Reads a whole axum body (bounded by the idempotency layer upstream).
+pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, BoxError> {
+    let bytes = http_body_util::Limited::new(body, limit).collect().await?.to_bytes();
+    Ok(bytes)
+}

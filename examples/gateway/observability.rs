@@ -1,0 +1,67 @@
+//! Traces and metrics for the gateway: an SDK tracer provider (exporting
+//! over OTLP only when an endpoint is configured) and a meter provider
+//! read by `GET /metrics` in the Prometheus text format.
+
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use prometheus::Encoder as _;
+
+use super::BoxError;
+
+/// The providers the gateway's layers report to.
+#[derive(Clone, Debug)]
+pub struct Observability {
+    /// Spans; exported over OTLP when an endpoint is set, else only used
+    /// for trace ids, labels and propagation.
+    pub tracer_provider: SdkTracerProvider,
+    /// Metrics, read by `/metrics`.
+    pub meter_provider: SdkMeterProvider,
+    /// The Prometheus registry the meter provider exports into.
+    pub registry: prometheus::Registry,
+}
+
+impl Observability {
+    /// Sets up the providers; with `otlp_endpoint`, spans leave over OTLP
+    /// (gRPC) in batches.
+    pub fn init(otlp_endpoint: Option<&str>) -> Result<Self, BoxError> {
+        let registry = prometheus::Registry::new();
+        let reader = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .build()?;
+        let meter_provider = SdkMeterProvider::builder().with_reader(reader).build();
+        // The stream-deadline counter reports through the global meter.
+        opentelemetry::global::set_meter_provider(meter_provider.clone());
+
+        let mut tracer = SdkTracerProvider::builder();
+        if let Some(endpoint) = otlp_endpoint {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()?;
+            tracer = tracer.with_batch_exporter(exporter);
+        }
+        Ok(Self {
+            tracer_provider: tracer.build(),
+            meter_provider,
+            registry,
+        })
+    }
+
+    /// Flushes and stops the exporters.
+    pub fn shutdown(&self) {
+        let _ = self.tracer_provider.shutdown();
+        let _ = self.meter_provider.shutdown();
+    }
+}
+
+/// `GET /metrics`: the Prometheus text exposition format.
+pub fn render_prometheus(registry: &prometheus::Registry) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let encoder = prometheus::TextEncoder::new();
+    let mut out = Vec::new();
+    match encoder.encode(&registry.gather(), &mut out) {
+        Ok(()) => ([(http::header::CONTENT_TYPE, encoder.format_type().to_owned())], out).into_response(),
+        Err(e) => (http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
