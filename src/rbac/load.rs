@@ -691,7 +691,10 @@ items:
 
     #[test]
     fn errors_name_the_document_and_field() {
-        let yaml = format!("{ROLE}---\n{}", ROLE.replace("verbs: [\"get\", \"watch\", \"list\"]", "verbs: get"));
+        let second = ROLE
+            .replace("verbs: [\"get\", \"watch\", \"list\"]", "verbs: get")
+            .replace("pod-reader", "pod-writer");
+        let yaml = format!("{ROLE}---\n{second}");
         let e = err(&yaml);
         assert_eq!(e.document(), 1);
         assert_eq!(e.field(), "rules[0].verbs");
