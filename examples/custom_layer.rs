@@ -65,7 +65,9 @@ async fn main() -> std::io::Result<()> {
     let app = axum::Router::new()
         .route("/", axum::routing::get(|| async { "hello\n" }))
         .layer(RequireVersionLayer);
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3000".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await

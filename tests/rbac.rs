@@ -27,7 +27,9 @@ use tower::util::MapRequestLayer;
 // ---------------------------------------------------------------------------
 
 fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rbac").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/rbac")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -51,7 +53,13 @@ fn all_fixtures() -> Policy {
 }
 
 /// (user, groups, namespace, action, allowed)
-type Row = (&'static str, &'static [&'static str], Option<&'static str>, Action, bool);
+type Row = (
+    &'static str,
+    &'static [&'static str],
+    Option<&'static str>,
+    Action,
+    bool,
+);
 
 fn res(verb: &str, resource: &str) -> Action {
     Action::resource(verb, resource)
@@ -72,41 +80,177 @@ fn kubernetes_documentation_examples_load_unchanged_and_decide_as_kubernetes_wou
         ("jane", &[], None, res("get", "pods"), false),
         ("Jane", &[], Some("default"), res("get", "pods"), false),
         // RoleBinding read-secrets to ClusterRole secret-reader: development only.
-        ("dave", &[], Some("development"), res("get", "secrets"), true),
+        (
+            "dave",
+            &[],
+            Some("development"),
+            res("get", "secrets"),
+            true,
+        ),
         ("dave", &[], Some("default"), res("get", "secrets"), false),
         ("dave", &[], None, res("list", "secrets"), false),
         // ClusterRoleBinding read-secrets-global: managers everywhere.
-        ("mia", &["manager"], Some("default"), res("get", "secrets"), true),
-        ("mia", &["manager"], Some("kube-system"), res("watch", "secrets"), true),
+        (
+            "mia",
+            &["manager"],
+            Some("default"),
+            res("get", "secrets"),
+            true,
+        ),
+        (
+            "mia",
+            &["manager"],
+            Some("kube-system"),
+            res("watch", "secrets"),
+            true,
+        ),
         ("mia", &["manager"], None, res("list", "secrets"), true),
-        ("mia", &["manager"], Some("default"), res("delete", "secrets"), false),
-        ("mia", &["manager"], Some("default"), res("get", "pods"), false),
+        (
+            "mia",
+            &["manager"],
+            Some("default"),
+            res("delete", "secrets"),
+            false,
+        ),
+        (
+            "mia",
+            &["manager"],
+            Some("default"),
+            res("get", "pods"),
+            false,
+        ),
         // pods and pods/log, to a group and a service account in another namespace.
-        ("fred", &["frontend-admins"], Some("default"), res("get", "pods/log"), true),
-        ("system:serviceaccount:kube-system:default", &[], Some("default"), res("list", "pods"), true),
-        ("system:serviceaccount:default:default", &[], Some("default"), res("list", "pods"), false),
-        ("system:serviceaccount:kube-system:default", &[], Some("kube-system"), res("list", "pods"), false),
+        (
+            "fred",
+            &["frontend-admins"],
+            Some("default"),
+            res("get", "pods/log"),
+            true,
+        ),
+        (
+            "system:serviceaccount:kube-system:default",
+            &[],
+            Some("default"),
+            res("list", "pods"),
+            true,
+        ),
+        (
+            "system:serviceaccount:default:default",
+            &[],
+            Some("default"),
+            res("list", "pods"),
+            false,
+        ),
+        (
+            "system:serviceaccount:kube-system:default",
+            &[],
+            Some("kube-system"),
+            res("list", "pods"),
+            false,
+        ),
         // resourceNames: only my-configmap, only update and get.
-        ("alice@example.com", &[], Some("default"), Action::named("update", "configmaps", "my-configmap"), true),
-        ("alice@example.com", &[], Some("default"), Action::named("get", "configmaps", "my-configmap"), true),
-        ("alice@example.com", &[], Some("default"), Action::named("update", "configmaps", "other"), false),
-        ("alice@example.com", &[], Some("default"), res("list", "configmaps"), false),
-        ("alice@example.com", &[], Some("default"), res("create", "configmaps"), false),
+        (
+            "alice@example.com",
+            &[],
+            Some("default"),
+            Action::named("update", "configmaps", "my-configmap"),
+            true,
+        ),
+        (
+            "alice@example.com",
+            &[],
+            Some("default"),
+            Action::named("get", "configmaps", "my-configmap"),
+            true,
+        ),
+        (
+            "alice@example.com",
+            &[],
+            Some("default"),
+            Action::named("update", "configmaps", "other"),
+            false,
+        ),
+        (
+            "alice@example.com",
+            &[],
+            Some("default"),
+            res("list", "configmaps"),
+            false,
+        ),
+        (
+            "alice@example.com",
+            &[],
+            Some("default"),
+            res("create", "configmaps"),
+            false,
+        ),
         // nonResourceURLs with a suffix glob, through a ClusterRoleBinding.
-        ("qa-bot", &["system:serviceaccounts:qa"], None, Action::non_resource("get", "/healthz"), true),
-        ("qa-bot", &["system:serviceaccounts:qa"], None, Action::non_resource("post", "/healthz/live"), true),
-        ("qa-bot", &["system:serviceaccounts:qa"], None, Action::non_resource("delete", "/healthz"), false),
-        ("qa-bot", &["system:serviceaccounts:qa"], None, Action::non_resource("get", "/metrics"), false),
-        ("system:serviceaccount:monitoring:prometheus", &[], Some("default"), Action::non_resource("get", "/healthz/ready"), true),
+        (
+            "qa-bot",
+            &["system:serviceaccounts:qa"],
+            None,
+            Action::non_resource("get", "/healthz"),
+            true,
+        ),
+        (
+            "qa-bot",
+            &["system:serviceaccounts:qa"],
+            None,
+            Action::non_resource("post", "/healthz/live"),
+            true,
+        ),
+        (
+            "qa-bot",
+            &["system:serviceaccounts:qa"],
+            None,
+            Action::non_resource("delete", "/healthz"),
+            false,
+        ),
+        (
+            "qa-bot",
+            &["system:serviceaccounts:qa"],
+            None,
+            Action::non_resource("get", "/metrics"),
+            false,
+        ),
+        (
+            "system:serviceaccount:monitoring:prometheus",
+            &[],
+            Some("default"),
+            Action::non_resource("get", "/healthz/ready"),
+            true,
+        ),
         // kind: List, as kubectl writes it.
-        ("tom", &["tellers"], Some("payments"), res("get", "accounts/balance"), true),
-        ("tom", &["tellers"], Some("payments"), res("delete", "accounts"), false),
-        ("tom", &["tellers"], Some("default"), res("get", "accounts"), false),
+        (
+            "tom",
+            &["tellers"],
+            Some("payments"),
+            res("get", "accounts/balance"),
+            true,
+        ),
+        (
+            "tom",
+            &["tellers"],
+            Some("payments"),
+            res("delete", "accounts"),
+            false,
+        ),
+        (
+            "tom",
+            &["tellers"],
+            Some("default"),
+            res("get", "accounts"),
+            false,
+        ),
     ];
     for (user, groups, ns, action, want) in rows {
         let groups: Vec<Arc<str>> = groups.iter().map(|g| Arc::from(*g)).collect();
         let d = compiled.authorize(&Attributes::new(user, &groups, ns, &action));
-        assert_eq!(d.is_allowed(), want, "{user} {groups:?} in {ns:?}: {action} ({d})");
+        assert_eq!(
+            d.is_allowed(),
+            want,
+            "{user} {groups:?} in {ns:?}: {action} ({d})"
+        );
     }
 }
 
@@ -115,7 +259,9 @@ fn each_documentation_file_loads_alone() {
     for name in DOC_FIXTURES {
         Policy::from_yaml(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
-    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rbac.yaml")).unwrap();
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rbac.yaml"))
+            .unwrap();
     let policy = Policy::from_yaml(&example).unwrap();
     assert!(policy.compile().dangling_role_refs().is_empty());
 }
@@ -135,7 +281,11 @@ fn identity_layer() -> MapRequestLayer<fn(axum::extract::Request) -> axum::extra
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let (user, groups, tenant) = (header("x-test-user"), header("x-test-groups"), header("x-test-tenant"));
+        let (user, groups, tenant) = (
+            header("x-test-user"),
+            header("x-test-groups"),
+            header("x-test-tenant"),
+        );
         if let Some(user) = user {
             let groups: Vec<String> = groups
                 .unwrap_or_default()
@@ -161,7 +311,12 @@ fn mapper() -> (HttpRoutes, GrpcMethods) {
         .route("/v1/accounts", "accounts")
         .route("/v1/accounts/{name}", "accounts")
         .route("/v1/accounts/{name}/balance", "accounts/balance")
-        .custom_verb(Method::POST, "/v1/transfers/{name}/approve", "approve", "transfers");
+        .custom_verb(
+            Method::POST,
+            "/v1/transfers/{name}/approve",
+            "approve",
+            "transfers",
+        );
     // Bidi is deliberately left out: it is the unmapped gRPC method.
     let grpc = GrpcMethods::new().method(ECHO_UNARY, "get", "echoes");
     (http, grpc)
@@ -207,8 +362,16 @@ async fn server(authorizer: Authorizer) -> TestServer {
     spawn(app).await
 }
 
-fn who(user: &'static str, groups: &'static str, tenant: &'static str) -> Vec<(&'static str, &'static str)> {
-    vec![("x-test-user", user), ("x-test-groups", groups), ("x-test-tenant", tenant)]
+fn who(
+    user: &'static str,
+    groups: &'static str,
+    tenant: &'static str,
+) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("x-test-user", user),
+        ("x-test-groups", groups),
+        ("x-test-tenant", tenant),
+    ]
 }
 
 async fn send_as(method: Method, url: &str, headers: &[(&str, &str)]) -> HttpAnswer {
@@ -226,14 +389,29 @@ async fn send_as(method: Method, url: &str, headers: &[(&str, &str)]) -> HttpAns
 #[tokio::test]
 async fn allowed_request_reaches_the_handler_over_http() {
     let srv = server(Authorizer::new(&Policy::from_yaml(POLICY).unwrap())).await;
-    let res = send_as(Method::DELETE, &srv.url("/v1/accounts/acc-1"), &who("alice", "", "tenant-a")).await;
+    let res = send_as(
+        Method::DELETE,
+        &srv.url("/v1/accounts/acc-1"),
+        &who("alice", "", "tenant-a"),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::OK, "{:?}", res.body);
     assert_eq!(res.json()["subject"], "alice");
     assert_eq!(res.json()["tenant"], "tenant-a");
 
-    let res = send_as(Method::GET, &srv.url("/v1/accounts/acc-1/balance"), &who("rita", "readers", "tenant-a")).await;
+    let res = send_as(
+        Method::GET,
+        &srv.url("/v1/accounts/acc-1/balance"),
+        &who("rita", "readers", "tenant-a"),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::OK);
-    let res = send_as(Method::POST, &srv.url("/v1/transfers/tr-1/approve"), &who("rita", "readers", "tenant-a")).await;
+    let res = send_as(
+        Method::POST,
+        &srv.url("/v1/transfers/tr-1/approve"),
+        &who("rita", "readers", "tenant-a"),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::OK);
 }
 
@@ -241,15 +419,28 @@ async fn allowed_request_reaches_the_handler_over_http() {
 async fn denied_request_is_403_problem_json_with_a_kubernetes_style_detail() {
     let srv = server(Authorizer::new(&Policy::from_yaml(POLICY).unwrap())).await;
     // A reader may not delete.
-    let res = send_as(Method::DELETE, &srv.url("/v1/accounts/acc-1"), &who("rita", "readers", "tenant-a")).await;
+    let res = send_as(
+        Method::DELETE,
+        &srv.url("/v1/accounts/acc-1"),
+        &who("rita", "readers", "tenant-a"),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     assert_eq!(res.header("content-type"), "application/problem+json");
     let problem = res.json();
     assert_eq!(problem["code"], "rbac.denied");
-    assert_eq!(problem["detail"], "\"rita\" cannot delete resource \"accounts\" in namespace \"tenant-a\"");
+    assert_eq!(
+        problem["detail"],
+        "\"rita\" cannot delete resource \"accounts\" in namespace \"tenant-a\""
+    );
 
     // alice's RoleBinding does not reach into another tenant.
-    let res = send_as(Method::DELETE, &srv.url("/v1/accounts/acc-1"), &who("alice", "", "tenant-b")).await;
+    let res = send_as(
+        Method::DELETE,
+        &srv.url("/v1/accounts/acc-1"),
+        &who("alice", "", "tenant-b"),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     assert_eq!(
         res.json()["detail"],
@@ -257,26 +448,49 @@ async fn denied_request_is_403_problem_json_with_a_kubernetes_style_detail() {
     );
 
     // Without a tenant, only cluster bindings could allow.
-    let res = send_as(Method::GET, &srv.url("/v1/accounts"), &[("x-test-user", "alice")]).await;
+    let res = send_as(
+        Method::GET,
+        &srv.url("/v1/accounts"),
+        &[("x-test-user", "alice")],
+    )
+    .await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
-    assert_eq!(res.json()["detail"], "\"alice\" cannot list resource \"accounts\" at the cluster scope");
+    assert_eq!(
+        res.json()["detail"],
+        "\"alice\" cannot list resource \"accounts\" at the cluster scope"
+    );
 }
 
 #[tokio::test]
 async fn unmapped_request_is_403_rbac_unmapped_over_http() {
     let srv = server(Authorizer::new(&Policy::from_yaml(POLICY).unwrap())).await;
-    let res = send_as(Method::GET, &srv.url("/v1/ledgers"), &who("alice", "", "tenant-a")).await;
+    let res = send_as(
+        Method::GET,
+        &srv.url("/v1/ledgers"),
+        &who("alice", "", "tenant-a"),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     assert_eq!(res.json()["code"], "rbac.unmapped");
     // A method the table does not know is unmapped too.
-    let res = send_as(Method::OPTIONS, &srv.url("/v1/accounts"), &who("alice", "", "tenant-a")).await;
+    let res = send_as(
+        Method::OPTIONS,
+        &srv.url("/v1/accounts"),
+        &who("alice", "", "tenant-a"),
+    )
+    .await;
     assert_eq!(res.json()["code"], "rbac.unmapped");
 }
 
 #[tokio::test]
 async fn request_without_principal_is_401_auth_missing() {
     let srv = server(Authorizer::new(&Policy::from_yaml(POLICY).unwrap())).await;
-    let res = send_as(Method::GET, &srv.url("/v1/accounts"), &[("x-test-tenant", "tenant-a")]).await;
+    let res = send_as(
+        Method::GET,
+        &srv.url("/v1/accounts"),
+        &[("x-test-tenant", "tenant-a")],
+    )
+    .await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     assert_eq!(res.json()["code"], "auth.missing");
 }
@@ -299,14 +513,20 @@ async fn allowed_and_denied_unary_calls_over_grpc() {
         .await
         .expect("allowed")
         .into_inner();
-    assert_eq!((reply.subject.as_str(), reply.tenant.as_str()), ("rita", "tenant-a"));
+    assert_eq!(
+        (reply.subject.as_str(), reply.tenant.as_str()),
+        ("rita", "tenant-a")
+    );
 
     let status = client
         .unary(grpc_request(msg(), &who("mallory", "", "tenant-a")))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
-    assert_eq!(status.message(), "\"mallory\" cannot get resource \"echoes\" in namespace \"tenant-a\"");
+    assert_eq!(
+        status.message(),
+        "\"mallory\" cannot get resource \"echoes\" in namespace \"tenant-a\""
+    );
 
     let status = client
         .unary(grpc_request(msg(), &[("x-test-tenant", "tenant-a")]))
@@ -325,7 +545,11 @@ async fn unmapped_method_is_permission_denied_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
-    assert!(status.message().contains("is not mapped"), "{}", status.message());
+    assert!(
+        status.message().contains("is not mapped"),
+        "{}",
+        status.message()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -356,7 +580,11 @@ async fn revoked_binding_is_enforced_after_hot_reload_without_failing_others() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rbac.yaml");
     std::fs::write(&path, POLICY).unwrap();
-    let authorizer = Authorizer::watch_with(&path, WatchOptions::new().debounce(Duration::from_millis(50))).unwrap();
+    let authorizer = Authorizer::watch_with(
+        &path,
+        WatchOptions::new().debounce(Duration::from_millis(50)),
+    )
+    .unwrap();
     let srv = server(authorizer.clone()).await;
     let url = srv.url("/v1/accounts/acc-1/balance");
 
@@ -391,7 +619,10 @@ async fn revoked_binding_is_enforced_after_hot_reload_without_failing_others() {
     replace_file(&path, &without_alice());
     let deadline = Instant::now() + DEADLINE;
     while authorizer.generation() < 2 {
-        assert!(Instant::now() < deadline, "timed out waiting for the reload");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the reload"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -401,7 +632,10 @@ async fn revoked_binding_is_enforced_after_hot_reload_without_failing_others() {
     assert_eq!(res.json()["code"], "rbac.denied");
     let mut client = grpc_client(srv.addr).await;
     let status = client
-        .unary(grpc_request(EchoRequest::default(), &who("alice", "", "tenant-a")))
+        .unary(grpc_request(
+            EchoRequest::default(),
+            &who("alice", "", "tenant-a"),
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
@@ -409,18 +643,36 @@ async fn revoked_binding_is_enforced_after_hot_reload_without_failing_others() {
     wait_for("background requests after the reload", 20, &ok).await;
     stop.store(true, Ordering::Relaxed);
     background.await.unwrap();
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "a request by another user failed during the reload");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "a request by another user failed during the reload"
+    );
     assert!(authorizer.watched().unwrap().last_error().is_none());
 
     // A broken version keeps the last good policy.
-    replace_file(&path, "apiVersion: rbac.authorization.k8s.io/v1\nkind: Rol\n");
+    replace_file(
+        &path,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Rol\n",
+    );
     let watched = authorizer.watched().unwrap();
     let deadline = Instant::now() + DEADLINE;
     while watched.last_error().is_none() {
-        assert!(Instant::now() < deadline, "timed out waiting for the failed reload");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the failed reload"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(watched.last_error().unwrap().to_string().contains("document 0: kind"), "{:?}", watched.last_error());
+    assert!(
+        watched
+            .last_error()
+            .unwrap()
+            .to_string()
+            .contains("document 0: kind"),
+        "{:?}",
+        watched.last_error()
+    );
     assert_eq!(authorizer.generation(), 2);
     let res = send_as(Method::GET, &url, &who("rita", "readers", "tenant-a")).await;
     assert_eq!(res.status, StatusCode::OK);
@@ -440,7 +692,14 @@ fn authorizer_is_usable_without_the_layer() {
     let authorizer = Authorizer::new(&Policy::from_yaml(POLICY).unwrap());
     let action = Action::Resource(ResourceAction::new("delete", "", "accounts").with_name("acc-1"));
     let alice = Principal::new("alice", "iss");
-    let d = authorizer.authorize(&Attributes::for_principal(&alice, Some("tenant-a"), &action));
+    let d = authorizer.authorize(&Attributes::for_principal(
+        &alice,
+        Some("tenant-a"),
+        &action,
+    ));
     assert!(d.is_allowed());
-    assert_eq!(d.role().map(|r| r.to_string()).as_deref(), Some("Role/tenant-a/account-admin"));
+    assert_eq!(
+        d.role().map(|r| r.to_string()).as_deref(),
+        Some("Role/tenant-a/account-admin")
+    );
 }

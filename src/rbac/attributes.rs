@@ -241,6 +241,9 @@ mod tests {
             Action::Resource(a).to_string(),
             "get accounts/balance \"acc-1\""
         );
-        assert_eq!(Action::non_resource("get", "/healthz").to_string(), "get path /healthz");
+        assert_eq!(
+            Action::non_resource("get", "/healthz").to_string(),
+            "get path /healthz"
+        );
     }
 }

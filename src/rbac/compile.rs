@@ -141,7 +141,9 @@ impl CompiledRule {
     fn allows_resource(&self, r: &ResourceAction) -> bool {
         self.verbs.matches(r.verb())
             && self.api_groups.matches(r.api_group())
-            && self.resources.matches(r.combined_resource(), r.subresource())
+            && self
+                .resources
+                .matches(r.combined_resource(), r.subresource())
             && self.name_matches(r)
     }
 
@@ -174,6 +176,9 @@ struct Source {
     /// `ClusterRole/<name>` or `Role/<namespace>/<name>`.
     role: Arc<str>,
 }
+
+/// A compiled role: its `Kind/…/name` id and its rules.
+type CompiledRole = (Arc<str>, Arc<[CompiledRule]>);
 
 /// A role's rules, granted by one binding to one subject.
 #[derive(Debug, Clone)]
@@ -256,7 +261,7 @@ impl Policy {
         };
 
         // Each role compiles once; every binding to it shares the rules.
-        let cluster_roles: HashMap<&str, (Arc<str>, Arc<[CompiledRule]>)> = self
+        let cluster_roles: HashMap<&str, CompiledRole> = self
             .cluster_roles
             .iter()
             .map(|r| {
@@ -265,7 +270,7 @@ impl Policy {
                 (r.metadata.name.as_str(), (id, rules))
             })
             .collect();
-        let roles: HashMap<(&str, &str), (Arc<str>, Arc<[CompiledRule]>)> = self
+        let roles: HashMap<(&str, &str), CompiledRole> = self
             .roles
             .iter()
             .map(|r| {
@@ -303,7 +308,9 @@ impl Policy {
             for s in &b.subjects {
                 // appliesToUser with namespace "": a ServiceAccount must
                 // name its namespace to match anything cluster-wide.
-                if let Some(key) = subject_key(s.kind, &s.name, s.namespace.as_deref(), None, &mut sa_name) {
+                if let Some(key) =
+                    subject_key(s.kind, &s.name, s.namespace.as_deref(), None, &mut sa_name)
+                {
                     compiled.cluster.add(key, &grant);
                 }
             }
@@ -336,7 +343,13 @@ impl Policy {
                 None => compiled.namespaces.entry(ns.into()).or_default(),
             };
             for s in &b.subjects {
-                if let Some(key) = subject_key(s.kind, &s.name, s.namespace.as_deref(), Some(ns), &mut sa_name) {
+                if let Some(key) = subject_key(
+                    s.kind,
+                    &s.name,
+                    s.namespace.as_deref(),
+                    Some(ns),
+                    &mut sa_name,
+                ) {
                     scope.add(key, &grant);
                 }
             }
@@ -392,7 +405,8 @@ impl CompiledPolicy {
             }
             Action::NonResource(n) => {
                 let allows = |rule: &CompiledRule| rule.allows_non_resource(n);
-                self.cluster.first_allowing(attrs.user, attrs.groups, &allows)
+                self.cluster
+                    .first_allowing(attrs.user, attrs.groups, &allows)
             }
         };
         match source {

@@ -192,7 +192,10 @@ impl<M> Shared<M> {
     {
         let shadow = self.shadow;
         let Some(principal) = req.extensions().get::<Principal>() else {
-            self.stats.inner.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .inner
+                .unauthenticated
+                .fetch_add(1, Ordering::Relaxed);
             if shadow {
                 tracing::info!(target: "finmesh::rbac", shadow, path = req.uri().path(), "no principal: would refuse with auth.missing");
             }
@@ -218,7 +221,11 @@ impl<M> Shared<M> {
             if shadow {
                 tracing::info!(target: "finmesh::rbac", shadow, user = %principal.subject, %detail, "would refuse with rbac.unmapped");
             }
-            return Err(Rejection::new(RejectionKind::PermissionDenied, "rbac.unmapped", detail));
+            return Err(Rejection::new(
+                RejectionKind::PermissionDenied,
+                "rbac.unmapped",
+                detail,
+            ));
         };
 
         let namespace = req.extensions().get::<Tenant>().map(|t| t.namespace);
@@ -247,7 +254,9 @@ impl<M> Shared<M> {
                 target: "finmesh::rbac", shadow, user = %principal.subject, namespace = ns, action = %action,
                 "would deny: {}", r.detail()
             ),
-            Some(r) => tracing::debug!(target: "finmesh::rbac", user = %principal.subject, "{}", r.detail()),
+            Some(r) => {
+                tracing::debug!(target: "finmesh::rbac", user = %principal.subject, "{}", r.detail())
+            }
             None => tracing::debug!(
                 target: "finmesh::rbac", shadow, user = %principal.subject, namespace = ns, action = %action,
                 "{decision}"
@@ -366,7 +375,9 @@ mod tests {
     use tower::{ServiceBuilder, ServiceExt};
 
     use super::*;
-    use crate::rbac::{ClusterRole, HttpRoutes, Policy, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    use crate::rbac::{
+        ClusterRole, HttpRoutes, Policy, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+    };
     use crate::tenant::TenantNamespace;
 
     fn policy() -> Policy {
@@ -399,7 +410,12 @@ mod tests {
             .route("/v1/accounts/{name}", "accounts")
     }
 
-    fn request(method: Method, uri: &str, user: Option<(&str, &[&str])>, grpc: bool) -> Request<Full<Bytes>> {
+    fn request(
+        method: Method,
+        uri: &str,
+        user: Option<(&str, &[&str])>,
+        grpc: bool,
+    ) -> Request<Full<Bytes>> {
         let mut req = Request::builder().method(method).uri(uri);
         if grpc {
             req = req.header("content-type", "application/grpc");
@@ -418,18 +434,19 @@ mod tests {
         layer: RbacLayer<HttpRoutes>,
         req: Request<Full<Bytes>>,
     ) -> (StatusCode, http::HeaderMap, serde_json::Value) {
-        let svc = ServiceBuilder::new()
-            .layer(layer)
-            .service_fn(|req: Request<Full<Bytes>>| async move {
-                let d = req.extensions().get::<Decision>().cloned();
-                let a = req.extensions().get::<Action>().cloned();
-                let body = serde_json::json!({
-                    "allowed": d.as_ref().map(Decision::is_allowed),
-                    "binding": d.as_ref().and_then(|d| d.binding()).map(|b| b.to_string()),
-                    "action": a.map(|a| a.to_string()),
+        let svc =
+            ServiceBuilder::new()
+                .layer(layer)
+                .service_fn(|req: Request<Full<Bytes>>| async move {
+                    let d = req.extensions().get::<Decision>().cloned();
+                    let a = req.extensions().get::<Action>().cloned();
+                    let body = serde_json::json!({
+                        "allowed": d.as_ref().map(Decision::is_allowed),
+                        "binding": d.as_ref().and_then(|d| d.binding()).map(|b| b.to_string()),
+                        "action": a.map(|a| a.to_string()),
+                    });
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
                 });
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
-            });
         let res = svc.oneshot(req).await.unwrap();
         let (parts, body) = res.into_parts();
         let bytes = body.collect().await.unwrap().to_bytes();
@@ -447,7 +464,16 @@ mod tests {
 
     #[tokio::test]
     async fn allowed_request_carries_its_decision_and_action() {
-        let (status, _, body) = run(layer(), request(Method::DELETE, "/v1/accounts/acc-1", Some(("alice", &[])), false)).await;
+        let (status, _, body) = run(
+            layer(),
+            request(
+                Method::DELETE,
+                "/v1/accounts/acc-1",
+                Some(("alice", &[])),
+                false,
+            ),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["allowed"], true);
         assert_eq!(body["binding"], "RoleBinding/tenant-a/alice-admin");
@@ -458,7 +484,16 @@ mod tests {
     async fn denial_is_403_with_a_kubernetes_style_detail() {
         let l = layer();
         let stats = l.stats();
-        let (status, _, body) = run(l, request(Method::DELETE, "/v1/accounts/acc-1", Some(("bob", &[])), false)).await;
+        let (status, _, body) = run(
+            l,
+            request(
+                Method::DELETE,
+                "/v1/accounts/acc-1",
+                Some(("bob", &[])),
+                false,
+            ),
+        )
+        .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(body["code"], "rbac.denied");
         assert_eq!(
@@ -470,7 +505,11 @@ mod tests {
 
     #[tokio::test]
     async fn denial_over_grpc_is_permission_denied() {
-        let (status, headers, _) = run(layer(), request(Method::GET, "/v1/accounts", Some(("bob", &[])), true)).await;
+        let (status, headers, _) = run(
+            layer(),
+            request(Method::GET, "/v1/accounts", Some(("bob", &[])), true),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers["grpc-status"], "7");
         assert_eq!(
@@ -481,7 +520,8 @@ mod tests {
 
     #[tokio::test]
     async fn no_principal_is_401_auth_missing() {
-        let (status, headers, body) = run(layer(), request(Method::GET, "/v1/accounts", None, false)).await;
+        let (status, headers, body) =
+            run(layer(), request(Method::GET, "/v1/accounts", None, false)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(body["code"], "auth.missing");
         assert_eq!(headers["www-authenticate"], "Bearer");
@@ -489,15 +529,42 @@ mod tests {
 
     #[tokio::test]
     async fn unmapped_is_403_unless_treated_as_a_non_resource_url() {
-        let (status, _, body) = run(layer(), request(Method::GET, "/healthz/live", Some(("mon", &["monitoring"])), false)).await;
+        let (status, _, body) = run(
+            layer(),
+            request(
+                Method::GET,
+                "/healthz/live",
+                Some(("mon", &["monitoring"])),
+                false,
+            ),
+        )
+        .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(body["code"], "rbac.unmapped");
 
         let l = layer().unmapped_as_non_resource(true);
-        let (status, _, body) = run(l.clone(), request(Method::GET, "/healthz/live", Some(("mon", &["monitoring"])), false)).await;
+        let (status, _, body) = run(
+            l.clone(),
+            request(
+                Method::GET,
+                "/healthz/live",
+                Some(("mon", &["monitoring"])),
+                false,
+            ),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["action"], "get path /healthz/live");
-        let (status, _, body) = run(l, request(Method::POST, "/healthz/live", Some(("mon", &["monitoring"])), false)).await;
+        let (status, _, body) = run(
+            l,
+            request(
+                Method::POST,
+                "/healthz/live",
+                Some(("mon", &["monitoring"])),
+                false,
+            ),
+        )
+        .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(body["detail"], "\"mon\" cannot post path \"/healthz/live\"");
     }
@@ -518,34 +585,66 @@ mod tests {
     async fn shadow_mode_lets_everything_through_and_counts() {
         let l = layer().shadow(true);
         let stats = l.stats();
-        let (status, _, body) = run(l.clone(), request(Method::DELETE, "/v1/accounts/acc-1", Some(("bob", &[])), false)).await;
+        let (status, _, body) = run(
+            l.clone(),
+            request(
+                Method::DELETE,
+                "/v1/accounts/acc-1",
+                Some(("bob", &[])),
+                false,
+            ),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["allowed"], false);
-        let (status, _, _) = run(l.clone(), request(Method::GET, "/v1/accounts", Some(("alice", &[])), false)).await;
+        let (status, _, _) = run(
+            l.clone(),
+            request(Method::GET, "/v1/accounts", Some(("alice", &[])), false),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
-        let (status, _, _) = run(l.clone(), request(Method::GET, "/nowhere", Some(("alice", &[])), false)).await;
+        let (status, _, _) = run(
+            l.clone(),
+            request(Method::GET, "/nowhere", Some(("alice", &[])), false),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         let (status, _, _) = run(l, request(Method::GET, "/v1/accounts", None, false)).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
-            (stats.allowed(), stats.denied(), stats.unmapped(), stats.unauthenticated()),
+            (
+                stats.allowed(),
+                stats.denied(),
+                stats.unmapped(),
+                stats.unauthenticated()
+            ),
             (1, 1, 1, 1)
         );
     }
 
     #[tokio::test]
     async fn authorization_is_recorded_on_request_labels() {
-        for (user, allowed, shadow) in [("alice", true, false), ("bob", false, false), ("bob", false, true)] {
+        for (user, allowed, shadow) in [
+            ("alice", true, false),
+            ("bob", false, false),
+            ("bob", false, true),
+        ] {
             let mut req = request(Method::GET, "/v1/accounts/acc-9", Some((user, &[])), false);
             let labels = RequestLabels::get_or_insert(req.extensions_mut());
             let _ = run(layer().shadow(shadow), req).await;
-            let auth = labels.snapshot().authorization.expect("authorization label");
+            let auth = labels
+                .snapshot()
+                .authorization
+                .expect("authorization label");
             assert_eq!((auth.allowed, auth.shadow), (allowed, shadow));
             assert_eq!((&*auth.verb, &*auth.resource), ("get", "accounts"));
             assert_eq!(auth.name.as_deref(), Some("acc-9"));
             assert_eq!(auth.binding.is_some(), allowed);
             let rejection = labels.snapshot().rejection;
-            assert_eq!(rejection.map(|r| r.code.to_string()), (!allowed && !shadow).then(|| "rbac.denied".to_owned()));
+            assert_eq!(
+                rejection.map(|r| r.code.to_string()),
+                (!allowed && !shadow).then(|| "rbac.denied".to_owned())
+            );
         }
     }
 
@@ -553,6 +652,11 @@ mod tests {
     fn layer_and_service_are_send_sync_clone() {
         fn check<T: Send + Sync + Clone>() {}
         check::<RbacLayer<HttpRoutes>>();
-        check::<Rbac<tower::util::BoxCloneSyncService<Request<()>, Response<()>, Infallible>, HttpRoutes>>();
+        check::<
+            Rbac<
+                tower::util::BoxCloneSyncService<Request<()>, Response<()>, Infallible>,
+                HttpRoutes,
+            >,
+        >();
     }
 }

@@ -60,7 +60,11 @@ impl fmt::Display for PolicyError {
         if self.field.is_empty() {
             write!(f, "document {}: {}", self.document, self.message)
         } else {
-            write!(f, "document {}: {}: {}", self.document, self.field, self.message)
+            write!(
+                f,
+                "document {}: {}: {}",
+                self.document, self.field, self.message
+            )
         }
     }
 }
@@ -122,9 +126,8 @@ impl Policy {
                 ),
             ));
         }
-        let text = std::str::from_utf8(yaml).map_err(|e| {
-            PolicyError::new(0, "", format!("manifest is not UTF-8: {e}"))
-        })?;
+        let text = std::str::from_utf8(yaml)
+            .map_err(|e| PolicyError::new(0, "", format!("manifest is not UTF-8: {e}")))?;
         Self::from_yaml(text)
     }
 }
@@ -174,9 +177,12 @@ impl Doc {
     }
 
     fn mapping<'v>(&self, value: &'v Value, path: &Path<'_>) -> Result<&'v Mapping> {
-        value
-            .as_mapping()
-            .ok_or_else(|| self.err(path, format!("expected a mapping, found {}", describe(value))))
+        value.as_mapping().ok_or_else(|| {
+            self.err(
+                path,
+                format!("expected a mapping, found {}", describe(value)),
+            )
+        })
     }
 
     /// Refuses keys outside `allowed`.
@@ -238,7 +244,12 @@ impl Doc {
         }
     }
 
-    fn str_map(&self, map: &Mapping, key: &str, path: &Path<'_>) -> Result<BTreeMap<String, String>> {
+    fn str_map(
+        &self,
+        map: &Mapping,
+        key: &str,
+        path: &Path<'_>,
+    ) -> Result<BTreeMap<String, String>> {
         let here = Path::Key(path, key);
         match map.get(key) {
             None | Some(Value::Null) => Ok(BTreeMap::new()),
@@ -250,10 +261,15 @@ impl Doc {
                         &Path::Key(&here, k),
                         format!("expected a string, found {}", describe(other)),
                     )),
-                    (other, _) => Err(self.err(&here, format!("non-string key {}", describe(other)))),
+                    (other, _) => {
+                        Err(self.err(&here, format!("non-string key {}", describe(other))))
+                    }
                 })
                 .collect(),
-            Some(other) => Err(self.err(&here, format!("expected a mapping, found {}", describe(other)))),
+            Some(other) => Err(self.err(
+                &here,
+                format!("expected a mapping, found {}", describe(other)),
+            )),
         }
     }
 
@@ -380,10 +396,16 @@ impl Loader {
                 }
                 doc.known_keys(map, &["apiVersion", "kind", "metadata", "rules"], path)?;
                 let rules = self.rules(doc, map, path, Scope::Cluster)?;
-                self.policy.cluster_roles.push(ClusterRole { metadata, rules });
+                self.policy
+                    .cluster_roles
+                    .push(ClusterRole { metadata, rules });
             }
             "RoleBinding" => {
-                doc.known_keys(map, &["apiVersion", "kind", "metadata", "subjects", "roleRef"], path)?;
+                doc.known_keys(
+                    map,
+                    &["apiVersion", "kind", "metadata", "subjects", "roleRef"],
+                    path,
+                )?;
                 let subjects = self.subjects(doc, map, path, Scope::Namespaced)?;
                 let role_ref = self.role_ref(doc, map, path, Scope::Namespaced)?;
                 self.policy.role_bindings.push(RoleBinding {
@@ -393,7 +415,11 @@ impl Loader {
                 });
             }
             _ => {
-                doc.known_keys(map, &["apiVersion", "kind", "metadata", "subjects", "roleRef"], path)?;
+                doc.known_keys(
+                    map,
+                    &["apiVersion", "kind", "metadata", "subjects", "roleRef"],
+                    path,
+                )?;
                 let subjects = self.subjects(doc, map, path, Scope::Cluster)?;
                 let role_ref = self.role_ref(doc, map, path, Scope::Cluster)?;
                 self.policy.cluster_role_bindings.push(ClusterRoleBinding {
@@ -406,7 +432,13 @@ impl Loader {
         Ok(())
     }
 
-    fn metadata(&self, doc: &Doc, map: &Mapping, path: &Path<'_>, scope: Scope) -> Result<ObjectMeta> {
+    fn metadata(
+        &self,
+        doc: &Doc,
+        map: &Mapping,
+        path: &Path<'_>,
+        scope: Scope,
+    ) -> Result<ObjectMeta> {
         let here = Path::Key(path, "metadata");
         let meta = match map.get("metadata") {
             Some(value) => doc.mapping(value, &here)?,
@@ -418,12 +450,14 @@ impl Loader {
         let namespace = doc.opt_str(meta, "namespace", &here)?.map(str::to_owned);
         match (scope, &namespace) {
             (Scope::Namespaced, None) => {
-                return Err(doc.err(&Path::Key(&here, "namespace"), "required for a namespaced kind"));
+                return Err(doc.err(
+                    &Path::Key(&here, "namespace"),
+                    "required for a namespaced kind",
+                ));
             }
             (Scope::Namespaced, Some(ns)) => {
-                TenantNamespace::parse(ns).map_err(|e| {
-                    doc.err(&Path::Key(&here, "namespace"), format!("{ns:?}: {e}"))
-                })?;
+                TenantNamespace::parse(ns)
+                    .map_err(|e| doc.err(&Path::Key(&here, "namespace"), format!("{ns:?}: {e}")))?;
             }
             (Scope::Cluster, Some(ns)) if !ns.is_empty() => {
                 // SAFETY: a namespace on a cluster-scoped object usually
@@ -445,7 +479,13 @@ impl Loader {
     }
 
     /// `ValidatePolicyRule` of the Kubernetes API server.
-    fn rules(&self, doc: &Doc, map: &Mapping, path: &Path<'_>, scope: Scope) -> Result<Vec<PolicyRule>> {
+    fn rules(
+        &self,
+        doc: &Doc,
+        map: &Mapping,
+        path: &Path<'_>,
+        scope: Scope,
+    ) -> Result<Vec<PolicyRule>> {
         let here = Path::Key(path, "rules");
         let mut rules = Vec::new();
         for (i, value) in doc.seq(map, "rules", path)?.iter().enumerate() {
@@ -453,7 +493,13 @@ impl Loader {
             let m = doc.mapping(value, &rp)?;
             doc.known_keys(
                 m,
-                &["verbs", "apiGroups", "resources", "resourceNames", "nonResourceURLs"],
+                &[
+                    "verbs",
+                    "apiGroups",
+                    "resources",
+                    "resourceNames",
+                    "nonResourceURLs",
+                ],
                 &rp,
             )?;
             let rule = PolicyRule {
@@ -464,7 +510,10 @@ impl Loader {
                 non_resource_urls: doc.str_list(m, "nonResourceURLs", &rp)?,
             };
             if rule.verbs.is_empty() {
-                return Err(doc.err(&Path::Key(&rp, "verbs"), "verbs must contain at least one value"));
+                return Err(doc.err(
+                    &Path::Key(&rp, "verbs"),
+                    "verbs must contain at least one value",
+                ));
             }
             if !rule.non_resource_urls.is_empty() {
                 let at = Path::Key(&rp, "nonResourceURLs");
@@ -500,7 +549,13 @@ impl Loader {
     }
 
     /// `ValidateRoleBindingSubject`, after v1 defaulting of `apiGroup`.
-    fn subjects(&self, doc: &Doc, map: &Mapping, path: &Path<'_>, scope: Scope) -> Result<Vec<Subject>> {
+    fn subjects(
+        &self,
+        doc: &Doc,
+        map: &Mapping,
+        path: &Path<'_>,
+        scope: Scope,
+    ) -> Result<Vec<Subject>> {
         let here = Path::Key(path, "subjects");
         let mut subjects = Vec::new();
         for (i, value) in doc.seq(map, "subjects", path)?.iter().enumerate() {
@@ -654,7 +709,10 @@ roleRef:
         assert_eq!(p.roles[0].rules[0].verbs, ["get", "watch", "list"]);
         assert_eq!(p.roles[0].metadata.namespace.as_deref(), Some("default"));
         assert_eq!(p.cluster_role_bindings.len(), 1);
-        assert_eq!(p.cluster_role_bindings[0].subjects[0], Subject::group("manager"));
+        assert_eq!(
+            p.cluster_role_bindings[0].subjects[0],
+            Subject::group("manager")
+        );
     }
 
     #[test]
@@ -686,7 +744,10 @@ items:
         let json = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
             "metadata":{"name":"r"},"rules":[{"nonResourceURLs":["/healthz/*"],"verbs":["get"]}]}"#;
         let p = Policy::from_yaml(json).unwrap();
-        assert_eq!(p.cluster_roles[0].rules[0].non_resource_urls, ["/healthz/*"]);
+        assert_eq!(
+            p.cluster_roles[0].rules[0].non_resource_urls,
+            ["/healthz/*"]
+        );
     }
 
     #[test]
@@ -698,7 +759,11 @@ items:
         let e = err(&yaml);
         assert_eq!(e.document(), 1);
         assert_eq!(e.field(), "rules[0].verbs");
-        assert!(e.to_string().starts_with("document 1: rules[0].verbs: expected a list"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("document 1: rules[0].verbs: expected a list"),
+            "{e}"
+        );
 
         let e = err(&ROLE.replace("verbs: [\"get\", \"watch\", \"list\"]", "verbs: [get, 3]"));
         assert_eq!(e.field(), "rules[0].verbs[1]");
@@ -716,7 +781,10 @@ items:
     fn unknown_kinds_and_api_versions_are_errors() {
         let e = err(&ROLE.replace("kind: Role", "kind: Rol"));
         assert_eq!(e.field(), "kind");
-        let e = err(&ROLE.replace("rbac.authorization.k8s.io/v1", "rbac.authorization.k8s.io/v1beta1"));
+        let e = err(&ROLE.replace(
+            "rbac.authorization.k8s.io/v1",
+            "rbac.authorization.k8s.io/v1beta1",
+        ));
         assert_eq!(e.field(), "apiVersion");
         let e = err("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
         assert_eq!(e.field(), "kind");
@@ -731,12 +799,27 @@ items:
     #[test]
     fn kubernetes_validation_is_enforced() {
         let cases: &[(&str, &str)] = &[
-            (&ROLE.replace("  namespace: default\n", ""), "metadata.namespace"),
-            (&ROLE.replace("  namespace: default\n", "  namespace: Default\n"), "metadata.namespace"),
-            (&ROLE.replace("  verbs: [\"get\", \"watch\", \"list\"]\n", ""), "rules[0].verbs"),
-            (&ROLE.replace("- apiGroups: [\"\"]\n  resources", "- resources"), "rules[0].apiGroups"),
             (
-                &ROLE.replace("  resources: [\"pods\"]", "  resources: [\"pods\"]\n  nonResourceURLs: [\"/x\"]"),
+                &ROLE.replace("  namespace: default\n", ""),
+                "metadata.namespace",
+            ),
+            (
+                &ROLE.replace("  namespace: default\n", "  namespace: Default\n"),
+                "metadata.namespace",
+            ),
+            (
+                &ROLE.replace("  verbs: [\"get\", \"watch\", \"list\"]\n", ""),
+                "rules[0].verbs",
+            ),
+            (
+                &ROLE.replace("- apiGroups: [\"\"]\n  resources", "- resources"),
+                "rules[0].apiGroups",
+            ),
+            (
+                &ROLE.replace(
+                    "  resources: [\"pods\"]",
+                    "  resources: [\"pods\"]\n  nonResourceURLs: [\"/x\"]",
+                ),
                 "rules[0].nonResourceURLs",
             ),
             (
@@ -775,14 +858,27 @@ items:
         }
         // In a RoleBinding a ServiceAccount namespace defaults to the binding's.
         let ok = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: x, namespace: a}\nsubjects: [{kind: ServiceAccount, name: sa}]\nroleRef: {kind: ClusterRole, name: r}\n";
-        assert_eq!(Policy::from_yaml(ok).unwrap().role_bindings[0].subjects[0].namespace, None);
+        assert_eq!(
+            Policy::from_yaml(ok).unwrap().role_bindings[0].subjects[0].namespace,
+            None
+        );
     }
 
     #[test]
     fn oversized_and_non_utf8_input_is_refused() {
         let big = vec![b'#'; MAX_MANIFEST_BYTES + 1];
-        assert!(Policy::from_yaml_bytes(&big).unwrap_err().message().contains("limit"));
-        assert!(Policy::from_yaml_bytes(&[0xff, 0xfe]).unwrap_err().message().contains("UTF-8"));
+        assert!(
+            Policy::from_yaml_bytes(&big)
+                .unwrap_err()
+                .message()
+                .contains("limit")
+        );
+        assert!(
+            Policy::from_yaml_bytes(&[0xff, 0xfe])
+                .unwrap_err()
+                .message()
+                .contains("UTF-8")
+        );
     }
 
     #[test]

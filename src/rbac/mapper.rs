@@ -171,8 +171,17 @@ impl HttpRoutes {
     /// # Panics
     ///
     /// As [`route`](Self::route), and if `verb` is empty.
-    pub fn custom_verb(mut self, method: Method, template: &str, verb: &str, resource: &str) -> Self {
-        assert!(!verb.is_empty(), "finmesh::rbac: empty verb for route {template:?}");
+    pub fn custom_verb(
+        mut self,
+        method: Method,
+        template: &str,
+        verb: &str,
+        resource: &str,
+    ) -> Self {
+        assert!(
+            !verb.is_empty(),
+            "finmesh::rbac: empty verb for route {template:?}"
+        );
         let route = self.build(template, resource, Some((method, verb.into())));
         self.routes.push(route);
         self
@@ -183,8 +192,9 @@ impl HttpRoutes {
             !resource.is_empty() && !resource.starts_with('/') && !resource.ends_with('/'),
             "finmesh::rbac: invalid resource {resource:?} for route {template:?}"
         );
-        let segments = parse_template(template)
-            .unwrap_or_else(|why| panic!("finmesh::rbac: invalid route template {template:?}: {why}"));
+        let segments = parse_template(template).unwrap_or_else(|why| {
+            panic!("finmesh::rbac: invalid route template {template:?}: {why}")
+        });
         Route {
             template: template.into(),
             has_name: segments.contains(&Segment::Name),
@@ -214,18 +224,24 @@ impl HttpRoutes {
                 continue;
             }
             let mut literals = 0u64;
-            let matched = route.segments.iter().zip(rest.split('/')).enumerate().all(|(i, (seg, s))| {
-                match seg {
-                    Segment::Literal(l) => {
-                        // Earlier literals weigh more; 64 segments is deep enough.
-                        if i < 64 {
-                            literals |= 1 << (63 - i);
+            let matched =
+                route
+                    .segments
+                    .iter()
+                    .zip(rest.split('/'))
+                    .enumerate()
+                    .all(|(i, (seg, s))| {
+                        match seg {
+                            Segment::Literal(l) => {
+                                // Earlier literals weigh more; 64 segments is deep enough.
+                                if i < 64 {
+                                    literals |= 1 << (63 - i);
+                                }
+                                &**l == s
+                            }
+                            Segment::Name | Segment::Param => !s.is_empty(),
                         }
-                        &**l == s
-                    }
-                    Segment::Name | Segment::Param => !s.is_empty(),
-                }
-            });
+                    });
             if !matched {
                 continue;
             }
@@ -321,7 +337,11 @@ impl<B> RequestMapper<B> for HttpRoutes {
                 table_verb(req.method(), named, watch)?.into()
             }
         };
-        let mut action = ResourceAction::new(verb, Arc::clone(&route.api_group), Arc::clone(&route.resource));
+        let mut action = ResourceAction::new(
+            verb,
+            Arc::clone(&route.api_group),
+            Arc::clone(&route.resource),
+        );
         if let Some(name) = name {
             action = action.with_name(&*name);
         }
@@ -419,7 +439,12 @@ mod tests {
             .route("/v1/accounts/search", "accountsearches")
             .route("/v1/accounts/{name}/balance", "accounts/balance")
             .route("/v1/tenants/{tenant}/orders/{name}", "orders")
-            .custom_verb(Method::POST, "/v1/transfers/{name}/approve", "approve", "transfers")
+            .custom_verb(
+                Method::POST,
+                "/v1/transfers/{name}/approve",
+                "approve",
+                "transfers",
+            )
             .route("/v1/transfers/{name}/approve", "transfers/approval")
     }
 
@@ -436,28 +461,105 @@ mod tests {
 
     #[test]
     fn kubernetes_method_to_verb_table() {
-        let rows: &[(&str, &str, Option<(&str, &str, Option<&str>)>)] = &[
+        type Row<'a> = (
+            &'a str,
+            &'a str,
+            Option<(&'a str, &'a str, Option<&'a str>)>,
+        );
+        let rows: &[Row<'_>] = &[
             ("GET", "/v1/accounts", Some(("list", "accounts", None))),
             ("HEAD", "/v1/accounts", Some(("list", "accounts", None))),
-            ("GET", "/v1/accounts?watch=true", Some(("watch", "accounts", None))),
-            ("GET", "/v1/accounts?limit=5&watch=1", Some(("watch", "accounts", None))),
-            ("GET", "/v1/accounts?watch=false", Some(("list", "accounts", None))),
-            ("GET", "/v1/accounts?watch", Some(("list", "accounts", None))),
-            ("GET", "/v1/accounts/acc-1", Some(("get", "accounts", Some("acc-1")))),
-            ("GET", "/v1/accounts/acc-1?watch=true", Some(("get", "accounts", Some("acc-1")))),
-            ("HEAD", "/v1/accounts/acc-1", Some(("get", "accounts", Some("acc-1")))),
+            (
+                "GET",
+                "/v1/accounts?watch=true",
+                Some(("watch", "accounts", None)),
+            ),
+            (
+                "GET",
+                "/v1/accounts?limit=5&watch=1",
+                Some(("watch", "accounts", None)),
+            ),
+            (
+                "GET",
+                "/v1/accounts?watch=false",
+                Some(("list", "accounts", None)),
+            ),
+            (
+                "GET",
+                "/v1/accounts?watch",
+                Some(("list", "accounts", None)),
+            ),
+            (
+                "GET",
+                "/v1/accounts/acc-1",
+                Some(("get", "accounts", Some("acc-1"))),
+            ),
+            (
+                "GET",
+                "/v1/accounts/acc-1?watch=true",
+                Some(("get", "accounts", Some("acc-1"))),
+            ),
+            (
+                "HEAD",
+                "/v1/accounts/acc-1",
+                Some(("get", "accounts", Some("acc-1"))),
+            ),
             ("POST", "/v1/accounts", Some(("create", "accounts", None))),
-            ("PUT", "/v1/accounts/acc-1", Some(("update", "accounts", Some("acc-1")))),
-            ("PATCH", "/v1/accounts/acc-1", Some(("patch", "accounts", Some("acc-1")))),
-            ("DELETE", "/v1/accounts/acc-1", Some(("delete", "accounts", Some("acc-1")))),
-            ("DELETE", "/v1/accounts", Some(("deletecollection", "accounts", None))),
-            ("GET", "/v1/accounts/acc-1/balance", Some(("get", "accounts/balance", Some("acc-1")))),
-            ("GET", "/v1/accounts/acc-1/", Some(("get", "accounts", Some("acc-1")))),
-            ("GET", "/v1/accounts/acc%2D1", Some(("get", "accounts", Some("acc-1")))),
-            ("GET", "/v1/accounts/search", Some(("list", "accountsearches", None))),
-            ("GET", "/v1/tenants/t1/orders/o-7", Some(("get", "orders", Some("o-7")))),
-            ("POST", "/v1/transfers/tr-1/approve", Some(("approve", "transfers", Some("tr-1")))),
-            ("GET", "/v1/transfers/tr-1/approve", Some(("get", "transfers/approval", Some("tr-1")))),
+            (
+                "PUT",
+                "/v1/accounts/acc-1",
+                Some(("update", "accounts", Some("acc-1"))),
+            ),
+            (
+                "PATCH",
+                "/v1/accounts/acc-1",
+                Some(("patch", "accounts", Some("acc-1"))),
+            ),
+            (
+                "DELETE",
+                "/v1/accounts/acc-1",
+                Some(("delete", "accounts", Some("acc-1"))),
+            ),
+            (
+                "DELETE",
+                "/v1/accounts",
+                Some(("deletecollection", "accounts", None)),
+            ),
+            (
+                "GET",
+                "/v1/accounts/acc-1/balance",
+                Some(("get", "accounts/balance", Some("acc-1"))),
+            ),
+            (
+                "GET",
+                "/v1/accounts/acc-1/",
+                Some(("get", "accounts", Some("acc-1"))),
+            ),
+            (
+                "GET",
+                "/v1/accounts/acc%2D1",
+                Some(("get", "accounts", Some("acc-1"))),
+            ),
+            (
+                "GET",
+                "/v1/accounts/search",
+                Some(("list", "accountsearches", None)),
+            ),
+            (
+                "GET",
+                "/v1/tenants/t1/orders/o-7",
+                Some(("get", "orders", Some("o-7"))),
+            ),
+            (
+                "POST",
+                "/v1/transfers/tr-1/approve",
+                Some(("approve", "transfers", Some("tr-1"))),
+            ),
+            (
+                "GET",
+                "/v1/transfers/tr-1/approve",
+                Some(("get", "transfers/approval", Some("tr-1"))),
+            ),
             ("OPTIONS", "/v1/accounts", None),
             ("GET", "/v1/accounts//balance", None),
             ("GET", "/v1/accounts/%FF", None),
@@ -477,17 +579,30 @@ mod tests {
             .route("/a", "as")
             .api_group("payments.example.com")
             .route("/b", "bs");
-        let Some(Action::Resource(a)) = routes.map(&req("GET", "/a")) else { panic!() };
-        let Some(Action::Resource(b)) = routes.map(&req("GET", "/b")) else { panic!() };
+        let Some(Action::Resource(a)) = routes.map(&req("GET", "/a")) else {
+            panic!()
+        };
+        let Some(Action::Resource(b)) = routes.map(&req("GET", "/b")) else {
+            panic!()
+        };
         assert_eq!((a.api_group(), b.api_group()), ("", "payments.example.com"));
     }
 
     #[test]
     fn invalid_templates_are_refused() {
-        for bad in ["v1/x", "/v1//x", "/v1/{name}/{name}", "/v1/a{b}", "/v1/{}", "/v1/{*rest}"] {
+        for bad in [
+            "v1/x",
+            "/v1//x",
+            "/v1/{name}/{name}",
+            "/v1/a{b}",
+            "/v1/{}",
+            "/v1/{*rest}",
+        ] {
             assert!(parse_template(bad).is_err(), "{bad}");
         }
-        assert!(std::panic::catch_unwind(|| HttpRoutes::new().route("/v1/{name}/{name}", "x")).is_err());
+        assert!(
+            std::panic::catch_unwind(|| HttpRoutes::new().route("/v1/{name}/{name}", "x")).is_err()
+        );
     }
 
     #[test]

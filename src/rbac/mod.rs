@@ -3,10 +3,10 @@
 //!
 //! May this principal perform this verb on this resource in this tenant's
 //! namespace? [`RbacLayer`] answers for every request. It sits inside the
-//! [`JwtAuthLayer`](crate#features) (which puts the verified
-//! [`Principal`](crate::Principal) into the request extensions) and the
-//! `TenantLayer` (which puts the admitted [`Tenant`](crate::Tenant) there),
-//! and in front of idempotency and the handlers. It:
+//! JWT layer (which puts the verified [`Principal`](crate::Principal) into
+//! the request extensions) and the tenant layer (which puts the admitted
+//! [`Tenant`](crate::Tenant) there), and in front of idempotency and the
+//! handlers. It:
 //!
 //! 1. maps the request to an [`Action`] — a verb on a resource, or on a
 //!    non-resource path — with a [`RequestMapper`]: [`HttpRoutes`] (route

@@ -114,7 +114,10 @@ impl PolicyRule {
     }
 
     /// Restricts the rule to these resource names.
-    pub fn with_resource_names<N: Into<String>>(mut self, names: impl IntoIterator<Item = N>) -> Self {
+    pub fn with_resource_names<N: Into<String>>(
+        mut self,
+        names: impl IntoIterator<Item = N>,
+    ) -> Self {
         self.resource_names = strings(names);
         self
     }
@@ -380,6 +383,7 @@ impl Policy {
         self.roles.extend(other.roles);
         self.cluster_roles.extend(other.cluster_roles);
         self.role_bindings.extend(other.role_bindings);
-        self.cluster_role_bindings.extend(other.cluster_role_bindings);
+        self.cluster_role_bindings
+            .extend(other.cluster_role_bindings);
     }
 }

@@ -16,7 +16,10 @@ struct Req {
 }
 
 fn groups(list: &str) -> Vec<Arc<str>> {
-    list.split(',').filter(|g| !g.is_empty()).map(Arc::from).collect()
+    list.split(',')
+        .filter(|g| !g.is_empty())
+        .map(Arc::from)
+        .collect()
 }
 
 /// A resource request (`resource` may be `res/sub`) in the core group.
@@ -41,7 +44,9 @@ fn url(user: &'static str, g: &str, verb: &str, path: &str) -> Req {
 
 impl Req {
     fn api_group(mut self, group: &str) -> Self {
-        let Action::Resource(r) = &self.action else { unreachable!() };
+        let Action::Resource(r) = &self.action else {
+            unreachable!()
+        };
         let mut a = ResourceAction::new(r.verb(), group, r.combined_resource());
         if let Some(n) = r.name() {
             a = a.with_name(n);
@@ -51,7 +56,9 @@ impl Req {
     }
 
     fn name(mut self, name: &str) -> Self {
-        let Action::Resource(r) = &self.action else { unreachable!() };
+        let Action::Resource(r) = &self.action else {
+            unreachable!()
+        };
         self.action = Action::Resource(r.clone().with_name(name));
         self
     }
@@ -64,7 +71,12 @@ impl Req {
     }
 
     fn decide(&self, p: &CompiledPolicy) -> Decision {
-        p.authorize(&Attributes::new(self.user, &self.groups, self.namespace, &self.action))
+        p.authorize(&Attributes::new(
+            self.user,
+            &self.groups,
+            self.namespace,
+            &self.action,
+        ))
     }
 }
 
@@ -137,7 +149,12 @@ fn cases() -> Vec<Case> {
             name: "cluster role through a role binding stays in its namespace",
             policy: Policy::new()
                 .with_cluster_role(ClusterRole::new("admin", vec![rule("*", "*", "*", "*")]))
-                .with_role_binding(rb_cluster_role("ns1", "admin", "admin", &["User:admin", "Group:admins"])),
+                .with_role_binding(rb_cluster_role(
+                    "ns1",
+                    "admin",
+                    "admin",
+                    &["User:admin", "Group:admins"],
+                )),
             should_pass: vec![
                 res("admin", "", "get", "Pods", "ns1"),
                 res("admin", "", "watch", "Pods", "ns1"),
@@ -160,16 +177,37 @@ fn cases() -> Vec<Case> {
             // TestAuthorizer case 1: non-resource URLs.
             name: "non-resource urls: exact, star and prefix",
             policy: Policy::new()
-                .with_cluster_role(ClusterRole::new("non-resource-url-getter", vec![rule("get", "", "", "/apis")]))
-                .with_cluster_role(ClusterRole::new("non-resource-url", vec![rule("*", "", "", "/apis")]))
-                .with_cluster_role(ClusterRole::new("non-resource-url-prefix", vec![rule("get", "", "", "/apis/*")]))
+                .with_cluster_role(ClusterRole::new(
+                    "non-resource-url-getter",
+                    vec![rule("get", "", "", "/apis")],
+                ))
+                .with_cluster_role(ClusterRole::new(
+                    "non-resource-url",
+                    vec![rule("*", "", "", "/apis")],
+                ))
+                .with_cluster_role(ClusterRole::new(
+                    "non-resource-url-prefix",
+                    vec![rule("get", "", "", "/apis/*")],
+                ))
                 .with_cluster_role(ClusterRole::new(
                     "health",
                     vec![PolicyRule::non_resource_urls(["get"], ["/healthz/*"])],
                 ))
-                .with_cluster_role_binding(crb("getter", "non-resource-url-getter", &["User:foo", "Group:bar"]))
-                .with_cluster_role_binding(crb("all", "non-resource-url", &["User:admin", "Group:admin"]))
-                .with_cluster_role_binding(crb("prefix", "non-resource-url-prefix", &["User:prefixed", "Group:prefixed"]))
+                .with_cluster_role_binding(crb(
+                    "getter",
+                    "non-resource-url-getter",
+                    &["User:foo", "Group:bar"],
+                ))
+                .with_cluster_role_binding(crb(
+                    "all",
+                    "non-resource-url",
+                    &["User:admin", "Group:admin"],
+                ))
+                .with_cluster_role_binding(crb(
+                    "prefix",
+                    "non-resource-url-prefix",
+                    &["User:prefixed", "Group:prefixed"],
+                ))
                 .with_cluster_role_binding(crb("health", "health", &["User:probe"])),
             should_pass: vec![
                 url("foo", "", "get", "/apis"),
@@ -212,7 +250,12 @@ fn cases() -> Vec<Case> {
             name: "resource rule does not cover subresources",
             policy: Policy::new()
                 .with_cluster_role(ClusterRole::new("admin", vec![rule("*", "*", "pods", "*")]))
-                .with_role_binding(rb_cluster_role("ns1", "admin", "admin", &["User:admin", "Group:admins"])),
+                .with_role_binding(rb_cluster_role(
+                    "ns1",
+                    "admin",
+                    "admin",
+                    &["User:admin", "Group:admins"],
+                )),
             should_pass: vec![res("admin", "", "get", "pods", "ns1")],
             should_fail: vec![
                 res("admin", "", "get", "pods/status", "ns1"),
@@ -223,8 +266,16 @@ fn cases() -> Vec<Case> {
             // TestAuthorizer case 3: and the other way round.
             name: "subresource rule does not cover the resource",
             policy: Policy::new()
-                .with_cluster_role(ClusterRole::new("admin", vec![rule("*", "*", "pods/status", "*")]))
-                .with_role_binding(rb_cluster_role("ns1", "admin", "admin", &["User:admin", "Group:admins"])),
+                .with_cluster_role(ClusterRole::new(
+                    "admin",
+                    vec![rule("*", "*", "pods/status", "*")],
+                ))
+                .with_role_binding(rb_cluster_role(
+                    "ns1",
+                    "admin",
+                    "admin",
+                    &["User:admin", "Group:admins"],
+                )),
             should_pass: vec![res("admin", "", "get", "pods/status", "ns1")],
             should_fail: vec![
                 res("admin", "", "get", "pods", "ns1"),
@@ -255,16 +306,33 @@ fn cases() -> Vec<Case> {
             // "tuple expansion", "subresource expansion".
             name: "wildcard and tuple expansion",
             policy: Policy::new()
-                .with_cluster_role(ClusterRole::new("star-verb", vec![PolicyRule::resources(["*"], ["group1"], ["resource1"])]))
-                .with_cluster_role(ClusterRole::new("star-group", vec![PolicyRule::resources(["verb1"], ["*"], ["resource1"])]))
-                .with_cluster_role(ClusterRole::new("star-resource", vec![PolicyRule::resources(["verb1"], ["group1"], ["*"])]))
+                .with_cluster_role(ClusterRole::new(
+                    "star-verb",
+                    vec![PolicyRule::resources(["*"], ["group1"], ["resource1"])],
+                ))
+                .with_cluster_role(ClusterRole::new(
+                    "star-group",
+                    vec![PolicyRule::resources(["verb1"], ["*"], ["resource1"])],
+                ))
+                .with_cluster_role(ClusterRole::new(
+                    "star-resource",
+                    vec![PolicyRule::resources(["verb1"], ["group1"], ["*"])],
+                ))
                 .with_cluster_role(ClusterRole::new(
                     "tuple",
-                    vec![PolicyRule::resources(["verb1", "verb2"], ["group1", "group2"], ["resource1", "resource2"])],
+                    vec![PolicyRule::resources(
+                        ["verb1", "verb2"],
+                        ["group1", "group2"],
+                        ["resource1", "resource2"],
+                    )],
                 ))
                 .with_cluster_role(ClusterRole::new(
                     "sub",
-                    vec![PolicyRule::resources(["*"], ["*"], ["resource1/subresource1"])],
+                    vec![PolicyRule::resources(
+                        ["*"],
+                        ["*"],
+                        ["resource1/subresource1"],
+                    )],
                 ))
                 .with_cluster_role_binding(crb("a", "star-verb", &["User:star-verb"]))
                 .with_cluster_role_binding(crb("b", "star-group", &["User:star-group"]))
@@ -308,7 +376,15 @@ fn cases() -> Vec<Case> {
                     "one-account",
                     vec![
                         PolicyRule::resources(
-                            ["get", "update", "delete", "create", "list", "watch", "deletecollection"],
+                            [
+                                "get",
+                                "update",
+                                "delete",
+                                "create",
+                                "list",
+                                "watch",
+                                "deletecollection",
+                            ],
                             [""],
                             ["accounts"],
                         )
@@ -339,39 +415,131 @@ fn cases() -> Vec<Case> {
         Case {
             name: "service account subjects and namespace defaulting",
             policy: Policy::new()
-                .with_cluster_role(ClusterRole::new("reader", vec![PolicyRule::resources(["get"], [""], ["accounts"])]))
+                .with_cluster_role(ClusterRole::new(
+                    "reader",
+                    vec![PolicyRule::resources(["get"], [""], ["accounts"])],
+                ))
                 // no namespace: defaults to the binding's (ns1)
-                .with_role_binding(rb_cluster_role("ns1", "local", "reader", &["ServiceAccount:sa-local"]))
+                .with_role_binding(rb_cluster_role(
+                    "ns1",
+                    "local",
+                    "reader",
+                    &["ServiceAccount:sa-local"],
+                ))
                 // explicit namespace other than the binding's
-                .with_role_binding(rb_cluster_role("ns1", "remote", "reader", &["ServiceAccount:other/sa-remote"]))
-                .with_cluster_role_binding(crb("monitoring", "reader", &["ServiceAccount:monitoring/prom"]))
+                .with_role_binding(rb_cluster_role(
+                    "ns1",
+                    "remote",
+                    "reader",
+                    &["ServiceAccount:other/sa-remote"],
+                ))
+                .with_cluster_role_binding(crb(
+                    "monitoring",
+                    "reader",
+                    &["ServiceAccount:monitoring/prom"],
+                ))
                 // a cluster binding's ServiceAccount without namespace matches nobody
                 .with_cluster_role_binding(crb("nowhere", "reader", &["ServiceAccount:sa-local"])),
             should_pass: vec![
-                res("system:serviceaccount:ns1:sa-local", "", "get", "accounts", "ns1"),
-                res("system:serviceaccount:other:sa-remote", "", "get", "accounts", "ns1"),
-                res("system:serviceaccount:monitoring:prom", "", "get", "accounts", "ns7"),
-                res("system:serviceaccount:monitoring:prom", "", "get", "accounts", ""),
+                res(
+                    "system:serviceaccount:ns1:sa-local",
+                    "",
+                    "get",
+                    "accounts",
+                    "ns1",
+                ),
+                res(
+                    "system:serviceaccount:other:sa-remote",
+                    "",
+                    "get",
+                    "accounts",
+                    "ns1",
+                ),
+                res(
+                    "system:serviceaccount:monitoring:prom",
+                    "",
+                    "get",
+                    "accounts",
+                    "ns7",
+                ),
+                res(
+                    "system:serviceaccount:monitoring:prom",
+                    "",
+                    "get",
+                    "accounts",
+                    "",
+                ),
             ],
             should_fail: vec![
-                res("system:serviceaccount:ns2:sa-local", "", "get", "accounts", "ns1"),
-                res("system:serviceaccount:ns1:sa-local", "", "get", "accounts", "ns2"),
-                res("system:serviceaccount:ns1:sa-local", "", "get", "accounts", ""),
-                res("system:serviceaccount:other:sa-remote", "", "get", "accounts", "other"),
+                res(
+                    "system:serviceaccount:ns2:sa-local",
+                    "",
+                    "get",
+                    "accounts",
+                    "ns1",
+                ),
+                res(
+                    "system:serviceaccount:ns1:sa-local",
+                    "",
+                    "get",
+                    "accounts",
+                    "ns2",
+                ),
+                res(
+                    "system:serviceaccount:ns1:sa-local",
+                    "",
+                    "get",
+                    "accounts",
+                    "",
+                ),
+                res(
+                    "system:serviceaccount:other:sa-remote",
+                    "",
+                    "get",
+                    "accounts",
+                    "other",
+                ),
                 res("sa-local", "", "get", "accounts", "ns1"),
-                res("system:serviceaccount:ns1:sa-local:x", "", "get", "accounts", "ns1"),
-                res("system:serviceaccount::sa-local", "", "get", "accounts", "ns1"),
-                res("", "system:serviceaccount:ns1:sa-local", "get", "accounts", "ns1"),
+                res(
+                    "system:serviceaccount:ns1:sa-local:x",
+                    "",
+                    "get",
+                    "accounts",
+                    "ns1",
+                ),
+                res(
+                    "system:serviceaccount::sa-local",
+                    "",
+                    "get",
+                    "accounts",
+                    "ns1",
+                ),
+                res(
+                    "",
+                    "system:serviceaccount:ns1:sa-local",
+                    "get",
+                    "accounts",
+                    "ns1",
+                ),
             ],
         },
         Case {
             name: "dangling roleRefs grant nothing",
             policy: Policy::new()
-                .with_role(Role::new("ns2", "reader", vec![PolicyRule::resources(["*"], ["*"], ["*"])]))
+                .with_role(Role::new(
+                    "ns2",
+                    "reader",
+                    vec![PolicyRule::resources(["*"], ["*"], ["*"])],
+                ))
                 .with_role_binding(rb_role("ns1", "missing-role", "nope", &["User:alice"]))
                 // a Role of the same name in another namespace does not count
                 .with_role_binding(rb_role("ns1", "other-ns-role", "reader", &["User:alice"]))
-                .with_role_binding(rb_cluster_role("ns1", "missing-cluster-role", "nope", &["User:alice"]))
+                .with_role_binding(rb_cluster_role(
+                    "ns1",
+                    "missing-cluster-role",
+                    "nope",
+                    &["User:alice"],
+                ))
                 .with_cluster_role_binding(crb("missing", "nope", &["User:alice"])),
             should_pass: vec![],
             should_fail: vec![
@@ -384,8 +552,17 @@ fn cases() -> Vec<Case> {
         Case {
             name: "roles are namespaced: cross-namespace denial",
             policy: Policy::new()
-                .with_role(Role::new("tenant-a", "editor", vec![PolicyRule::resources(["*"], [""], ["accounts"])]))
-                .with_role_binding(rb_role("tenant-a", "alice-edits", "editor", &["User:alice"])),
+                .with_role(Role::new(
+                    "tenant-a",
+                    "editor",
+                    vec![PolicyRule::resources(["*"], [""], ["accounts"])],
+                ))
+                .with_role_binding(rb_role(
+                    "tenant-a",
+                    "alice-edits",
+                    "editor",
+                    &["User:alice"],
+                )),
             should_pass: vec![
                 res("alice", "", "delete", "accounts", "tenant-a").name("acc-1"),
                 res("alice", "", "create", "accounts", "tenant-a"),
@@ -401,9 +578,17 @@ fn cases() -> Vec<Case> {
         Case {
             name: "group subjects",
             policy: Policy::new()
-                .with_cluster_role(ClusterRole::new("reader", vec![PolicyRule::resources(["get", "list"], [""], ["accounts"])]))
+                .with_cluster_role(ClusterRole::new(
+                    "reader",
+                    vec![PolicyRule::resources(["get", "list"], [""], ["accounts"])],
+                ))
                 .with_cluster_role_binding(crb("auditors", "reader", &["Group:auditors"]))
-                .with_role_binding(rb_cluster_role("tenant-a", "tellers", "reader", &["Group:tellers"])),
+                .with_role_binding(rb_cluster_role(
+                    "tenant-a",
+                    "tellers",
+                    "reader",
+                    &["Group:tellers"],
+                )),
             should_pass: vec![
                 res("erin", "auditors", "list", "accounts", "tenant-a"),
                 res("erin", "staff,auditors", "get", "accounts", "tenant-z"),
@@ -438,12 +623,20 @@ fn authorizer_table() {
         for req in &case.should_pass {
             rows += 1;
             let d = req.decide(&compiled);
-            assert!(d.is_allowed(), "[{}] incorrectly restricted: {req}", case.name);
+            assert!(
+                d.is_allowed(),
+                "[{}] incorrectly restricted: {req}",
+                case.name
+            );
         }
         for req in &case.should_fail {
             rows += 1;
             let d = req.decide(&compiled);
-            assert!(!d.is_allowed(), "[{}] incorrectly passed: {req} ({d})", case.name);
+            assert!(
+                !d.is_allowed(),
+                "[{}] incorrectly passed: {req} ({d})",
+                case.name
+            );
         }
     }
     assert!(rows >= 40, "the table has {rows} rows");
@@ -452,21 +645,42 @@ fn authorizer_table() {
 #[test]
 fn decision_names_the_binding_and_role() {
     let policy = Policy::new()
-        .with_role(Role::new("tenant-a", "editor", vec![PolicyRule::resources(["*"], [""], ["accounts"])]))
-        .with_role_binding(rb_role("tenant-a", "alice-edits", "editor", &["User:alice"]))
-        .with_cluster_role(ClusterRole::new("reader", vec![PolicyRule::resources(["get"], [""], ["accounts"])]))
+        .with_role(Role::new(
+            "tenant-a",
+            "editor",
+            vec![PolicyRule::resources(["*"], [""], ["accounts"])],
+        ))
+        .with_role_binding(rb_role(
+            "tenant-a",
+            "alice-edits",
+            "editor",
+            &["User:alice"],
+        ))
+        .with_cluster_role(ClusterRole::new(
+            "reader",
+            vec![PolicyRule::resources(["get"], [""], ["accounts"])],
+        ))
         .with_cluster_role_binding(crb("readers", "reader", &["Group:staff"]));
     let compiled = policy.compile();
 
     let d = res("alice", "", "delete", "accounts", "tenant-a").decide(&compiled);
-    assert_eq!(d.binding().map(|b| &**b), Some("RoleBinding/tenant-a/alice-edits"));
+    assert_eq!(
+        d.binding().map(|b| &**b),
+        Some("RoleBinding/tenant-a/alice-edits")
+    );
     assert_eq!(d.role().map(|r| &**r), Some("Role/tenant-a/editor"));
 
     // Cluster bindings are consulted first, as in Kubernetes.
     let d = res("alice", "staff", "get", "accounts", "tenant-a").decide(&compiled);
-    assert_eq!(d.binding().map(|b| &**b), Some("ClusterRoleBinding/readers"));
+    assert_eq!(
+        d.binding().map(|b| &**b),
+        Some("ClusterRoleBinding/readers")
+    );
     assert_eq!(d.role().map(|r| &**r), Some("ClusterRole/reader"));
-    assert_eq!(d.to_string(), "allowed by ClusterRoleBinding/readers of ClusterRole/reader");
+    assert_eq!(
+        d.to_string(),
+        "allowed by ClusterRoleBinding/readers of ClusterRole/reader"
+    );
 
     let d = res("bob", "", "get", "accounts", "tenant-a").decide(&compiled);
     assert_eq!((d.binding(), d.role()), (None, None));
@@ -490,22 +704,37 @@ fn dangling_role_refs_are_reported() {
 
 #[test]
 fn service_account_username_is_kubernetes_form() {
-    assert_eq!(service_account_username("ns1", "sa"), "system:serviceaccount:ns1:sa");
+    assert_eq!(
+        service_account_username("ns1", "sa"),
+        "system:serviceaccount:ns1:sa"
+    );
 }
 
 #[test]
 fn authorizer_replace_swaps_the_policy() {
     let a = Authorizer::new(&Policy::new());
     let req = res("alice", "", "get", "accounts", "ns1");
-    let decide = |a: &Authorizer| a.authorize(&Attributes::new(req.user, &req.groups, req.namespace, &req.action));
+    let decide = |a: &Authorizer| {
+        a.authorize(&Attributes::new(
+            req.user,
+            &req.groups,
+            req.namespace,
+            &req.action,
+        ))
+    };
     assert!(!decide(&a).is_allowed());
     assert_eq!(a.generation(), 1);
     let clone = a.clone();
-    assert!(a.replace(
-        &Policy::new()
-            .with_cluster_role(ClusterRole::new("r", vec![PolicyRule::resources(["get"], [""], ["accounts"])]))
-            .with_cluster_role_binding(crb("b", "r", &["User:alice"]))
-    ));
+    assert!(
+        a.replace(
+            &Policy::new()
+                .with_cluster_role(ClusterRole::new(
+                    "r",
+                    vec![PolicyRule::resources(["get"], [""], ["accounts"])]
+                ))
+                .with_cluster_role_binding(crb("b", "r", &["User:alice"]))
+        )
+    );
     assert!(decide(&clone).is_allowed());
     assert_eq!(clone.generation(), 2);
 }
