@@ -5,8 +5,8 @@
 //!
 //! Compiling is linear in the size of the policy (roles, rules, bindings,
 //! subjects). A decision looks up the principal's user name and each of its
-//! groups, once cluster-wide and once in the request's namespace: `2 × (1 +
-//! groups)` hash lookups. It then checks the rules of the grants it found —
+//! groups, once cluster-wide and once in the request's namespace: one
+//! namespace lookup and `2 × (1 + groups)` subject lookups. It then checks the rules of the grants it found —
 //! only the bindings that name this user or one of its groups, in this
 //! namespace or cluster-wide. So the cost is linear in the principal's
 //! groups and in the rules bound to those subjects, and independent of how

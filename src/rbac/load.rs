@@ -882,6 +882,18 @@ items:
     }
 
     #[test]
+    fn alias_bombs_are_refused() {
+        let mut yaml =
+            String::from("a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
+        let mut prev = 'a';
+        for name in 'b'..='k' {
+            yaml.push_str(&format!("{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+            prev = name;
+        }
+        assert!(Policy::from_yaml(&yaml).is_err());
+    }
+
+    #[test]
     fn deeply_nested_input_is_an_error_not_a_crash() {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(Policy::from_yaml(&deep).is_err());

@@ -139,7 +139,8 @@
 //! [`Policy::compile`] indexes grants by subject (user name, group name,
 //! service-account user name) for the cluster scope and for each
 //! namespace. A decision looks up the user and each group, cluster-wide
-//! and in the request's namespace — `2 × (1 + groups)` hash lookups — and
+//! and in the request's namespace — one namespace lookup and `2 × (1 +
+//! groups)` subject lookups — and
 //! checks only the rules of the bindings found there. It is linear in the
 //! principal's groups and in the rules bound to those subjects, and
 //! independent of the total number of roles, bindings, subjects and
