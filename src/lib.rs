@@ -86,10 +86,12 @@ pub mod health;
 #[cfg(feature = "idempotency")]
 pub mod idempotency;
 pub mod labels;
+pub mod optional;
 pub mod principal;
 #[cfg(feature = "rbac")]
 pub mod rbac;
 pub mod reject;
+pub mod stack;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 pub mod tenant;
@@ -98,6 +100,7 @@ pub use body::ResponseBody;
 pub use labels::RequestLabels;
 pub use principal::{Principal, RiskLevel};
 pub use reject::{Protocol, Rejection, RejectionKind};
+pub use stack::{GovernanceBuilder, GovernanceLayer};
 pub use tenant::{Tenant, TenantNamespace, TenantStatus};
 
 // The README's Rust examples run as doctests, so they cannot rot.

@@ -19,7 +19,7 @@ async fn serves_http1_and_grpc_unary_on_one_port() {
     let reply = client
         .unary(EchoRequest {
             message: "grüß dich".into(),
-            payload: vec![1, 2, 3].into(),
+            payload: vec![1, 2, 3],
         })
         .await
         .unwrap()
@@ -42,7 +42,7 @@ async fn round_trips_a_bidi_stream() {
     for i in 0..100u64 {
         tx.send(EchoRequest {
             message: format!("m{i}"),
-            payload: vec![0; 1024].into(),
+            payload: vec![0; 1024],
         })
         .await
         .unwrap();

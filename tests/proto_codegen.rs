@@ -7,12 +7,20 @@
 use std::path::{Path, PathBuf};
 
 /// (proto file, include dir, generated file name, checked-in path)
-const PROTOS: &[(&str, &str, &str, &str)] = &[(
-    "proto/finmesh/test/v1/echo.proto",
-    "proto",
-    "finmesh.test.v1.rs",
-    "tests/support/pb/finmesh.test.v1.rs",
-)];
+const PROTOS: &[(&str, &str, &str, &str)] = &[
+    (
+        "proto/finmesh/test/v1/echo.proto",
+        "proto",
+        "finmesh.test.v1.rs",
+        "tests/support/pb/finmesh.test.v1.rs",
+    ),
+    (
+        "examples/gateway/proto/ledger.proto",
+        "examples/gateway/proto",
+        "finmesh.gateway.v1.rs",
+        "examples/gateway/pb/finmesh.gateway.v1.rs",
+    ),
+];
 
 fn protoc() -> PathBuf {
     std::env::var_os("PROTOC")

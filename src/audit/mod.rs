@@ -1,1 +1,130 @@
-//! audit (in progress).
+//! A tamper-evident audit trail: [`AuditLayer`] writes one hash-chained
+//! record per request, handlers append their own events, and [`verify`]
+//! proves nothing was edited.
+//!
+//! # Where it sits
+//!
+//! Just inside the telemetry layer, outside authentication, tenant, RBAC
+//! and idempotency, so that it sees every request those layers refuse. It
+//! takes the request's [`RequestLabels`](crate::RequestLabels) with
+//! `get_or_insert` (so it works with or without telemetry); the inner
+//! layers fill them (subject, risk, tenant, RBAC decision, rejection code,
+//! idempotency key), and the record is built from them when the response
+//! is known:
+//!
+//! - when the response **body ends** — for gRPC that is after the trailers,
+//!   whose `grpc-status` is recorded (or from the headers of a
+//!   trailers-only response); a response whose body is already empty is
+//!   recorded when its head is returned;
+//! - when the body is **dropped early** (client gone mid-stream), marked
+//!   `outcome: "body_dropped"`; a body error is `"body_error"`; a request
+//!   dropped before its response is `"cancelled"`; an `Err` from the inner
+//!   service is `"service_error"`.
+//!
+//! Each record carries time (RFC 3339 UTC), `seq`, trace id, order id,
+//! tenant, subject, risk, HTTP method and route (or gRPC method), RBAC
+//! verb/resource/name and binding, the decision (`allow`/`deny`) with the
+//! rejection `code`, HTTP and gRPC status, latency, idempotency key and
+//! `replayed`. See [`AuditRecord`] for every field and the exact canonical
+//! encoding the hash covers.
+//!
+//! # Handler events
+//!
+//! The layer puts an [`AuditHandle`] into the request extensions. Handlers
+//! append events to the same chain with it (`PREPARE`, `COMMIT`,
+//! `POST_COMMIT_HOOK` for a transfer), labelled with the request's trace
+//! id, order id, tenant and subject: `handle.event("COMMIT", json!({..}))
+//! .await?`, or `try_event` where no `.await` is possible.
+//!
+//! # The queue, and never dropping a record
+//!
+//! Records are written off the request path: the layer hands them to an
+//! [`Auditor`], a bounded queue read by one writer thread that owns the
+//! [`AuditSink`], assigns `seq`, computes `prev`/`hash` and writes. A
+//! request **reserves its queue slot before the inner service runs**; the
+//! record written when the response ends uses that slot, so it never waits
+//! and is never dropped. When no slot frees up within the wait timeout
+//! ([`AuditorBuilder::wait_timeout`]), or the writer has stopped, the
+//! request is refused with 503 `audit.unavailable` (gRPC `UNAVAILABLE`)
+//! before anything runs. That refusal cannot itself be queued (there is no
+//! slot): it is counted in [`AuditStats::refused`] and logged at `error`.
+//! A request dropped while it still waits for a slot never reached the
+//! inner service and has no record either.
+//! If the sink fails (disk full), the writer stops and every later
+//! request is refused the same way — fail closed; records already queued
+//! are counted in [`AuditStats::lost`].
+//!
+//! # Sinks
+//!
+//! [`FileSink`] appends JSON lines with a [`Durability`] policy (`fsync`
+//! every record, or at most every N ms), rotates by size keeping the chain
+//! across files, resumes the chain on restart, and repairs a torn last
+//! line left by a crash (reported by [`Auditor::recovery`]).
+//! [`MemorySink`] keeps records in memory for tests.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use finmesh::audit::{AuditHandle, AuditLayer, Auditor, MemorySink, RecordKind};
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let sink = MemorySink::new();
+//! let auditor = Auditor::spawn(sink.clone()).unwrap();
+//! let svc = ServiceBuilder::new()
+//!     .layer(AuditLayer::new(auditor.clone()))
+//!     .service_fn(|req: Request<Full<Bytes>>| async move {
+//!         let audit = req.extensions().get::<AuditHandle>().unwrap();
+//!         audit.event("COMMIT", serde_json::json!({ "amount": "10.00" })).await.unwrap();
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("done"))))
+//!     });
+//!
+//! let res = svc.oneshot(Request::post("/v1/transfers").body(Full::default()).unwrap())
+//!     .await
+//!     .unwrap();
+//! res.into_body().collect().await.unwrap(); // the record is written when the body ends
+//! auditor.flush().await.unwrap();
+//!
+//! let records = sink.records();
+//! assert_eq!(records.len(), 2);
+//! assert_eq!(records[0].event.as_deref(), Some("COMMIT"));
+//! assert_eq!(records[1].kind, RecordKind::Request);
+//! assert_eq!(records[1].http_status, Some(200));
+//! assert_eq!(records[1].prev, records[0].hash);
+//! assert_eq!(sink.verify().unwrap().records, 2);
+//! # }
+//! ```
+//!
+//! Verifying a log on disk (see also `examples/audit_verify.rs`):
+//!
+//! ```
+//! use finmesh::audit::{Auditor, FileSink, verify};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("audit.log");
+//! let auditor = Auditor::spawn(FileSink::open(&path).unwrap()).unwrap();
+//! auditor.event("STARTUP", serde_json::json!({})).await.unwrap();
+//! auditor.flush().await.unwrap();
+//! let report = verify(&path).unwrap();
+//! assert_eq!(report.last_seq, Some(1));
+//! # }
+//! ```
+
+mod layer;
+mod record;
+mod sink;
+mod verify;
+mod writer;
+
+pub use layer::{Audit, AuditBody, AuditLayer, ResponseFuture};
+pub use record::{AuditRecord, Decision, GENESIS, Outcome, RecordKind, rfc3339};
+pub use sink::{AuditSink, ChainHead, Durability, FileSink, FileSinkOptions, MemorySink, TornTail};
+pub use verify::{BreakKind, BrokenLink, VerifyError, VerifyReport, verify};
+pub use writer::{AuditError, AuditHandle, AuditStats, Auditor, AuditorBuilder};

@@ -1,1 +1,219 @@
-//! auth (in progress).
+//! JWT bearer authentication: [`JwtAuthLayer`] verifies the caller's token
+//! to the standard of RFC 8725 (JWT Best Current Practices) and hands inner
+//! layers a [`Principal`](crate::Principal).
+//!
+//! # Where it sits
+//!
+//! Fourth in the stack: inside telemetry and stream deadlines, outside the
+//! tenant layer (which checks the principal's tenant claim) and RBAC (which
+//! authorizes the principal). Health probes are answered before it, so they
+//! need no token. On success the [`Principal`](crate::Principal) goes into
+//! the request extensions, and the subject and risk level into the
+//! [`RequestLabels`](crate::RequestLabels) when an outer layer put one
+//! there. On failure the request is answered with 401 and
+//! `WWW-Authenticate: Bearer error="invalid_token"` (just `Bearer` when
+//! no token was sent), or gRPC `UNAUTHENTICATED` (16), with one of the
+//! stable [`codes`].
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use finmesh::Principal;
+//! use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let secret = b"an HMAC secret of at least 32 bytes!";
+//! let auth = JwtAuthLayer::builder()
+//!     .issuer("https://idp.example")
+//!     .audience("payments")
+//!     .algorithms([Algorithm::HS256])
+//!     .key(JwtKey::hmac(secret)?.with_kid("2025-01"))
+//!     .build()?;
+//!
+//! let svc = ServiceBuilder::new()
+//!     .layer(auth)
+//!     .service_fn(|req: Request<Full<Bytes>>| async move {
+//!         let who = req.extensions().get::<Principal>().unwrap();
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(who.subject.to_string()))))
+//!     });
+//!
+//! // Mint a token the way the identity provider would.
+//! let exp = std::time::SystemTime::now()
+//!     .duration_since(std::time::UNIX_EPOCH)?
+//!     .as_secs() + 300;
+//! let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+//! header.kid = Some("2025-01".into());
+//! let claims = serde_json::json!({
+//!     "iss": "https://idp.example", "aud": "payments", "sub": "alice",
+//!     "exp": exp, "groups": ["traders"], "risk_level": "low",
+//! });
+//! let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(secret))?;
+//!
+//! let req = Request::builder()
+//!     .header("authorization", format!("Bearer {token}"))
+//!     .body(Full::default())?;
+//! let res = svc.clone().oneshot(req).await?;
+//! assert_eq!(res.status(), 200);
+//!
+//! let res = svc.oneshot(Request::new(Full::default())).await?;
+//! assert_eq!(res.status(), 401);
+//! assert_eq!(res.headers()["www-authenticate"], "Bearer");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What is verified, in order
+//!
+//! 1. **One bearer token.** Exactly one `Authorization` header with the
+//!    `Bearer` scheme (case-insensitive) — which is also how gRPC metadata
+//!    arrives. No header, or another scheme, is `auth.missing`; several
+//!    headers, an empty token or one with whitespace is `auth.malformed`.
+//! 2. **Size and shape.** At most [`max_token_len`] bytes (8 KiB by
+//!    default), then exactly three unpadded base64url segments whose header
+//!    and claims are JSON *objects* (claims without duplicate names):
+//!    otherwise `auth.malformed`.
+//! 3. **Algorithm.** `alg` must be on the allowlist (by default the
+//!    asymmetric algorithms; HMAC is opt-in). `none` in any spelling is
+//!    never accepted. A `crit` header is refused. `typ`, when present,
+//!    must be one of the accepted types (`JWT`, `at+jwt` by default,
+//!    case-insensitive, `application/` optional). Failures are
+//!    `auth.invalid`.
+//! 4. **Key.** Only keys bound to the token's algorithm are candidates, so
+//!    an RSA public key is never used as an HMAC secret. A `kid` must name
+//!    one of them; without `kid`, exactly one candidate must exist. Keys
+//!    named by the token (`jku`, `x5u`, `jwk`, `x5c`) are ignored: nothing
+//!    is ever fetched on the request path. Failures are `auth.invalid`.
+//! 5. **Signature**, before any claim is believed: `auth.invalid`.
+//! 6. **Claims.** `iss` must be a configured issuer and `aud` (a string or
+//!    an array of strings) must name a configured audience (`auth.invalid`);
+//!    `exp` is required; `exp`, `nbf` and `iat` must be non-negative
+//!    integer NumericDates — strings, negatives and **fractions** are
+//!    refused with `auth.claim_invalid` (RFC 7519 permits fractions, but no
+//!    mainstream issuer sends them, and refusing avoids choosing a
+//!    rounding); `exp` in the past beyond the leeway is `auth.expired`,
+//!    `nbf` in the future beyond it `auth.not_yet_valid`; `sub` must be a
+//!    non-empty string, the groups claim an array of strings, the tenant
+//!    claim a valid namespace, the risk claim `low`, `medium`, `high` or
+//!    `critical`, and every [required claim] present — otherwise
+//!    `auth.claim_invalid`.
+//!
+//! The rejection detail is a fixed sentence per failure: it never echoes
+//! the token or any part of it.
+//!
+//! # Keys
+//!
+//! [`JwtKey`]s come from HMAC secrets (at least 32 bytes), RSA, EC P-256 /
+//! P-384 and Ed25519 public-key PEM, or a JWKS document. A JWKS *file*
+//! ([`JwtAuthBuilder::jwks_file`]) is hot-reloaded through
+//! [`config::Watched`](crate::config::Watched): a new version is parsed and
+//! validated completely, then swapped in; an invalid one never replaces
+//! good keys.
+//!
+//! # Cache
+//!
+//! A verified token is remembered (bounded, [`cache_capacity`]), keyed by
+//! the whole token, so the next request with it costs a hash lookup instead
+//! of a signature check. An entry is never served past the token's `exp`
+//! and dies with the key set that verified it: rotating or removing a key
+//! empties the cache. Only verified tokens enter it.
+//!
+//! # Crypto backend
+//!
+//! The `auth` feature uses jsonwebtoken's aws-lc-rs backend (several times
+//! faster than the pure-Rust one for RS256/ES256); `auth-rust-crypto`
+//! selects the RustCrypto backend instead. With both enabled, building a
+//! layer installs the aws-lc-rs provider as jsonwebtoken's process default
+//! (see [`install_default_crypto_provider`]), unless the application
+//! installed one first. jsonwebtoken fixes its provider at first use, so
+//! code that calls jsonwebtoken before the first layer is built must call
+//! [`install_default_crypto_provider`] first; otherwise
+//! [`JwtAuthBuilder::build`] fails with
+//! [`AuthConfigError::NoCryptoProvider`] rather than serving a layer that
+//! would panic on every request.
+//!
+//! [`max_token_len`]: JwtAuthBuilder::max_token_len
+//! [`cache_capacity`]: JwtAuthBuilder::cache_capacity
+//! [required claim]: JwtAuthBuilder::require_claim
+
+mod cache;
+mod config;
+mod key;
+mod layer;
+mod verify;
+
+#[cfg(test)]
+mod hostile_tests;
+
+pub use config::{
+    AuthConfigError, DEFAULT_ALGORITHMS, DEFAULT_CACHE_CAPACITY, DEFAULT_LEEWAY,
+    DEFAULT_MAX_TOKEN_LEN, JwtAuthBuilder, MAX_LEEWAY,
+};
+pub use jsonwebtoken::Algorithm;
+pub use key::{JwtKey, KeyError, KeyFamily, MIN_HMAC_SECRET_LEN};
+pub use layer::{JwtAuth, JwtAuthLayer};
+
+/// The stable codes of the rejections this layer answers with.
+pub mod codes {
+    /// No bearer token: no `Authorization` header, or a scheme other than
+    /// `Bearer`.
+    pub const MISSING: &str = "auth.missing";
+    /// Not a well-formed token: several `Authorization` headers, an empty
+    /// token, over the size limit, not three base64url segments, a header
+    /// or claims set that is not a JSON object.
+    pub const MALFORMED: &str = "auth.malformed";
+    /// Well-formed but not trusted: signature, algorithm, `kid`, `typ`,
+    /// `iss` or `aud`.
+    pub const INVALID: &str = "auth.invalid";
+    /// `exp` is past, beyond the leeway.
+    pub const EXPIRED: &str = "auth.expired";
+    /// `nbf` is ahead, beyond the leeway.
+    pub const NOT_YET_VALID: &str = "auth.not_yet_valid";
+    /// A signed claim has an unusable value: a missing or non-string `sub`,
+    /// a missing `exp`, a time claim that is not a non-negative integer, a
+    /// tenant that is not a namespace, an unknown risk level, a missing
+    /// required claim.
+    pub const CLAIM_INVALID: &str = "auth.claim_invalid";
+}
+
+/// Makes sure jsonwebtoken has a crypto provider.
+///
+/// With exactly one of the `auth` / `auth-rust-crypto` features, the
+/// provider follows from the features and this does nothing. With both
+/// (`--all-features`), jsonwebtoken would panic at first use; this installs
+/// the aws-lc-rs provider as the process default, unless one is installed
+/// already (the application's choice wins). [`JwtAuthBuilder::build`]
+/// calls it; call it yourself before using `jsonwebtoken` directly (to
+/// mint tokens in tests, say) if no layer has been built yet.
+pub fn install_default_crypto_provider() {
+    #[cfg(feature = "auth")]
+    {
+        // `Err` means a provider is already installed: keep it.
+        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    }
+}
+
+/// Whether jsonwebtoken can verify at all. With both backends compiled in,
+/// any jsonwebtoken call made before the first layer was built locks in a
+/// placeholder provider that panics on every use (jsonwebtoken's process
+/// default is set once); a layer built then would panic on every request,
+/// so [`JwtAuthBuilder::build`] refuses instead.
+#[cfg(all(feature = "auth", feature = "auth-rust-crypto"))]
+pub(crate) fn crypto_provider_usable() -> bool {
+    std::panic::catch_unwind(|| {
+        let key = jsonwebtoken::DecodingKey::from_secret(&[0; 32]);
+        jsonwebtoken::crypto::verify("AA", b"probe", &key, Algorithm::HS256)
+    })
+    .is_ok()
+}
+
+/// With one backend, jsonwebtoken picks it itself.
+#[cfg(not(all(feature = "auth", feature = "auth-rust-crypto")))]
+pub(crate) fn crypto_provider_usable() -> bool {
+    true
+}

@@ -12,7 +12,10 @@ use tower_service::Service;
 use super::attributes::{Action, Attributes};
 use super::authorizer::Authorizer;
 use super::compile::Decision;
-use super::mapper::RequestMapper;
+use super::mapper::{GrpcMethods, HttpRoutes, RequestMapper};
+
+/// The usual mapper: [`HttpRoutes`], then [`GrpcMethods`].
+pub type DefaultMapper = (HttpRoutes, GrpcMethods);
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
 use crate::labels::{Authorization, RequestLabels};
@@ -35,7 +38,11 @@ use crate::tenant::Tenant;
 /// A decided request carries its [`Decision`] and [`Action`] in the
 /// extensions, and, when a [`RequestLabels`] handle is present, an
 /// [`Authorization`] label. [`stats`](Self::stats) counts the outcomes.
-pub struct RbacLayer<M> {
+///
+/// The mapper type defaults to [`DefaultMapper`] (HTTP routes, then gRPC
+/// methods), so `RbacLayer` without parameters names the usual layer (as
+/// the `GovernanceLayer` stack does).
+pub struct RbacLayer<M = DefaultMapper> {
     authorizer: Authorizer,
     mapper: Arc<M>,
     shadow: bool,
@@ -131,7 +138,7 @@ struct Shared<M> {
 }
 
 /// The service [`RbacLayer`] builds.
-pub struct Rbac<S, M> {
+pub struct Rbac<S, M = DefaultMapper> {
     inner: S,
     shared: Arc<Shared<M>>,
 }

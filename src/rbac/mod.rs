@@ -163,7 +163,7 @@ mod tests;
 pub use attributes::{Action, Attributes, NonResourceAction, ResourceAction};
 pub use authorizer::Authorizer;
 pub use compile::{CompiledPolicy, Decision};
-pub use layer::{Rbac, RbacLayer, RbacStats};
+pub use layer::{DefaultMapper, Rbac, RbacLayer, RbacStats};
 pub use load::{MAX_MANIFEST_BYTES, PolicyError};
 pub use mapper::{GrpcMethods, HttpRoutes, RequestMapper};
 pub use model::{

@@ -232,7 +232,22 @@ mod tests {
             ("-a", InvalidNamespace::EdgeHyphen),
             ("a-", InvalidNamespace::EdgeHyphen),
             ("ténant", InvalidNamespace::InvalidCharacter(1)),
+            ("TENANT", InvalidNamespace::InvalidCharacter(0)),
+            ("-", InvalidNamespace::EdgeHyphen),
+            ("-tenant-a-", InvalidNamespace::EdgeHyphen),
+            ("tenant a", InvalidNamespace::InvalidCharacter(6)),
+            (" tenant", InvalidNamespace::InvalidCharacter(0)),
+            ("tenant ", InvalidNamespace::InvalidCharacter(6)),
+            ("tenant\t", InvalidNamespace::InvalidCharacter(6)),
+            ("tenant%2Da", InvalidNamespace::InvalidCharacter(6)),
+            ("%74enant", InvalidNamespace::InvalidCharacter(0)),
+            ("tenant\u{200b}", InvalidNamespace::InvalidCharacter(6)),
+            ("ｔenant", InvalidNamespace::InvalidCharacter(0)),
+            ("a,b", InvalidNamespace::InvalidCharacter(1)),
+            ("a/b", InvalidNamespace::InvalidCharacter(1)),
+            ("*", InvalidNamespace::InvalidCharacter(0)),
         ];
+        assert!(cases.len() >= 15);
         for (input, want) in cases {
             assert_eq!(
                 TenantNamespace::parse(input).unwrap_err(),
@@ -240,6 +255,23 @@ mod tests {
                 "{input:?}"
             );
         }
+    }
+
+    #[test]
+    fn raw_bytes_that_are_not_utf8_are_refused() {
+        assert_eq!(
+            TenantNamespace::from_bytes(b"a\xff"),
+            Err(InvalidNamespace::InvalidCharacter(1))
+        );
+        assert_eq!(
+            TenantNamespace::from_bytes(b"\x00"),
+            Err(InvalidNamespace::InvalidCharacter(0))
+        );
+        // Length is checked before content: a huge value costs nothing.
+        assert_eq!(
+            TenantNamespace::from_bytes(&[b'a'; 1 << 16]),
+            Err(InvalidNamespace::TooLong)
+        );
     }
 
     #[test]

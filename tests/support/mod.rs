@@ -279,3 +279,4 @@ pub fn grpc_request<T>(msg: T, headers: &[(&'static str, &str)]) -> GrpcRequest<
     }
     req
 }
+pub mod redis_server;

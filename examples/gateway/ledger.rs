@@ -1,0 +1,155 @@
+//! The gateway's demo ledger: accounts per tenant, transfers between them.
+//!
+//! In memory and deliberately small; the point of the gateway is the
+//! governance around it. A real service would put this in a database and
+//! report its outcome through `RequestLabels::set_consistency_status`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::amount::Amount;
+
+/// One account.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Account {
+    /// Account id, unique within its tenant.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Display name.
+    pub name: String,
+    /// Balance, as an exact decimal string.
+    pub balance: String,
+    #[serde(skip)]
+    cents: u64,
+}
+
+/// Why a transfer failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferError {
+    /// An account does not exist in this tenant.
+    UnknownAccount(String),
+    /// Same account on both sides.
+    SameAccount,
+    /// Not enough money.
+    InsufficientFunds,
+}
+
+impl std::fmt::Display for TransferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownAccount(id) => write!(f, "no account {id:?} in this tenant"),
+            Self::SameAccount => f.write_str("from and to are the same account"),
+            Self::InsufficientFunds => f.write_str("insufficient funds"),
+        }
+    }
+}
+
+/// A completed transfer.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Transfer {
+    /// Generated id.
+    pub transfer_id: String,
+    /// Final state.
+    pub state: &'static str,
+}
+
+/// All tenants' accounts.
+#[derive(Debug)]
+pub struct Ledger {
+    accounts: Mutex<BTreeMap<(String, String), Account>>,
+    next_transfer: AtomicU64,
+}
+
+impl Ledger {
+    /// The demo data: two accounts in each demo tenant.
+    pub fn demo() -> Self {
+        let ledger = Self {
+            accounts: Mutex::default(),
+            next_transfer: AtomicU64::new(1),
+        };
+        for tenant in ["tenant-a", "tenant-b", "tenant-frozen"] {
+            for (id, name, cents) in [("acc-1", "Operating", 1_000_000), ("acc-2", "Reserve", 250_000)] {
+                ledger.accounts.lock().unwrap().insert(
+                    (tenant.into(), id.into()),
+                    Account {
+                        id: id.into(),
+                        tenant: tenant.into(),
+                        name: name.into(),
+                        balance: Amount::from_cents(cents).to_string(),
+                        cents,
+                    },
+                );
+            }
+        }
+        ledger
+    }
+
+    /// Accounts of `tenant`.
+    pub fn list(&self, tenant: &str) -> Vec<Account> {
+        let accounts = self.accounts.lock().unwrap();
+        accounts.values().filter(|a| a.tenant == tenant).cloned().collect()
+    }
+
+    /// One account of `tenant`.
+    pub fn get(&self, tenant: &str, id: &str) -> Option<Account> {
+        let accounts = self.accounts.lock().unwrap();
+        accounts.get(&(tenant.to_owned(), id.to_owned())).cloned()
+    }
+
+    /// Renames an account of `tenant`.
+    pub fn rename(&self, tenant: &str, id: &str, name: &str) -> Option<Account> {
+        let mut accounts = self.accounts.lock().unwrap();
+        let account = accounts.get_mut(&(tenant.to_owned(), id.to_owned()))?;
+        account.name = name.to_owned();
+        Some(account.clone())
+    }
+
+    /// Checks a transfer without moving money (the PREPARE step).
+    pub fn prepare(&self, tenant: &str, from: &str, to: &str, amount: Amount) -> Result<(), TransferError> {
+        let accounts = self.accounts.lock().unwrap();
+        if from == to {
+            return Err(TransferError::SameAccount);
+        }
+        let from_acc = accounts
+            .get(&(tenant.to_owned(), from.to_owned()))
+            .ok_or_else(|| TransferError::UnknownAccount(from.to_owned()))?;
+        if !accounts.contains_key(&(tenant.to_owned(), to.to_owned())) {
+            return Err(TransferError::UnknownAccount(to.to_owned()));
+        }
+        if from_acc.cents < amount.cents() {
+            return Err(TransferError::InsufficientFunds);
+        }
+        Ok(())
+    }
+
+    /// Moves the money atomically (the COMMIT step).
+    pub fn commit(&self, tenant: &str, from: &str, to: &str, amount: Amount) -> Result<Transfer, TransferError> {
+        let mut accounts = self.accounts.lock().unwrap();
+        let from_key = (tenant.to_owned(), from.to_owned());
+        let to_key = (tenant.to_owned(), to.to_owned());
+        if from == to {
+            return Err(TransferError::SameAccount);
+        }
+        if !accounts.contains_key(&to_key) {
+            return Err(TransferError::UnknownAccount(to.to_owned()));
+        }
+        let from_acc = accounts
+            .get_mut(&from_key)
+            .ok_or_else(|| TransferError::UnknownAccount(from.to_owned()))?;
+        from_acc.cents = from_acc
+            .cents
+            .checked_sub(amount.cents())
+            .ok_or(TransferError::InsufficientFunds)?;
+        from_acc.balance = Amount::from_cents(from_acc.cents).to_string();
+        let to_acc = accounts.get_mut(&to_key).expect("checked above");
+        to_acc.cents += amount.cents();
+        to_acc.balance = Amount::from_cents(to_acc.cents).to_string();
+        let n = self.next_transfer.fetch_add(1, Ordering::Relaxed);
+        Ok(Transfer {
+            transfer_id: format!("tr-{n:08}"),
+            state: "COMMITTED",
+        })
+    }
+}

@@ -1,0 +1,326 @@
+//! [`AuditRecord`], its canonical encoding and hash, and RFC 3339 time.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::principal::RiskLevel;
+
+/// The `prev` of the first record of a chain: 64 zeros.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Length of the `,"hash":"<64 hex>"}` suffix every line ends with
+/// (before its newline).
+pub(crate) const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
+
+/// What a record describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// One governed request, written when its response is known.
+    Request,
+    /// An event a handler appended (`PREPARE`, `COMMIT`, …).
+    Event,
+}
+
+/// The governance decision of a request record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// No layer refused it (an RBAC shadow-mode deny is also `allow`,
+    /// with `shadow: true`).
+    Allow,
+    /// A layer refused it; `code` says which and why.
+    Deny,
+}
+
+/// How the response of a request record ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The response body was sent to its end.
+    Complete,
+    /// The response head was sent, but the body was dropped before its end
+    /// (the client went away mid-stream).
+    BodyDropped,
+    /// The response body failed mid-stream.
+    BodyError,
+    /// The request was dropped before its response was known (the client
+    /// cancelled; the server shut down).
+    Cancelled,
+    /// The inner service returned an error instead of a response.
+    ServiceError,
+}
+
+/// One line of the audit log.
+///
+/// # Canonical encoding and hash
+///
+/// The **canonical encoding** of a record is its `serde_json` encoding
+/// *without* the `hash` member: one JSON object, no whitespace, the members
+/// in exactly the order of this struct's fields (`seq` first, `prev` last),
+/// every member always present (`null` for an absent value, never
+/// omitted), strings escaped by `serde_json`. `Serialize` for this type
+/// produces exactly that encoding (it skips `hash`).
+///
+/// `hash` is the lowercase hex SHA-256 of the canonical encoding. A log
+/// line is the canonical encoding with its closing `}` replaced by
+/// `,"hash":"<hash>"}`, then `\n`. The verifier therefore re-hashes the
+/// exact bytes on disk (the line minus its hash member) and never
+/// re-serializes parsed values, so number or key-order normalisation can
+/// never make a faithful record look tampered, or the reverse.
+///
+/// `prev` is the `hash` of the record before it, or [`GENESIS`] for the
+/// first record; `seq` counts up by one from 1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuditRecord {
+    /// Position in the chain, from 1, contiguous.
+    pub seq: u64,
+    /// When the record was decided: RFC 3339, UTC, microseconds
+    /// (`2026-11-25T02:24:40.123456Z`).
+    pub time: String,
+    /// Request or handler event.
+    pub kind: RecordKind,
+    /// The event name (`PREPARE`), for handler events.
+    pub event: Option<String>,
+    /// W3C trace id.
+    pub trace_id: Option<String>,
+    /// Business order id.
+    pub order_id: Option<String>,
+    /// Tenant namespace.
+    pub tenant: Option<String>,
+    /// Verified subject.
+    pub subject: Option<String>,
+    /// Verified risk level.
+    pub risk: Option<RiskLevel>,
+    /// HTTP method.
+    pub method: Option<String>,
+    /// Route template or gRPC method when a layer labelled one, else the
+    /// request path.
+    pub route: Option<String>,
+    /// RBAC verb.
+    pub verb: Option<String>,
+    /// RBAC resource (with subresource).
+    pub resource: Option<String>,
+    /// RBAC resource name.
+    pub name: Option<String>,
+    /// Allow or deny (request records).
+    pub decision: Option<Decision>,
+    /// The rejection code, when a layer refused (`rbac.denied`).
+    pub code: Option<String>,
+    /// The RBAC binding that allowed the request.
+    pub binding: Option<String>,
+    /// Whether the RBAC decision was only recorded (shadow mode).
+    pub shadow: bool,
+    /// HTTP status of the response.
+    pub http_status: Option<u16>,
+    /// gRPC status: from the trailers, or from the headers of a
+    /// trailers-only response.
+    pub grpc_status: Option<i32>,
+    /// Time from the request entering the audit layer to the record, in
+    /// microseconds.
+    pub latency_us: Option<u64>,
+    /// How the response ended (request records).
+    pub outcome: Option<Outcome>,
+    /// The idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Whether the response was replayed from the idempotency store.
+    pub replayed: bool,
+    /// The handler's event payload.
+    pub data: Option<serde_json::Value>,
+    /// Hash of the previous record ([`GENESIS`] for the first).
+    pub prev: String,
+    /// SHA-256 of the canonical encoding, lowercase hex.
+    #[serde(skip_serializing)]
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// The canonical encoding (see the type docs).
+    pub fn canonical(&self) -> Vec<u8> {
+        // Serializing a struct of strings, numbers, enums and a `Value`
+        // into a Vec cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Computes `hash` from the canonical encoding and returns the log
+    /// line (with its trailing newline).
+    pub fn seal(&mut self) -> Vec<u8> {
+        let mut line = self.canonical();
+        self.hash = sha256_hex(&line);
+        line.pop(); // the closing '}'
+        line.reserve(HASH_SUFFIX_LEN + 1);
+        line.extend_from_slice(b",\"hash\":\"");
+        line.extend_from_slice(self.hash.as_bytes());
+        line.extend_from_slice(b"\"}\n");
+        line
+    }
+}
+
+/// Lowercase hex SHA-256.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
+}
+
+/// Splits a line (without its newline) into the canonical encoding it was
+/// hashed over and the recorded hash; `None` when it does not end with a
+/// well-formed hash member.
+pub(crate) fn split_hash(line: &[u8]) -> Option<(Vec<u8>, &str)> {
+    if line.len() < HASH_SUFFIX_LEN + 2 || line.first() != Some(&b'{') {
+        return None;
+    }
+    let (head, suffix) = line.split_at(line.len() - HASH_SUFFIX_LEN);
+    let hex = suffix.strip_prefix(b",\"hash\":\"")?.strip_suffix(b"\"}")?;
+    if !hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut canonical = Vec::with_capacity(head.len() + 1);
+    canonical.extend_from_slice(head);
+    canonical.push(b'}');
+    // The hex digits were checked to be ASCII.
+    Some((canonical, std::str::from_utf8(hex).ok()?))
+}
+
+/// Formats `t` as RFC 3339 UTC with microseconds
+/// (`1970-01-01T00:00:00.000000Z`). Times before the epoch print as the
+/// epoch: a clock that far wrong is not worth a panic.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, day) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (y, m, d)
+/// in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_table() {
+        let cases = [
+            (0, 0, "1970-01-01T00:00:00.000000Z"),
+            (951_782_400, 0, "2000-02-29T00:00:00.000000Z"),
+            (1_709_164_799, 999_999, "2024-02-28T23:59:59.999999Z"),
+            (1_709_251_200, 0, "2024-03-01T00:00:00.000000Z"),
+            (1_798_761_599, 1, "2026-12-31T23:59:59.000001Z"),
+            (4_102_444_800, 0, "2100-01-01T00:00:00.000000Z"),
+            (253_402_300_799, 0, "9999-12-31T23:59:59.000000Z"),
+        ];
+        for (secs, micros, want) in cases {
+            let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
+            assert_eq!(rfc3339(t), want, "{secs}");
+        }
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000000Z"
+        );
+    }
+
+    fn sample() -> AuditRecord {
+        AuditRecord {
+            seq: 1,
+            time: "2026-01-01T00:00:00.000000Z".into(),
+            kind: RecordKind::Event,
+            event: Some("PREPARE".into()),
+            trace_id: None,
+            order_id: Some("o-1".into()),
+            tenant: None,
+            subject: Some("alice \"the\" payer\n".into()),
+            risk: Some(RiskLevel::High),
+            method: None,
+            route: None,
+            verb: None,
+            resource: None,
+            name: None,
+            decision: None,
+            code: None,
+            binding: None,
+            shadow: false,
+            http_status: None,
+            grpc_status: None,
+            latency_us: None,
+            outcome: None,
+            idempotency_key: None,
+            replayed: false,
+            data: Some(serde_json::json!({"z": 1.5, "a": [1, 2]})),
+            prev: GENESIS.into(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn canonical_encoding_has_fixed_order_and_explicit_nulls() {
+        let r = sample();
+        let c = String::from_utf8(r.canonical()).unwrap();
+        assert!(c.starts_with("{\"seq\":1,\"time\":\"2026-01-01T00:00:00.000000Z\",\"kind\":\"event\",\"event\":\"PREPARE\",\"trace_id\":null,"), "{c}");
+        assert!(c.ends_with(&format!(",\"prev\":\"{GENESIS}\"}}")), "{c}");
+        assert!(!c.contains("\"hash\""));
+        assert!(!c.contains('\n'));
+    }
+
+    #[test]
+    fn sealed_line_round_trips_and_hash_covers_exact_bytes() {
+        let mut r = sample();
+        let line = r.seal();
+        assert_eq!(*line.last().unwrap(), b'\n');
+        let body = &line[..line.len() - 1];
+        let (canonical, hash) = split_hash(body).unwrap();
+        assert_eq!(hash, r.hash);
+        assert_eq!(sha256_hex(&canonical), r.hash);
+        assert_eq!(canonical, r.canonical());
+        let parsed: AuditRecord = serde_json::from_slice(body).unwrap();
+        assert_eq!(parsed, r);
+        // Known-answer check of the hex encoding.
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn split_hash_refuses_malformed_suffixes() {
+        for bad in [
+            &b""[..],
+            b"{}",
+            b"{\"seq\":1,\"hash\":\"XYZ\"}",
+            b"{\"seq\":1,\"hash\":\"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015AD\"}",
+            b"[\"seq\",1,\"hash\":\"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"}",
+        ] {
+            assert!(split_hash(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}

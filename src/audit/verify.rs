@@ -1,0 +1,330 @@
+//! [`verify`]: walks an audit log and reports the first broken link.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::record::{AuditRecord, GENESIS, sha256_hex, split_hash};
+use super::sink::rotated_files;
+
+/// What a successful verification saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The files walked, oldest first.
+    pub files: Vec<PathBuf>,
+    /// How many records were verified.
+    pub records: u64,
+    /// The `seq` of the last record (`None` for an empty log).
+    pub last_seq: Option<u64>,
+    /// The hash of the last record ([`GENESIS`] for an empty log).
+    ///
+    /// A hash chain cannot tell a log cut after a complete record from a
+    /// log that simply ended there. To catch that, store `(last_seq,
+    /// head)` somewhere else (a ticket, another system) and compare.
+    pub head: String,
+}
+
+/// How a link is broken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BreakKind {
+    /// The record's bytes do not hash to its `hash`: it was changed.
+    Changed {
+        /// The hash it carries.
+        recorded: String,
+        /// The hash of its bytes.
+        computed: String,
+    },
+    /// A record is missing before this one (its `seq` jumps ahead).
+    Missing {
+        /// The `seq` that should be here.
+        expected: u64,
+    },
+    /// This record is out of place: inserted, duplicated or reordered (its
+    /// `seq` is at or behind the one expected).
+    OutOfOrder {
+        /// The `seq` that should be here.
+        expected: u64,
+    },
+    /// The record's `prev` is not the hash of the record before it (a
+    /// record before it was changed and re-hashed, or replaced).
+    PrevMismatch {
+        /// The hash of the record before.
+        expected: String,
+        /// The `prev` it carries.
+        found: String,
+    },
+    /// The line is not a sealed record.
+    Malformed(String),
+    /// The file ends in the middle of a line (cut, or torn by a crash and
+    /// not yet repaired by reopening the sink).
+    Truncated,
+}
+
+impl fmt::Display for BreakKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Changed { recorded, computed } => write!(
+                f,
+                "record was changed (hash {recorded}, its bytes hash to {computed})"
+            ),
+            Self::Missing { expected } => write!(f, "record {expected} is missing"),
+            Self::OutOfOrder { expected } => {
+                write!(
+                    f,
+                    "record out of order (inserted or moved); expected seq {expected}"
+                )
+            }
+            Self::PrevMismatch { expected, found } => write!(
+                f,
+                "prev {found} is not the hash of the record before ({expected})"
+            ),
+            Self::Malformed(why) => write!(f, "not a sealed audit record: {why}"),
+            Self::Truncated => f.write_str("file ends mid-record (truncated)"),
+        }
+    }
+}
+
+/// The first broken link of a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokenLink {
+    /// The file it is in.
+    pub file: PathBuf,
+    /// Its line number in that file (1-based).
+    pub line: u64,
+    /// The `seq` the line carries, when it could be read.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub kind: BreakKind,
+    /// How many records verified before it.
+    pub verified: u64,
+}
+
+impl fmt::Display for BrokenLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} line {}", self.file.display(), self.line)?;
+        if let Some(seq) = self.seq {
+            write!(f, " (seq {seq})")?;
+        }
+        write!(
+            f,
+            ": {} [{} records verified before]",
+            self.kind, self.verified
+        )
+    }
+}
+
+/// Why [`verify`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The chain is broken.
+    Broken(BrokenLink),
+    /// Neither the log nor any rotated file exists.
+    NotFound(PathBuf),
+    /// Reading failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Broken(b) => write!(f, "broken audit chain: {b}"),
+            Self::NotFound(p) => write!(f, "no audit log at {}", p.display()),
+            Self::Io { path, source } => write!(f, "reading {}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Verifies the audit log at `path` and its rotated files.
+///
+/// Walks `path.1`, `path.2`, … (numeric order, oldest first), then `path`
+/// itself, as [`FileSink`](super::FileSink) names them. The first record
+/// must have `seq` 1 and `prev` [`GENESIS`]; every record must hash to its
+/// `hash` (see [`AuditRecord`] for the canonical encoding), carry the next
+/// `seq`, and hold the previous record's hash in `prev`. Returns the first
+/// broken link with its file, line and `seq`: a changed record is reported
+/// at itself, a deleted one at the record after the gap, an inserted,
+/// duplicated or reordered one at the first line out of place, a file cut
+/// mid-record at its last line. A record changed *and re-hashed* is
+/// reported at the record after it, whose `prev` no longer matches.
+/// Whole records cut off the end leave a valid, shorter chain: compare
+/// [`VerifyReport::head`] with a head kept elsewhere to catch that.
+pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyError> {
+    let path = path.as_ref();
+    let io_err = |source| VerifyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = rotated_files(path)
+        .map_err(io_err)?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    if path.exists() {
+        files.push(path.to_path_buf());
+    }
+    if files.is_empty() {
+        return Err(VerifyError::NotFound(path.to_path_buf()));
+    }
+    let mut v = Verifier::new();
+    for file in &files {
+        let bytes = std::fs::read(file).map_err(|source| VerifyError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        v.feed_file(file, &bytes)?;
+    }
+    Ok(v.finish())
+}
+
+/// Incremental verifier: feed it files in chain order.
+pub(crate) struct Verifier {
+    files: Vec<PathBuf>,
+    records: u64,
+    next_seq: u64,
+    prev: String,
+}
+
+impl Verifier {
+    pub(crate) fn new() -> Self {
+        Self {
+            files: Vec::new(),
+            records: 0,
+            next_seq: 1,
+            prev: GENESIS.to_owned(),
+        }
+    }
+
+    pub(crate) fn feed_file(&mut self, file: &Path, bytes: &[u8]) -> Result<(), VerifyError> {
+        self.files.push(file.to_path_buf());
+        let mut rest = bytes;
+        let mut line_no = 0;
+        while !rest.is_empty() {
+            line_no += 1;
+            let broken = |seq, kind, verified| {
+                VerifyError::Broken(BrokenLink {
+                    file: file.to_path_buf(),
+                    line: line_no,
+                    seq,
+                    kind,
+                    verified,
+                })
+            };
+            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+                return Err(broken(
+                    leading_seq(rest),
+                    BreakKind::Truncated,
+                    self.records,
+                ));
+            };
+            let line = &rest[..end];
+            rest = &rest[end + 1..];
+            let record: Result<AuditRecord, _> = serde_json::from_slice(line);
+            let seq = record
+                .as_ref()
+                .map(|r| r.seq)
+                .ok()
+                .or_else(|| leading_seq(line));
+            let Some((canonical, recorded)) = split_hash(line) else {
+                return Err(broken(
+                    seq,
+                    BreakKind::Malformed("no hash member at the end".into()),
+                    self.records,
+                ));
+            };
+            let computed = sha256_hex(&canonical);
+            if computed != recorded {
+                return Err(broken(
+                    seq,
+                    BreakKind::Changed {
+                        recorded: recorded.to_owned(),
+                        computed,
+                    },
+                    self.records,
+                ));
+            }
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    return Err(broken(
+                        seq,
+                        BreakKind::Malformed(e.to_string()),
+                        self.records,
+                    ));
+                }
+            };
+            if record.seq > self.next_seq {
+                // The expected record further down this file means it was
+                // moved, not deleted.
+                let expected = self.next_seq;
+                let moved = rest
+                    .split(|&b| b == b'\n')
+                    .any(|l| leading_seq(l) == Some(expected));
+                let kind = if moved {
+                    BreakKind::OutOfOrder { expected }
+                } else {
+                    BreakKind::Missing { expected }
+                };
+                return Err(broken(seq, kind, self.records));
+            }
+            if record.seq < self.next_seq {
+                return Err(broken(
+                    seq,
+                    BreakKind::OutOfOrder {
+                        expected: self.next_seq,
+                    },
+                    self.records,
+                ));
+            }
+            if record.prev != self.prev {
+                return Err(broken(
+                    seq,
+                    BreakKind::PrevMismatch {
+                        expected: self.prev.clone(),
+                        found: record.prev,
+                    },
+                    self.records,
+                ));
+            }
+            self.records += 1;
+            self.next_seq += 1;
+            self.prev = record.hash;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> VerifyReport {
+        VerifyReport {
+            files: self.files,
+            records: self.records,
+            last_seq: self.next_seq.checked_sub(1).filter(|s| *s > 0),
+            head: self.prev,
+        }
+    }
+}
+
+/// The `seq` a line starts with (`{"seq":42,`), read without parsing the
+/// rest, so a cut or damaged line can still be named.
+fn leading_seq(line: &[u8]) -> Option<u64> {
+    let digits = line.strip_prefix(b"{\"seq\":")?;
+    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+    if end == 0 || end > 20 {
+        return None;
+    }
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}

@@ -1,0 +1,456 @@
+//! [`JwtAuthBuilder`]: everything a [`JwtAuthLayer`](super::JwtAuthLayer)
+//! verifies against, checked once at build time.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+
+use super::key::{AlgSet, JwtKey, KeyError, KeySet};
+use super::layer::JwtAuthLayer;
+use crate::config::{ConfigError, WatchOptions, Watched};
+
+/// Default clock-skew allowance for `exp` and `nbf`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// The largest leeway accepted: past five minutes, "expired" stops meaning
+/// much.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+/// Default maximum token length in bytes (8 KiB).
+pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Default verification-cache capacity, in tokens. Worst-case memory is
+/// about twice this times the maximum token length (each entry holds the
+/// token and its decoded claims): 64 MiB with the defaults, far less with
+/// typical 1 KiB tokens.
+pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
+
+/// The algorithms allowed when [`JwtAuthBuilder::algorithms`] is not
+/// called: every asymmetric one. HMAC must be opted into explicitly,
+/// because a shared secret lets every verifier mint tokens.
+pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// Why a [`JwtAuthLayer`] could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AuthConfigError {
+    /// No issuer was configured: every token's `iss` must be checked.
+    MissingIssuer,
+    /// No audience was configured: every token's `aud` must be checked.
+    MissingAudience,
+    /// No key and no JWKS document or file.
+    NoKeys,
+    /// The algorithm allowlist is empty.
+    NoAlgorithms,
+    /// A configured key cannot verify any allowed algorithm (for example an
+    /// HMAC secret while only asymmetric algorithms are allowed).
+    UnusableKey {
+        /// The key's id, if it has one.
+        kid: Option<String>,
+        /// The key's family.
+        family: super::KeyFamily,
+    },
+    /// The leeway is over [`MAX_LEEWAY`].
+    LeewayTooLarge(Duration),
+    /// A setting has an unusable value (an empty claim name, a zero
+    /// maximum token length).
+    InvalidSetting(&'static str),
+    /// A key or JWKS document is invalid.
+    Key(KeyError),
+    /// The JWKS file could not be loaded.
+    JwksFile(ConfigError),
+    /// jsonwebtoken has no usable crypto provider: both backends are
+    /// compiled in and jsonwebtoken was used before the first layer was
+    /// built. Call [`install_default_crypto_provider`](super::install_default_crypto_provider)
+    /// (or jsonwebtoken's `CryptoProvider::install_default`) at startup.
+    NoCryptoProvider,
+}
+
+impl fmt::Display for AuthConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingIssuer => f.write_str("JWT auth needs at least one accepted issuer"),
+            Self::MissingAudience => f.write_str("JWT auth needs at least one accepted audience"),
+            Self::NoKeys => f.write_str("JWT auth needs at least one key, JWKS document or file"),
+            Self::NoAlgorithms => f.write_str("the algorithm allowlist is empty"),
+            Self::UnusableKey { kid, family } => write!(
+                f,
+                "the {family} key{} cannot verify any allowed algorithm",
+                kid.as_deref()
+                    .map(|k| format!(" with kid {k:?}"))
+                    .unwrap_or_default()
+            ),
+            Self::LeewayTooLarge(d) => write!(
+                f,
+                "leeway of {}s is over the maximum of {}s",
+                d.as_secs(),
+                MAX_LEEWAY.as_secs()
+            ),
+            Self::InvalidSetting(what) => f.write_str(what),
+            Self::Key(e) => e.fmt(f),
+            Self::JwksFile(e) => write!(f, "JWKS file: {e}"),
+            Self::NoCryptoProvider => f.write_str(
+                "jsonwebtoken has no usable crypto provider: with both the `auth` and \
+                 `auth-rust-crypto` features, call finmesh::auth::install_default_crypto_provider() \
+                 before any other use of jsonwebtoken",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AuthConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Key(e) => Some(e),
+            Self::JwksFile(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<KeyError> for AuthConfigError {
+    fn from(e: KeyError) -> Self {
+        Self::Key(e)
+    }
+}
+
+/// The immutable settings the verifier reads on every request.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) issuers: Box<[Arc<str>]>,
+    pub(crate) audiences: Box<[Box<str>]>,
+    pub(crate) algorithms: AlgSet,
+    pub(crate) leeway: u64,
+    pub(crate) required_claims: Box<[Box<str>]>,
+    /// Lowercase, without an `application/` prefix.
+    pub(crate) types: Box<[Box<str>]>,
+    pub(crate) allow_missing_typ: bool,
+    pub(crate) max_token_len: usize,
+    pub(crate) groups_claim: Box<str>,
+    pub(crate) tenant_claim: Box<str>,
+    pub(crate) risk_claim: Box<str>,
+}
+
+/// Normalizes a `typ` value for comparison: media types are
+/// case-insensitive and `application/` may be omitted (RFC 7515 §4.1.9).
+pub(crate) fn normalize_typ(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => lower,
+    }
+}
+
+/// Builds a [`JwtAuthLayer`]; see [`JwtAuthLayer::builder`].
+///
+/// Every check happens in [`build`](Self::build): a missing issuer or
+/// audience, a short HMAC secret, an unusable key or an invalid JWKS
+/// document is an error there, never a silently weaker verifier.
+#[derive(Debug)]
+#[must_use]
+pub struct JwtAuthBuilder {
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    keys: Vec<JwtKey>,
+    key_errors: Vec<KeyError>,
+    jwks_file: Option<(PathBuf, WatchOptions)>,
+    algorithms: Vec<Algorithm>,
+    leeway: Duration,
+    required_claims: Vec<String>,
+    types: Vec<String>,
+    allow_missing_typ: bool,
+    max_token_len: usize,
+    groups_claim: String,
+    tenant_claim: String,
+    risk_claim: String,
+    cache_capacity: usize,
+}
+
+impl Default for JwtAuthBuilder {
+    fn default() -> Self {
+        Self {
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            keys: Vec::new(),
+            key_errors: Vec::new(),
+            jwks_file: None,
+            algorithms: DEFAULT_ALGORITHMS.to_vec(),
+            leeway: DEFAULT_LEEWAY,
+            required_claims: Vec::new(),
+            types: vec!["JWT".into(), "at+jwt".into()],
+            allow_missing_typ: true,
+            max_token_len: DEFAULT_MAX_TOKEN_LEN,
+            groups_claim: "groups".into(),
+            tenant_claim: "tenant".into(),
+            risk_claim: "risk_level".into(),
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+        }
+    }
+}
+
+impl JwtAuthBuilder {
+    /// Accepts tokens whose `iss` is `issuer` (repeat for several).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuers.push(issuer.into());
+        self
+    }
+
+    /// Accepts tokens whose `aud` names `audience` (repeat for several).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Adds a verification key.
+    pub fn key(mut self, key: JwtKey) -> Self {
+        self.keys.push(key);
+        self
+    }
+
+    /// Adds the keys of a JWKS document (see [`JwtKey::from_jwks`]); an
+    /// invalid document makes [`build`](Self::build) fail.
+    pub fn jwks(mut self, document: impl AsRef<[u8]>) -> Self {
+        match JwtKey::from_jwks(document.as_ref()) {
+            Ok(keys) => self.keys.extend(keys),
+            Err(e) => self.key_errors.push(e),
+        }
+        self
+    }
+
+    /// Loads keys from a JWKS file and watches it: a changed file is
+    /// parsed, validated and swapped in without a restart, and the
+    /// verification cache is emptied. An invalid new version is refused
+    /// (the last good keys stay and the error is logged). Its keys are used
+    /// together with those given by [`key`](Self::key) and
+    /// [`jwks`](Self::jwks).
+    pub fn jwks_file(self, path: impl Into<PathBuf>) -> Self {
+        self.jwks_file_with(path, WatchOptions::new())
+    }
+
+    /// [`jwks_file`](Self::jwks_file) with explicit watch options (debounce,
+    /// polling, size limit).
+    pub fn jwks_file_with(mut self, path: impl Into<PathBuf>, options: WatchOptions) -> Self {
+        self.jwks_file = Some((path.into(), options));
+        self
+    }
+
+    /// Replaces the algorithm allowlist (default: [`DEFAULT_ALGORITHMS`],
+    /// the asymmetric ones). `none` cannot be expressed.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Clock-skew allowance for `exp` and `nbf` (default 30 s, at most
+    /// 5 min; whole seconds, since NumericDates are seconds).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Requires `claim` to be present (and not `null`) in every token.
+    pub fn require_claim(mut self, claim: impl Into<String>) -> Self {
+        self.required_claims.push(claim.into());
+        self
+    }
+
+    /// Replaces the accepted `typ` header values (default `JWT` and
+    /// `at+jwt`; compared case-insensitively, `application/` optional).
+    pub fn accepted_types<I, T>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether a token without `typ` is accepted (default `true`).
+    pub fn allow_missing_type(mut self, allow: bool) -> Self {
+        self.allow_missing_typ = allow;
+        self
+    }
+
+    /// The longest token accepted, in bytes (default 8 KiB); longer ones
+    /// are refused before any parsing.
+    pub fn max_token_len(mut self, bytes: usize) -> Self {
+        self.max_token_len = bytes;
+        self
+    }
+
+    /// The claim holding the groups, an array of strings (default `groups`).
+    pub fn groups_claim(mut self, name: impl Into<String>) -> Self {
+        self.groups_claim = name.into();
+        self
+    }
+
+    /// The claim holding the tenant namespace (default `tenant`).
+    pub fn tenant_claim(mut self, name: impl Into<String>) -> Self {
+        self.tenant_claim = name.into();
+        self
+    }
+
+    /// The claim holding the risk level (default `risk_level`).
+    pub fn risk_claim(mut self, name: impl Into<String>) -> Self {
+        self.risk_claim = name.into();
+        self
+    }
+
+    /// How many verified tokens to remember (default
+    /// [`DEFAULT_CACHE_CAPACITY`]); `0` turns the cache off.
+    pub fn cache_capacity(mut self, tokens: usize) -> Self {
+        self.cache_capacity = tokens;
+        self
+    }
+
+    /// Checks everything and builds the layer. Loads (and starts watching)
+    /// the JWKS file, if one was given.
+    pub fn build(self) -> Result<JwtAuthLayer, AuthConfigError> {
+        super::install_default_crypto_provider();
+        if !super::crypto_provider_usable() {
+            return Err(AuthConfigError::NoCryptoProvider);
+        }
+        if let Some(e) = self.key_errors.into_iter().next() {
+            return Err(e.into());
+        }
+        if self.issuers.is_empty() {
+            return Err(AuthConfigError::MissingIssuer);
+        }
+        if self.audiences.is_empty() {
+            return Err(AuthConfigError::MissingAudience);
+        }
+        if self
+            .issuers
+            .iter()
+            .chain(&self.audiences)
+            .any(String::is_empty)
+        {
+            return Err(AuthConfigError::InvalidSetting(
+                "issuers and audiences must not be empty strings",
+            ));
+        }
+        let algorithms = AlgSet::of(&self.algorithms);
+        if algorithms.is_empty() {
+            return Err(AuthConfigError::NoAlgorithms);
+        }
+        if self.leeway > MAX_LEEWAY {
+            return Err(AuthConfigError::LeewayTooLarge(self.leeway));
+        }
+        if self.max_token_len == 0 {
+            return Err(AuthConfigError::InvalidSetting(
+                "the maximum token length must be positive",
+            ));
+        }
+        if [&self.groups_claim, &self.tenant_claim, &self.risk_claim]
+            .iter()
+            .any(|c| c.is_empty())
+            || self.required_claims.iter().any(String::is_empty)
+        {
+            return Err(AuthConfigError::InvalidSetting(
+                "claim names must not be empty",
+            ));
+        }
+        if self.types.iter().any(String::is_empty) {
+            return Err(AuthConfigError::InvalidSetting(
+                "accepted typ values must not be empty",
+            ));
+        }
+        if self.keys.is_empty() && self.jwks_file.is_none() {
+            return Err(AuthConfigError::NoKeys);
+        }
+        // A configured key that can never be used is a mistake worth
+        // failing on (typically an HMAC secret without HS256 allowed).
+        if let Some(key) = self
+            .keys
+            .iter()
+            .find(|k| !k.algorithms().intersects(algorithms))
+        {
+            return Err(AuthConfigError::UnusableKey {
+                kid: key.kid().map(str::to_owned),
+                family: key.family(),
+            });
+        }
+        let settings = Settings {
+            issuers: self.issuers.into_iter().map(Arc::from).collect(),
+            audiences: self.audiences.into_iter().map(Into::into).collect(),
+            algorithms,
+            leeway: self.leeway.as_secs(),
+            required_claims: self.required_claims.into_iter().map(Into::into).collect(),
+            types: self
+                .types
+                .iter()
+                .map(|t| normalize_typ(t).into_boxed_str())
+                .collect(),
+            allow_missing_typ: self.allow_missing_typ,
+            max_token_len: self.max_token_len,
+            groups_claim: self.groups_claim.into(),
+            tenant_claim: self.tenant_claim.into(),
+            risk_claim: self.risk_claim.into(),
+        };
+        let keys = match self.jwks_file {
+            None => KeySource::Static(Arc::new(KeySet::new(self.keys)?)),
+            Some((path, options)) => {
+                let fixed = Arc::new(self.keys);
+                // The whole set (configured keys plus the file's) is built
+                // and validated on the reload thread; a bad file never
+                // replaces good keys.
+                let watched = options
+                    .watch(&path, move |bytes: &[u8]| {
+                        let mut keys = (*fixed).clone();
+                        keys.extend(JwtKey::from_jwks(bytes)?);
+                        KeySet::new(keys)
+                    })
+                    .map_err(AuthConfigError::JwksFile)?;
+                KeySource::Watched(watched)
+            }
+        };
+        Ok(JwtAuthLayer::from_parts(
+            settings,
+            keys,
+            self.cache_capacity,
+        ))
+    }
+}
+
+/// Where the current [`KeySet`] comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum KeySource {
+    Static(Arc<KeySet>),
+    Watched(Watched<KeySet>),
+}
+
+impl KeySource {
+    /// The current key set, for the duration of one verification.
+    pub(crate) fn current(&self) -> KeysGuard<'_> {
+        match self {
+            Self::Static(keys) => KeysGuard::Static(keys),
+            Self::Watched(w) => KeysGuard::Watched(w.borrow()),
+        }
+    }
+}
+
+pub(crate) enum KeysGuard<'a> {
+    Static(&'a KeySet),
+    Watched(arc_swap::Guard<Arc<KeySet>>),
+}
+
+impl std::ops::Deref for KeysGuard<'_> {
+    type Target = KeySet;
+
+    fn deref(&self) -> &KeySet {
+        match self {
+            Self::Static(k) => k,
+            Self::Watched(g) => g,
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! [`JwtAuthLayer`] and the [`JwtAuth`] service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::cache::VerifyCache;
+use super::codes;
+use super::config::{JwtAuthBuilder, KeySource, Settings};
+use super::verify::{Refusal, unix_now, verify};
+use crate::body::ResponseBody;
+use crate::future::ResponseFuture;
+use crate::labels::RequestLabels;
+use crate::principal::Principal;
+use crate::reject::{Rejection, RejectionKind};
+
+/// Verifies the bearer JWT of every request and puts the caller's
+/// [`Principal`] into the request extensions; refuses the request with 401
+/// / `UNAUTHENTICATED` otherwise. See the [module docs](super).
+///
+/// Cheap to clone: everything is behind one `Arc`.
+#[derive(Clone, Debug)]
+pub struct JwtAuthLayer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    settings: Settings,
+    keys: KeySource,
+    cache: Option<VerifyCache>,
+}
+
+impl JwtAuthLayer {
+    /// Starts a configuration; [`JwtAuthBuilder::build`] checks it.
+    pub fn builder() -> JwtAuthBuilder {
+        JwtAuthBuilder::default()
+    }
+
+    pub(crate) fn from_parts(settings: Settings, keys: KeySource, cache_capacity: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                settings,
+                keys,
+                cache: VerifyCache::new(cache_capacity),
+            }),
+        }
+    }
+
+    /// Verifies a bare token (what follows `Bearer `) exactly as the layer
+    /// does, cache included: for WebSocket subprotocols, custom transports
+    /// and benchmarks.
+    pub fn verify_token(&self, token: &str) -> Result<Principal, Rejection> {
+        self.shared.verify_token(token).map_err(rejection)
+    }
+
+    /// Verifies the `Authorization` header(s) of `headers` as the layer
+    /// does.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Rejection> {
+        bearer_token(headers)
+            .and_then(|token| self.shared.verify_token(token))
+            .map_err(rejection)
+    }
+
+    /// How many keys are in use now (configured plus JWKS file).
+    pub fn key_count(&self) -> usize {
+        self.shared.keys.current().len()
+    }
+}
+
+impl Shared {
+    fn verify_token(&self, token: &str) -> Result<Principal, Refusal> {
+        // Bound first: nothing longer is hashed, looked up or parsed.
+        if token.len() > self.settings.max_token_len {
+            return Err(Refusal {
+                code: codes::MALFORMED,
+                detail: "the token is longer than the configured limit",
+            });
+        }
+        let now = unix_now();
+        let keys = self.keys.current();
+        if let Some(cache) = &self.cache
+            && let Some(principal) = cache.get(token, keys.id(), now)
+        {
+            return Ok(principal);
+        }
+        let verified = verify(&self.settings, &keys, token, now)?;
+        if let Some(cache) = &self.cache {
+            cache.insert(token, keys.id(), verified.exp, &verified.principal, now);
+        }
+        Ok(verified.principal)
+    }
+}
+
+fn rejection(refusal: Refusal) -> Rejection {
+    let rejection = Rejection::new(RejectionKind::Unauthenticated, refusal.code, refusal.detail);
+    // RFC 6750 §3.1: no error attribute when no credentials were presented.
+    if refusal.code == codes::MISSING {
+        rejection
+    } else {
+        rejection.with_bearer_error("invalid_token")
+    }
+}
+
+/// The token of the one `Authorization: Bearer <token>` header.
+///
+/// - no header, or a scheme other than Bearer → `auth.missing` (no bearer
+///   credentials were presented; RFC 6750 §3.1 answers such requests
+///   without an error attribute);
+/// - several `Authorization` headers, a header that is not visible ASCII,
+///   `Bearer` with an empty token, or a token with whitespace inside →
+///   `auth.malformed`.
+fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Refusal {
+            code: codes::MISSING,
+            detail: "no bearer token",
+        });
+    };
+    if values.next().is_some() {
+        return Err(Refusal {
+            code: codes::MALFORMED,
+            detail: "several Authorization headers",
+        });
+    }
+    let value = value.to_str().map_err(|_| Refusal {
+        code: codes::MALFORMED,
+        detail: "the Authorization header is not visible ASCII",
+    })?;
+    let (scheme, rest) = match value.split_once(' ') {
+        Some((scheme, rest)) => (scheme, rest),
+        None => (value, ""),
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Refusal {
+            code: codes::MISSING,
+            detail: "the Authorization scheme is not Bearer",
+        });
+    }
+    let token = rest.trim_matches(' ');
+    if token.is_empty() {
+        return Err(Refusal {
+            code: codes::MALFORMED,
+            detail: "the bearer token is empty",
+        });
+    }
+    if token.bytes().any(|b| b == b' ' || b == b'\t') {
+        return Err(Refusal {
+            code: codes::MALFORMED,
+            detail: "the bearer token contains whitespace",
+        });
+    }
+    Ok(token)
+}
+
+impl<S> Layer<S> for JwtAuthLayer {
+    type Service = JwtAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        JwtAuth {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`JwtAuthLayer`] produces.
+#[derive(Clone, Debug)]
+pub struct JwtAuth<S> {
+    inner: S,
+    layer: JwtAuthLayer,
+}
+
+impl<S> JwtAuth<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for JwtAuth<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let verified =
+            bearer_token(req.headers()).and_then(|token| self.layer.shared.verify_token(token));
+        match verified {
+            Ok(principal) => {
+                if let Some(labels) = req.extensions().get::<RequestLabels>() {
+                    labels.update(|l| {
+                        l.subject = Some(Arc::clone(&principal.subject));
+                        if principal.risk.is_some() {
+                            l.risk = principal.risk;
+                        }
+                    });
+                }
+                // SAFETY (trust): the principal comes from a verified
+                // signature; it replaces anything an outer layer or the
+                // caller may have put there.
+                req.extensions_mut().insert(principal);
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            Err(refusal) => ResponseFuture::rejected(rejection(refusal).to_response(&req)),
+        }
+    }
+}

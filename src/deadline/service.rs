@@ -1,0 +1,105 @@
+//! [`StreamDeadline`]: the service the layer wraps around yours.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::body::{RequestBody, ResponseBody};
+use super::future::ResponseFuture;
+use super::grpc_timeout::parse_grpc_timeout;
+use super::layer::Config;
+use super::state::CallState;
+use super::stats::DeadlineStats;
+use crate::labels::RequestLabels;
+use crate::reject::{Protocol, Rejection, RejectionKind};
+
+/// Wraps request and response bodies with the call's deadlines. Made by
+/// [`StreamDeadlineLayer`](super::StreamDeadlineLayer).
+#[derive(Debug, Clone)]
+pub struct StreamDeadline<S> {
+    pub(crate) inner: S,
+    pub(crate) config: Arc<Config>,
+    pub(crate) stats: DeadlineStats,
+}
+
+impl<S> StreamDeadline<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Counters of the calls this service ended.
+    pub fn stats(&self) -> DeadlineStats {
+        self.stats.clone()
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for StreamDeadline<S>
+where
+    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>> + Clone,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let grpc = Protocol::of(req.headers()).is_grpc();
+        if !grpc && !self.config.http {
+            return self.passthrough(req);
+        }
+        let deadlines = *self.config.for_path(req.uri().path());
+        let mut total = deadlines.max_duration;
+        if grpc && let Some(value) = req.headers().get("grpc-timeout") {
+            match parse_grpc_timeout(value.as_bytes()) {
+                Ok(asked) => {
+                    let asked = deadlines
+                        .max_grpc_timeout
+                        .map_or(asked, |cap| asked.min(cap));
+                    total = Some(total.map_or(asked, |t| t.min(asked)));
+                }
+                Err(e) => {
+                    let rejection = Rejection::new(
+                        RejectionKind::InvalidArgument,
+                        "deadline.invalid_grpc_timeout",
+                        e.to_string(),
+                    );
+                    return ResponseFuture::rejected(
+                        rejection.to_response(&req).map(ResponseBody::rejection),
+                    );
+                }
+            }
+        }
+        if !deadlines.any_clock(total) {
+            return self.passthrough(req);
+        }
+        let call = Arc::new(CallState::new(
+            grpc,
+            deadlines,
+            total,
+            req.uri().clone(),
+            req.extensions().get::<RequestLabels>().cloned(),
+            self.stats.clone(),
+        ));
+        let req = req.map(|body| RequestBody::new(body, call.clone()));
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::governed(inner.call(req), call)
+    }
+}
+
+impl<S> StreamDeadline<S> {
+    fn passthrough<ReqB, ResB>(&mut self, req: Request<ReqB>) -> ResponseFuture<S::Future, ResB>
+    where
+        S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>> + Clone,
+    {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::passthrough(inner.call(req.map(RequestBody::passthrough)))
+    }
+}

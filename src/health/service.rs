@@ -1,0 +1,178 @@
+//! [`Health<S>`]: answers probes itself, passes everything else through.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
+use http::{Method, Request, Response};
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::layer::ProbeConfig;
+use super::probe::{ProbeQuery, render_report, render_single, text_response};
+
+/// The service built by [`HealthLayer`](super::HealthLayer).
+///
+/// `GET` and `HEAD` on a probe path are answered here and never reach the
+/// inner service; every other request (other paths, other methods) goes to
+/// the inner service untouched.
+#[derive(Clone, Debug)]
+pub struct Health<S> {
+    inner: S,
+    config: Arc<ProbeConfig>,
+}
+
+impl<S> Health<S> {
+    pub(crate) fn new(inner: S, config: Arc<ProbeConfig>) -> Self {
+        Health { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// Which endpoint a path names, and the check for `/<endpoint>/<check>`.
+fn route<'a>(config: &ProbeConfig, path: &'a str) -> Option<(usize, Option<&'a str>)> {
+    config.endpoints.iter().enumerate().find_map(|(i, ep)| {
+        let rest = path.strip_prefix(ep.path.as_str())?;
+        if rest.is_empty() {
+            Some((i, None))
+        } else {
+            rest.strip_prefix('/').map(|check| (i, Some(check)))
+        }
+    })
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Health<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Response = Response<crate::ResponseBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let head = match *req.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return ResponseFuture::inner(self.inner.call(req)),
+        };
+        let Some((index, check)) = route(&self.config, req.uri().path()) else {
+            return ResponseFuture::inner(self.inner.call(req));
+        };
+        let check = check.map(str::to_owned);
+        let query = ProbeQuery::parse(req.uri().query());
+        let config = Arc::clone(&self.config);
+        ResponseFuture::probe(
+            async move {
+                let endpoint = &config.endpoints[index];
+                let registry = &config.registry;
+                let (status, body) = match check {
+                    Some(check) => {
+                        let status = registry.check(endpoint.kind, &check).await;
+                        render_single(&check, status.as_ref())
+                    }
+                    None => {
+                        let exclude: Vec<&str> = query.exclude.iter().map(String::as_str).collect();
+                        let report = registry.evaluate(endpoint.kind, &exclude).await;
+                        render_report(&report, &endpoint.name, query.verbose)
+                    }
+                };
+                text_response(status, body, head)
+            }
+            .boxed(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    use super::super::{HealthLayer, HealthRegistry};
+    use super::*;
+
+    async fn call<S>(svc: S, method: Method, uri: &str) -> (u16, String)
+    where
+        S: Service<
+                Request<Full<Bytes>>,
+                Response = Response<crate::ResponseBody<Full<Bytes>>>,
+                Error = Infallible,
+            >,
+    {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::default())
+            .unwrap();
+        let res = svc.oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn probes_are_answered_and_the_rest_passes_through() {
+        let registry = HealthRegistry::new();
+        registry
+            .add_readiness_check("db", Duration::from_secs(1), || async {
+                Err("down".into())
+            })
+            .unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = Arc::clone(&hits);
+        let svc = ServiceBuilder::new()
+            .layer(HealthLayer::new(registry).livez_path("/live"))
+            .service(service_fn(move |req: Request<Full<Bytes>>| {
+                h.fetch_add(1, Ordering::SeqCst);
+                let body = format!("inner {}", req.uri().path());
+                async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
+            }));
+
+        let table: &[(Method, &str, u16, &str)] = &[
+            (Method::GET, "/live", 200, "ok"),
+            (Method::GET, "/live/ping", 200, "ok"),
+            (Method::GET, "/live/nope", 404, "404 page not found\n"),
+            (
+                Method::GET,
+                "/readyz/db",
+                503,
+                "[-]db failed: reason withheld\n",
+            ),
+            (Method::GET, "/readyz?exclude=db", 200, "ok"),
+            (Method::HEAD, "/healthz", 200, ""),
+            // Not probes: the inner service answers.
+            (Method::GET, "/livez", 200, "inner /livez"),
+            (Method::GET, "/lively", 200, "inner /lively"),
+            (Method::POST, "/readyz", 200, "inner /readyz"),
+            (Method::GET, "/orders", 200, "inner /orders"),
+        ];
+        for (method, uri, status, body) in table {
+            let got = call(svc.clone(), method.clone(), uri).await;
+            assert_eq!(got, (*status, (*body).to_owned()), "{method} {uri}");
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 4);
+    }
+}

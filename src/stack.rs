@@ -1,0 +1,313 @@
+//! [`GovernanceLayer`]: the whole finmesh stack as one layer.
+//!
+//! Every finmesh layer works alone; `GovernanceLayer` composes any subset
+//! of them in the one order that makes sense (DESIGN.md), outermost first:
+//!
+//! | # | layer | why here |
+//! |---|---|---|
+//! | 1 | health (+ gRPC health) | probes need no token and are never traced |
+//! | 2 | telemetry | every governed request gets a span, rejections included |
+//! | 3 | audit | one record per request, rejections included |
+//! | 4 | stream deadlines | bounds the call before anything waits on it |
+//! | 5 | JWT | who is calling |
+//! | 6 | tenant | which tenant, checked against the verified claim |
+//! | 7 | RBAC | may they, in that tenant's namespace |
+//! | 8 | idempotency | only authorized requests reach the store |
+//!
+//! The layers cooperate only through the request extensions (`Principal`,
+//! `Tenant`, `RequestLabels`, `Decision`, the audit handle). A layer that is
+//! not configured is absent at no cost: the stack's type is the same
+//! whatever subset is configured ([`Governance<S>`]), and no body is boxed.
+//!
+//! It works with `axum::Router::layer`, with
+//! `tonic::transport::Server::builder().layer`, with tonic routes merged
+//! into an axum router, and with plain hyper through
+//! `hyper_util::service::TowerToHyperService`. Because some layers hand
+//! the inner service a wrapped request body (idempotency replays the body
+//! it buffered, stream deadlines time it), the inner service must accept
+//! any `http_body::Body<Data = Bytes>` request body — as axum's and
+//! tonic's routers do.
+//!
+//! ```
+//! # #[cfg(all(feature = "health", feature = "tenant"))]
+//! # {
+//! use finmesh::GovernanceLayer;
+//! use finmesh::health::{HealthLayer, HealthRegistry};
+//! use finmesh::tenant::{StaticTenants, TenantLayer};
+//! use finmesh::{Tenant, TenantNamespace};
+//! use http::Request;
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let tenants = StaticTenants::new();
+//! tenants.insert(Tenant::new(TenantNamespace::parse("tenant-a").unwrap()));
+//! let governance = GovernanceLayer::builder()
+//!     .health(HealthLayer::new(HealthRegistry::new()))
+//!     .tenants(TenantLayer::new(tenants))
+//!     .build();
+//!
+//! let app = axum::Router::new()
+//!     .route("/v1/accounts", axum::routing::get(|| async { "[]" }))
+//!     .layer(governance);
+//!
+//! // Probes are answered before anything else.
+//! let probe = Request::get("/readyz").body(axum::body::Body::empty()).unwrap();
+//! assert_eq!(app.clone().oneshot(probe).await.unwrap().status(), 200);
+//! // Every other request names a known tenant.
+//! let anonymous = Request::get("/v1/accounts").body(axum::body::Body::empty()).unwrap();
+//! assert_eq!(app.clone().oneshot(anonymous).await.unwrap().status(), 400);
+//! let req = Request::get("/v1/accounts")
+//!     .header("x-tenant-namespace", "tenant-a")
+//!     .body(axum::body::Body::empty())
+//!     .unwrap();
+//! assert_eq!(app.oneshot(req).await.unwrap().status(), 200);
+//! # }
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::optional::{EitherBody, Optional, OptionalLayer};
+
+/// Stands in for a layer whose cargo feature is off. It has no values, so
+/// its slot in the stack is always absent.
+#[derive(Clone, Copy, Debug)]
+pub enum Absent {}
+
+impl<S> Layer<S> for Absent {
+    type Service = S;
+
+    fn layer(&self, _inner: S) -> S {
+        match *self {}
+    }
+}
+
+macro_rules! slot_type {
+    ($alias:ident, $feature:literal, $ty:ty) => {
+        #[cfg(feature = $feature)]
+        type $alias = $ty;
+        #[cfg(not(feature = $feature))]
+        type $alias = Absent;
+    };
+}
+
+slot_type!(GrpcHealthL, "grpc", GrpcHealthLayer);
+slot_type!(HealthL, "health", crate::health::HealthLayer);
+slot_type!(TelemetryL, "telemetry", crate::telemetry::TelemetryLayer);
+slot_type!(AuditL, "audit", crate::audit::AuditLayer);
+slot_type!(DeadlineL, "deadline", crate::deadline::StreamDeadlineLayer);
+slot_type!(JwtL, "nonexistent-pending", Absent);
+slot_type!(TenantL, "tenant", crate::tenant::SharedTenantLayer);
+slot_type!(RbacL, "nonexistent-pending", Absent);
+slot_type!(
+    IdempotencyL,
+    "idempotency",
+    crate::idempotency::IdempotencyLayer
+);
+
+type Slot<L, S> = Optional<<L as Layer<S>>::Service, S>;
+
+/// The service [`GovernanceLayer`] wraps `S` in. One type whatever subset
+/// of layers is configured.
+pub type Governance<S> = Slot<
+    GrpcHealthL,
+    Slot<
+        HealthL,
+        Slot<
+            TelemetryL,
+            Slot<
+                AuditL,
+                Slot<DeadlineL, Slot<JwtL, Slot<TenantL, Slot<RbacL, Slot<IdempotencyL, S>>>>>,
+            >,
+        >,
+    >,
+>;
+
+/// The whole finmesh stack as one layer. Build it with
+/// [`GovernanceLayer::builder`]; see the [module docs](self).
+#[derive(Clone, Debug, Default)]
+pub struct GovernanceLayer {
+    grpc_health: Option<GrpcHealthL>,
+    health: Option<HealthL>,
+    telemetry: Option<TelemetryL>,
+    audit: Option<AuditL>,
+    deadlines: Option<DeadlineL>,
+    jwt: Option<JwtL>,
+    tenants: Option<TenantL>,
+    rbac: Option<RbacL>,
+    idempotency: Option<IdempotencyL>,
+}
+
+impl GovernanceLayer {
+    /// Starts an empty stack; add the layers you want.
+    pub fn builder() -> GovernanceBuilder {
+        GovernanceBuilder::default()
+    }
+}
+
+impl<S> Layer<S> for GovernanceLayer {
+    type Service = Governance<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        // Innermost first.
+        let s = OptionalLayer::new(self.idempotency.clone()).layer(inner);
+        let s = OptionalLayer::new(self.rbac.clone()).layer(s);
+        let s = OptionalLayer::new(self.tenants.clone()).layer(s);
+        let s = OptionalLayer::new(self.jwt.clone()).layer(s);
+        let s = OptionalLayer::new(self.deadlines.clone()).layer(s);
+        let s = OptionalLayer::new(self.audit.clone()).layer(s);
+        let s = OptionalLayer::new(self.telemetry.clone()).layer(s);
+        let s = OptionalLayer::new(self.health.clone()).layer(s);
+        OptionalLayer::new(self.grpc_health.clone()).layer(s)
+    }
+}
+
+/// Builder of [`GovernanceLayer`]: one method per layer. Whatever the call
+/// order, the stack's order is always the one in the [module docs](self).
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct GovernanceBuilder {
+    layer: GovernanceLayer,
+}
+
+impl GovernanceBuilder {
+    /// Answers `/livez`, `/readyz`, `/healthz` before anything else.
+    #[cfg(feature = "health")]
+    pub fn health(mut self, layer: crate::health::HealthLayer) -> Self {
+        self.layer.health = Some(layer);
+        self
+    }
+
+    /// Answers `grpc.health.v1.Health` before anything else, so kubelet
+    /// gRPC probes need no token either.
+    #[cfg(feature = "grpc")]
+    pub fn grpc_health(mut self, service: crate::health::HealthService) -> Self {
+        self.layer.grpc_health = Some(GrpcHealthLayer { service });
+        self
+    }
+
+    /// Traces every governed request and labels it.
+    #[cfg(feature = "telemetry")]
+    pub fn telemetry(mut self, layer: crate::telemetry::TelemetryLayer) -> Self {
+        self.layer.telemetry = Some(layer);
+        self
+    }
+
+    /// Writes one hash-chained audit record per governed request.
+    #[cfg(feature = "audit")]
+    pub fn audit(mut self, layer: crate::audit::AuditLayer) -> Self {
+        self.layer.audit = Some(layer);
+        self
+    }
+
+    /// Bounds gRPC streams per message, idle time and whole call.
+    #[cfg(feature = "deadline")]
+    pub fn deadlines(mut self, layer: crate::deadline::StreamDeadlineLayer) -> Self {
+        self.layer.deadlines = Some(layer);
+        self
+    }
+
+    /// Verifies the bearer JWT.
+    #[cfg(feature = "nonexistent-pending")]
+    pub fn jwt(mut self, layer: crate::auth::JwtAuthLayer) -> Self {
+        self.layer.jwt = Some(layer);
+        self
+    }
+
+    /// Admits only known, active tenants — the caller's own.
+    #[cfg(feature = "tenant")]
+    pub fn tenants<R: crate::tenant::TenantRegistry>(
+        mut self,
+        layer: crate::tenant::TenantLayer<R>,
+    ) -> Self {
+        self.layer.tenants = Some(layer.into_shared());
+        self
+    }
+
+    /// Authorizes with Kubernetes RBAC semantics.
+    #[cfg(feature = "nonexistent-pending")]
+    pub fn rbac(mut self, layer: crate::rbac::RbacLayer) -> Self {
+        self.layer.rbac = Some(layer);
+        self
+    }
+
+    /// Makes money-moving requests idempotent.
+    #[cfg(feature = "idempotency")]
+    pub fn idempotency(mut self, layer: crate::idempotency::IdempotencyLayer) -> Self {
+        self.layer.idempotency = Some(layer);
+        self
+    }
+
+    /// The stack.
+    pub fn build(self) -> GovernanceLayer {
+        self.layer
+    }
+}
+
+/// Routes `grpc.health.v1.Health` calls to a health service and everything
+/// else to the inner service.
+#[derive(Clone, Debug)]
+pub struct GrpcHealthLayer<H = DefaultHealthService> {
+    service: H,
+}
+
+#[cfg(feature = "grpc")]
+type DefaultHealthService = crate::health::HealthService;
+#[cfg(not(feature = "grpc"))]
+type DefaultHealthService = Absent;
+
+impl<H: Clone, S> Layer<S> for GrpcHealthLayer<H> {
+    type Service = GrpcHealthRoute<H, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcHealthRoute {
+            health: self.service.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`GrpcHealthLayer`].
+#[derive(Clone, Debug)]
+pub struct GrpcHealthRoute<H, S> {
+    health: H,
+    inner: S,
+}
+
+const GRPC_HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+
+impl<H, S, ReqB, HB, SB> Service<Request<ReqB>> for GrpcHealthRoute<H, S>
+where
+    H: Service<Request<ReqB>, Response = Response<HB>, Error = Infallible> + Clone,
+    S: Service<Request<ReqB>, Response = Response<SB>>,
+{
+    type Response = Response<EitherBody<HB, SB>>;
+    type Error = S::Error;
+    type Future = crate::optional::OptionalFuture<
+        futures_util::future::MapErr<H::Future, fn(Infallible) -> S::Error>,
+        S::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        use futures_util::TryFutureExt;
+        if req.uri().path().starts_with(GRPC_HEALTH_PREFIX) {
+            // The health service is always ready (it holds no resources);
+            // a fresh clone keeps the inner service's readiness untouched.
+            let never: fn(Infallible) -> S::Error = |e| match e {};
+            let future = self.health.clone().call(req).map_err(never);
+            crate::optional::OptionalFuture::on(future)
+        } else {
+            crate::optional::OptionalFuture::off(self.inner.call(req))
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! [`TelemetryLayer`] and its builder.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use http::{Extensions, HeaderName, Method, Uri};
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::metrics::{Meter, MeterProvider};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{Tracer, TracerProvider};
+use tower_layer::Layer;
+
+use super::metrics::Instruments;
+use super::service::Telemetry;
+
+/// The scope name of finmesh's tracer and meter.
+pub const INSTRUMENTATION_SCOPE: &str = "finmesh";
+
+/// The default header that carries the business order id.
+pub const ORDER_ID_HEADER: &str = "x-order-id";
+
+/// The default header that echoes the trace id, when enabled.
+pub const TRACE_ID_HEADER: &str = "x-trace-id";
+
+/// The health probe paths (and their subpaths) that are not traced by
+/// default.
+pub const DEFAULT_SKIP_PATHS: [&str; 3] = ["/livez", "/readyz", "/healthz"];
+
+/// Finds the route template of a request (`/v1/accounts/{id}`), a bounded
+/// value safe as a metric attribute.
+///
+/// Implemented for closures `Fn(&Method, &Uri, &Extensions) ->
+/// Option<Cow<'static, str>>`. With axum, read `axum::extract::MatchedPath`
+/// from the extensions (axum inserts it before a `Router::layer` layer
+/// runs):
+///
+/// ```
+/// # use std::borrow::Cow;
+/// use finmesh::telemetry::TelemetryLayer;
+///
+/// let layer = TelemetryLayer::builder()
+///     .route_template(|_: &http::Method, _: &http::Uri, ext: &http::Extensions| {
+///         ext.get::<axum::extract::MatchedPath>()
+///             .map(|p| Cow::Owned(p.as_str().to_owned()))
+///     })
+///     .build();
+/// ```
+pub trait RouteTemplate: Send + Sync + 'static {
+    /// The template for this request, when known.
+    fn route_template(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        extensions: &Extensions,
+    ) -> Option<Cow<'static, str>>;
+}
+
+impl<F> RouteTemplate for F
+where
+    F: Fn(&Method, &Uri, &Extensions) -> Option<Cow<'static, str>> + Send + Sync + 'static,
+{
+    fn route_template(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        extensions: &Extensions,
+    ) -> Option<Cow<'static, str>> {
+        self(method, uri, extensions)
+    }
+}
+
+/// Where the propagator comes from.
+#[derive(Clone)]
+pub(crate) enum PropagatorSource {
+    Global,
+    Given(Arc<dyn TextMapPropagator + Send + Sync>),
+}
+
+impl PropagatorSource {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&dyn TextMapPropagator) -> T) -> T {
+        match self {
+            Self::Given(p) => f(&**p),
+            Self::Global => {
+                let mut f = Some(f);
+                opentelemetry::global::get_text_map_propagator(|p| {
+                    (f.take().expect("get_text_map_propagator calls once"))(p)
+                })
+            }
+        }
+    }
+}
+
+pub(crate) struct Config {
+    pub(crate) tracer: BoxedTracer,
+    pub(crate) propagator: PropagatorSource,
+    pub(crate) instruments: Instruments,
+    pub(crate) order_id_header: HeaderName,
+    pub(crate) trace_id_header: Option<HeaderName>,
+    pub(crate) skip_paths: Vec<Cow<'static, str>>,
+    pub(crate) require_order_id: Vec<(Option<Method>, Cow<'static, str>)>,
+    pub(crate) route_template: Option<Box<dyn RouteTemplate>>,
+}
+
+impl Config {
+    pub(crate) fn skips(&self, path: &str) -> bool {
+        self.skip_paths.iter().any(|p| {
+            path.strip_prefix(&**p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    pub(crate) fn requires_order_id(
+        &self,
+        method: &Method,
+        path: &str,
+        route: Option<&str>,
+    ) -> bool {
+        self.require_order_id.iter().any(|(m, p)| {
+            m.as_ref().is_none_or(|m| m == method) && (p == path || route.is_some_and(|r| r == p))
+        })
+    }
+}
+
+/// Server-side W3C trace context, baggage, business labels and metrics.
+///
+/// See the [module docs](crate::telemetry). Cheap to clone: the
+/// configuration sits behind one `Arc`.
+#[derive(Clone)]
+pub struct TelemetryLayer {
+    config: Arc<Config>,
+}
+
+impl fmt::Debug for TelemetryLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryLayer")
+            .field("order_id_header", &self.config.order_id_header)
+            .field("trace_id_header", &self.config.trace_id_header)
+            .field("skip_paths", &self.config.skip_paths)
+            .field("require_order_id", &self.config.require_order_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelemetryLayer {
+    /// A layer with the global tracer, meter and propagator and the
+    /// defaults of [`TelemetryLayerBuilder`].
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder.
+    pub fn builder() -> TelemetryLayerBuilder {
+        TelemetryLayerBuilder::default()
+    }
+}
+
+impl Default for TelemetryLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Layer<S> for TelemetryLayer {
+    type Service = Telemetry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Telemetry::new(inner, self.config.clone())
+    }
+}
+
+/// Builds a [`TelemetryLayer`].
+///
+/// Defaults: the global tracer provider, meter provider and text-map
+/// propagator (set them with `opentelemetry::global`; the global
+/// propagator is a no-op until set — see
+/// [`w3c_propagator`](super::w3c_propagator)); order id from `x-order-id`;
+/// no trace id echo; `/livez`, `/readyz`, `/healthz` not traced; no route
+/// requires an order id.
+pub struct TelemetryLayerBuilder {
+    tracer: Option<BoxedTracer>,
+    meter: Option<Meter>,
+    propagator: PropagatorSource,
+    order_id_header: HeaderName,
+    trace_id_header: Option<HeaderName>,
+    skip_paths: Vec<Cow<'static, str>>,
+    require_order_id: Vec<(Option<Method>, Cow<'static, str>)>,
+    route_template: Option<Box<dyn RouteTemplate>>,
+}
+
+impl fmt::Debug for TelemetryLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryLayerBuilder")
+            .field("order_id_header", &self.order_id_header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TelemetryLayerBuilder {
+    fn default() -> Self {
+        Self {
+            tracer: None,
+            meter: None,
+            propagator: PropagatorSource::Global,
+            order_id_header: HeaderName::from_static(ORDER_ID_HEADER),
+            trace_id_header: None,
+            skip_paths: DEFAULT_SKIP_PATHS
+                .iter()
+                .map(|p| Cow::Borrowed(*p))
+                .collect(),
+            require_order_id: Vec::new(),
+            route_template: None,
+        }
+    }
+}
+
+impl TelemetryLayerBuilder {
+    /// Opens spans with a tracer from `provider` (scope `finmesh`).
+    pub fn tracer_provider<P>(self, provider: &P) -> Self
+    where
+        P: TracerProvider,
+        P::Tracer: Tracer + Send + Sync + 'static,
+        <P::Tracer as Tracer>::Span: Send + Sync + 'static,
+    {
+        self.tracer(provider.tracer(INSTRUMENTATION_SCOPE))
+    }
+
+    /// Opens spans with `tracer`.
+    pub fn tracer<T>(mut self, tracer: T) -> Self
+    where
+        T: Tracer + Send + Sync + 'static,
+        T::Span: Send + Sync + 'static,
+    {
+        self.tracer = Some(BoxedTracer::new(Box::new(tracer)));
+        self
+    }
+
+    /// Records metrics with a meter from `provider` (scope `finmesh`).
+    pub fn meter_provider<P: MeterProvider>(mut self, provider: &P) -> Self {
+        self.meter = Some(provider.meter(INSTRUMENTATION_SCOPE));
+        self
+    }
+
+    /// Extracts the parent context with `propagator` instead of the global
+    /// one.
+    pub fn propagator<P>(mut self, propagator: P) -> Self
+    where
+        P: TextMapPropagator + Send + Sync + 'static,
+    {
+        self.propagator = PropagatorSource::Given(Arc::new(propagator));
+        self
+    }
+
+    /// Reads the order id from `header` instead of `x-order-id`.
+    pub fn order_id_header(mut self, header: HeaderName) -> Self {
+        self.order_id_header = header;
+        self
+    }
+
+    /// Echoes the trace id to the caller in `x-trace-id`.
+    pub fn echo_trace_id(self) -> Self {
+        self.trace_id_header(HeaderName::from_static(TRACE_ID_HEADER))
+    }
+
+    /// Echoes the trace id to the caller in `header`.
+    pub fn trace_id_header(mut self, header: HeaderName) -> Self {
+        self.trace_id_header = Some(header);
+        self
+    }
+
+    /// Replaces the paths that are not traced (each with its subpaths);
+    /// pass an empty list to trace everything.
+    pub fn skip_paths<I, P>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<Cow<'static, str>>,
+    {
+        self.skip_paths = paths.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Requires an order id on `method` requests to `path` (the request
+    /// path, or the route template when one is known): without one the
+    /// request is refused with `telemetry.order_id_missing`.
+    pub fn require_order_id_on(
+        mut self,
+        method: Method,
+        path: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        self.require_order_id.push((Some(method), path.into()));
+        self
+    }
+
+    /// Requires an order id on calls of the gRPC method
+    /// `/package.Service/Method`.
+    pub fn require_order_id_on_grpc(mut self, method: impl Into<Cow<'static, str>>) -> Self {
+        self.require_order_id
+            .push((Some(Method::POST), method.into()));
+        self
+    }
+
+    /// Finds route templates with `strategy` (see [`RouteTemplate`]).
+    pub fn route_template(mut self, strategy: impl RouteTemplate) -> Self {
+        self.route_template = Some(Box::new(strategy));
+        self
+    }
+
+    /// The layer.
+    pub fn build(self) -> TelemetryLayer {
+        let tracer = self
+            .tracer
+            .unwrap_or_else(|| opentelemetry::global::tracer(INSTRUMENTATION_SCOPE));
+        let meter = self
+            .meter
+            .unwrap_or_else(|| opentelemetry::global::meter(INSTRUMENTATION_SCOPE));
+        TelemetryLayer {
+            config: Arc::new(Config {
+                tracer,
+                propagator: self.propagator,
+                instruments: Instruments::new(&meter),
+                order_id_header: self.order_id_header,
+                trace_id_header: self.trace_id_header,
+                skip_paths: self.skip_paths,
+                require_order_id: self.require_order_id,
+                route_template: self.route_template,
+            }),
+        }
+    }
+}

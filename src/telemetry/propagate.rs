@@ -1,0 +1,355 @@
+//! [`PropagateLayer`]: carries the current trace context, baggage and
+//! business labels to the next hop.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use http::{Request, Response};
+use opentelemetry::baggage::{BaggageExt, KeyValueMetadata};
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{
+    SpanBuilder, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_http::HeaderInjector;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::layer::{INSTRUMENTATION_SCOPE, PropagatorSource};
+use crate::labels::RequestLabels;
+use crate::reject::Protocol;
+
+struct Config {
+    propagator: PropagatorSource,
+    tracer: Option<BoxedTracer>,
+}
+
+/// Client-side propagation for any tower HTTP client (a tonic `Channel`,
+/// a hyper-util client): injects `traceparent`, `tracestate` and `baggage`
+/// from the current OpenTelemetry context, with the request's `order_id`
+/// and verified `user_risk_level` as baggage entries; optionally opens a
+/// client span per call.
+///
+/// Inside a handler served through [`TelemetryLayer`](super::TelemetryLayer),
+/// the current context is the server span's, and its [`RequestLabels`]
+/// supply the business labels. The caller's own `user_risk_level` baggage
+/// is never forwarded: only the verified level, or none.
+#[derive(Clone)]
+pub struct PropagateLayer {
+    config: Arc<Config>,
+}
+
+impl fmt::Debug for PropagateLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PropagateLayer")
+            .field("client_spans", &self.config.tracer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PropagateLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PropagateLayer {
+    /// Injects with the global propagator; no client spans.
+    pub fn new() -> Self {
+        Self {
+            config: Arc::new(Config {
+                propagator: PropagatorSource::Global,
+                tracer: None,
+            }),
+        }
+    }
+
+    fn map(self, f: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Arc::try_unwrap(self.config).unwrap_or_else(|shared| Config {
+            propagator: shared.propagator.clone(),
+            tracer: None,
+        });
+        f(&mut config);
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    /// Injects with `propagator` instead of the global one.
+    pub fn propagator<P>(self, propagator: P) -> Self
+    where
+        P: TextMapPropagator + Send + Sync + 'static,
+    {
+        self.map(|c| c.propagator = PropagatorSource::Given(Arc::new(propagator)))
+    }
+
+    /// Opens a client span per call with a tracer from `provider`; the span
+    /// ends when the response headers arrive (with `grpc-status` when the
+    /// answer is trailers-only).
+    pub fn client_spans<P>(self, provider: &P) -> Self
+    where
+        P: TracerProvider,
+        P::Tracer: Tracer + Send + Sync + 'static,
+        <P::Tracer as Tracer>::Span: Send + Sync + 'static,
+    {
+        let tracer = BoxedTracer::new(Box::new(provider.tracer(INSTRUMENTATION_SCOPE)));
+        self.map(|c| c.tracer = Some(tracer))
+    }
+}
+
+impl<S> Layer<S> for PropagateLayer {
+    type Service = Propagate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Propagate {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// Middleware that propagates the current context. See [`PropagateLayer`].
+#[derive(Clone)]
+pub struct Propagate<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Propagate<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Propagate")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `cx` with the business labels of the request being served as baggage:
+/// `order_id`, and `user_risk_level` only as verified.
+fn with_business_baggage(cx: &Context) -> Context {
+    let labels = cx.get::<RequestLabels>();
+    let (order_id, risk) =
+        labels.map_or((None, None), |l| l.update(|v| (v.order_id.clone(), v.risk)));
+    let caller_risk = cx.baggage().get("user_risk_level").is_some();
+    if order_id.is_none() && risk.is_none() && !caller_risk {
+        return cx.clone();
+    }
+    // SAFETY (trust): a risk level the caller put in baggage is never
+    // passed on as if it were ours; only the verified one is.
+    let replace_order = order_id.is_some();
+    let kept = cx
+        .baggage()
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            k != "user_risk_level" && !(replace_order && k == "order_id")
+        })
+        .map(|(k, (v, m))| KeyValueMetadata::new(k.clone(), v.clone(), m.clone()));
+    let ours = order_id
+        .map(|o| KeyValueMetadata::new("order_id", o.to_string(), ""))
+        .into_iter()
+        .chain(risk.map(|r| KeyValueMetadata::new("user_risk_level", r.as_str(), "")));
+    let entries: Vec<KeyValueMetadata> = kept.chain(ours).collect();
+    cx.with_baggage(entries)
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Propagate<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = PropagateFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let current = Context::current();
+        let (cx, client) = match &self.config.tracer {
+            None => (current, None),
+            Some(tracer) => {
+                let grpc = Protocol::of(req.headers()).is_grpc();
+                let path = req.uri().path();
+                let (name, attrs) = if grpc {
+                    let name = path.trim_start_matches('/').to_owned();
+                    let mut attrs = vec![KeyValue::new("rpc.system", "grpc")];
+                    if let Some((service, method)) = name.rsplit_once('/') {
+                        attrs.push(KeyValue::new("rpc.service", service.to_owned()));
+                        attrs.push(KeyValue::new("rpc.method", method.to_owned()));
+                    }
+                    (name, attrs)
+                } else {
+                    let mut attrs = vec![KeyValue::new(
+                        "http.request.method",
+                        req.method().to_string(),
+                    )];
+                    if let Some(host) = req.uri().host() {
+                        attrs.push(KeyValue::new("server.address", host.to_owned()));
+                    }
+                    (req.method().to_string(), attrs)
+                };
+                let span = tracer.build_with_context(
+                    SpanBuilder::from_name(name)
+                        .with_kind(SpanKind::Client)
+                        .with_attributes(attrs),
+                    &current,
+                );
+                let cx = current.with_span(span);
+                (cx.clone(), Some((cx, grpc)))
+            }
+        };
+        let cx = with_business_baggage(&cx);
+        self.config.propagator.with(|p| {
+            p.inject_context(&cx, &mut HeaderInjector(req.headers_mut()));
+        });
+        PropagateFuture {
+            inner: self.inner.call(req),
+            client: ClientSpan(client),
+        }
+    }
+}
+
+/// Ends the client span exactly once, also when the call is dropped.
+struct ClientSpan(Option<(Context, bool)>);
+
+impl ClientSpan {
+    fn end<B, E>(&mut self, result: Option<&Result<Response<B>, E>>) {
+        let Some((cx, grpc)) = self.0.take() else {
+            return;
+        };
+        let span = cx.span();
+        match result {
+            Some(Ok(res)) => {
+                let status = res.status().as_u16();
+                span.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
+                let grpc_code = res
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u8>().ok())
+                    .filter(|c| *c <= 16);
+                if grpc && let Some(code) = grpc_code {
+                    span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
+                }
+                if (grpc && grpc_code.is_some_and(|c| c != 0)) || (!grpc && status >= 400) {
+                    span.set_status(Status::error(format!("status {status}")));
+                }
+            }
+            Some(Err(_)) => span.set_status(Status::error("transport error")),
+            None => span.set_attribute(KeyValue::new("error.type", "cancelled")),
+        }
+        span.end();
+    }
+}
+
+impl Drop for ClientSpan {
+    fn drop(&mut self) {
+        self.end::<(), ()>(None);
+    }
+}
+
+pin_project! {
+    /// Response future of [`Propagate`].
+    pub struct PropagateFuture<F> {
+        #[pin]
+        inner: F,
+        client: ClientSpan,
+    }
+}
+
+impl<F, B, E> Future for PropagateFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        this.client.end(Some(&result));
+        Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RiskLevel;
+    use crate::telemetry::w3c_propagator;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use tower::{ServiceExt, service_fn};
+
+    /// Calls a `Propagate` over a service that answers with the headers it
+    /// was sent, inside `cx`.
+    async fn sent_headers(cx: Context) -> http::HeaderMap {
+        let svc = PropagateLayer::new()
+            .propagator(w3c_propagator())
+            .layer(service_fn(|req: Request<()>| async move {
+                Ok::<_, std::convert::Infallible>(Response::new(req.headers().clone()))
+            }));
+        // `oneshot` calls the service when first polled: poll it in `cx`.
+        let call =
+            opentelemetry::context::FutureExt::with_context(svc.oneshot(Request::new(())), cx);
+        call.await.unwrap().into_body()
+    }
+
+    fn remote_parent() -> Context {
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            SpanId::from_hex("b7ad6b7169203331").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn injects_trace_context_and_verified_business_baggage() {
+        let labels = RequestLabels::new();
+        labels.set_order_id("ord-9");
+        labels.set_risk(RiskLevel::Medium);
+        let cx = remote_parent()
+            .with_baggage([
+                KeyValueMetadata::new("user_risk_level", "low", ""),
+                KeyValueMetadata::new("order_id", "stale", ""),
+                KeyValueMetadata::new("channel", "web", ""),
+            ])
+            .with_value(labels);
+        let headers = sent_headers(cx).await;
+        assert_eq!(
+            headers["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        let mut baggage: Vec<_> = headers["baggage"].to_str().unwrap().split(',').collect();
+        baggage.sort();
+        assert_eq!(
+            baggage,
+            ["channel=web", "order_id=ord-9", "user_risk_level=medium"]
+        );
+    }
+
+    #[tokio::test]
+    async fn caller_risk_is_not_forwarded_without_a_verified_one() {
+        let cx = remote_parent().with_baggage([
+            KeyValueMetadata::new("user_risk_level", "low", ""),
+            KeyValueMetadata::new("order_id", "ord-1", ""),
+        ]);
+        let headers = sent_headers(cx).await;
+        assert_eq!(headers["baggage"], "order_id=ord-1");
+    }
+
+    #[tokio::test]
+    async fn nothing_to_propagate_injects_nothing() {
+        let headers = sent_headers(Context::new()).await;
+        assert!(headers.is_empty(), "{headers:?}");
+    }
+}

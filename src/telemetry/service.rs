@@ -1,0 +1,394 @@
+//! [`Telemetry`]: the service [`TelemetryLayer`](super::TelemetryLayer)
+//! produces.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
+use tower_service::Service;
+
+use super::body::TelemetryBody;
+use super::extract::HeaderCarrier;
+use super::future::ResponseFuture;
+use super::layer::Config;
+use super::span::{CallKind, RequestSpan, method_label};
+use crate::body::ResponseBody;
+use crate::labels::RequestLabels;
+use crate::reject::{Protocol, Rejection, RejectionKind};
+
+/// Longest accepted order id, in characters.
+pub const MAX_ORDER_ID_LEN: usize = 128;
+
+/// Longest caller-supplied risk level copied to `baggage.user_risk_level`.
+const MAX_BAGGAGE_RISK_LEN: usize = 32;
+
+/// Middleware that traces each request. See [`TelemetryLayer`](super::TelemetryLayer).
+#[derive(Clone)]
+pub struct Telemetry<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Telemetry<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Telemetry<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// Why an order id was not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum OrderIdError {
+    Invalid,
+}
+
+/// Whether `s` is a valid order id: 1 to 128 visible ASCII characters.
+pub(crate) fn valid_order_id(s: &str) -> bool {
+    (1..=MAX_ORDER_ID_LEN).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The order id: the header (exactly one value) or else baggage `order_id`.
+fn order_id(
+    headers: &HeaderMap,
+    header: &HeaderName,
+    parent: &Context,
+) -> Result<Option<Arc<str>>, OrderIdError> {
+    let mut values = headers.get_all(header).iter();
+    if let Some(first) = values.next() {
+        if values.next().is_some() {
+            return Err(OrderIdError::Invalid);
+        }
+        return match first.to_str() {
+            Ok(s) if valid_order_id(s) => Ok(Some(Arc::from(s))),
+            _ => Err(OrderIdError::Invalid),
+        };
+    }
+    match parent.baggage().get("order_id") {
+        None => Ok(None),
+        Some(v) if valid_order_id(v.as_str()) => Ok(Some(Arc::from(v.as_str()))),
+        Some(_) => Err(OrderIdError::Invalid),
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Telemetry<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: http_body::Body<Data = bytes::Bytes>,
+{
+    type Response = Response<TelemetryBody<ResponseBody<ResB>>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let config = &self.config;
+        if config.skips(req.uri().path()) {
+            return ResponseFuture::untraced(self.inner.call(req));
+        }
+
+        // The parent context, from the caller's headers only: a server
+        // request starts a new local trace unless the caller continues one.
+        let (parent, notes) = {
+            let carrier = HeaderCarrier::new(req.headers());
+            let parent = config
+                .propagator
+                .with(|p| p.extract_with_context(&Context::new(), &carrier));
+            (parent, carrier.notes)
+        };
+
+        let grpc = Protocol::of(req.headers()).is_grpc();
+        let path = req.uri().path();
+        let (kind, name, route): (CallKind, String, Option<Cow<'static, str>>) = if grpc {
+            let path: Arc<str> = Arc::from(path);
+            let name = path.trim_start_matches('/').to_owned();
+            let route = Cow::Owned(path.to_string());
+            (CallKind::Grpc { path }, name, Some(route))
+        } else {
+            let route = config
+                .route_template
+                .as_ref()
+                .and_then(|r| r.route_template(req.method(), req.uri(), req.extensions()));
+            let name = match &route {
+                Some(r) => format!("{} {r}", req.method()),
+                None => req.method().to_string(),
+            };
+            let kind = CallKind::Http {
+                method: req.method().clone(),
+                route: route.clone(),
+            };
+            (kind, name, route)
+        };
+
+        let order = order_id(req.headers(), &config.order_id_header, &parent);
+        let order_missing = matches!(order, Ok(None))
+            && config.requires_order_id(req.method(), path, route.as_deref());
+
+        let mut attrs = Vec::with_capacity(10);
+        if grpc {
+            attrs.push(KeyValue::new("rpc.system", "grpc"));
+            let mut parts = name.rsplitn(2, '/');
+            let method = parts.next().unwrap_or_default();
+            if let Some(service) = parts.next() {
+                attrs.push(KeyValue::new("rpc.service", service.to_owned()));
+                attrs.push(KeyValue::new("rpc.method", method.to_owned()));
+            }
+        } else {
+            let method = method_label(req.method());
+            attrs.push(KeyValue::new("http.request.method", method));
+            if method == "_OTHER" {
+                attrs.push(KeyValue::new(
+                    "http.request.method_original",
+                    req.method().to_string(),
+                ));
+            }
+            attrs.push(KeyValue::new("url.path", path.to_owned()));
+            if let Some(route) = &route {
+                attrs.push(KeyValue::new("http.route", route.clone()));
+            }
+        }
+        if let Ok(Some(order_id)) = &order {
+            attrs.push(KeyValue::new("order_id", order_id.to_string()));
+        }
+        // SAFETY (trust): baggage is caller-controlled. Its risk level is
+        // recorded under its own name and never becomes `user_risk_level`,
+        // which only a verified principal sets.
+        if let Some(risk) = parent.baggage().get("user_risk_level") {
+            let risk = risk.as_str();
+            let end = risk
+                .char_indices()
+                .nth(MAX_BAGGAGE_RISK_LEN)
+                .map_or(risk.len(), |(i, _)| i);
+            attrs.push(KeyValue::new(
+                "baggage.user_risk_level",
+                risk[..end].to_owned(),
+            ));
+        }
+        if notes.baggage_dropped {
+            attrs.push(KeyValue::new("baggage.dropped", true));
+        }
+
+        let span = config.tracer.build_with_context(
+            SpanBuilder::from_name(name)
+                .with_kind(SpanKind::Server)
+                .with_attributes(attrs),
+            &parent,
+        );
+        let span_context = span.span_context().clone();
+        let trace_id: Option<Arc<str>> = span_context
+            .is_valid()
+            .then(|| Arc::from(span_context.trace_id().to_string()));
+
+        let labels = RequestLabels::get_or_insert(req.extensions_mut());
+        labels.update(|v| {
+            v.trace_id = trace_id.clone();
+            if let Ok(Some(order_id)) = &order {
+                v.order_id = Some(order_id.clone());
+            }
+            if route.is_some() {
+                v.route = route;
+            }
+        });
+        let otel_cx = parent.with_span(span).with_value(labels.clone());
+        if let Some(trace_id) = &trace_id {
+            otel_cx
+                .span()
+                .set_attribute(KeyValue::new("trace_id", trace_id.to_string()));
+        }
+        let echo = config.trace_id_header.as_ref().and_then(|name| {
+            let value = HeaderValue::from_str(trace_id.as_deref()?).ok()?;
+            Some((name.clone(), value))
+        });
+        let request_span = RequestSpan::new(config.clone(), otel_cx.clone(), labels, kind);
+
+        let rejection = match order {
+            Err(OrderIdError::Invalid) => Some(Rejection::new(
+                RejectionKind::InvalidArgument,
+                "telemetry.order_id_invalid",
+                "order id must be 1 to 128 visible ASCII characters",
+            )),
+            Ok(None) if order_missing => Some(Rejection::new(
+                RejectionKind::InvalidArgument,
+                "telemetry.order_id_missing",
+                format!("{} requires an order id", req.uri().path()),
+            )),
+            Ok(_) => None,
+        };
+        if let Some(rejection) = rejection {
+            // The labels already carry the trace id, so the problem+json
+            // body names it.
+            let res = rejection.to_response(&req);
+            return ResponseFuture::rejected(res, request_span, echo);
+        }
+
+        let future = {
+            let _guard = otel_cx.attach();
+            self.inner.call(req)
+        };
+        ResponseFuture::traced(future, request_span, echo)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::{TelemetryLayer, w3c_propagator};
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use opentelemetry::trace::Status;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    fn provider() -> (InMemorySpanExporter, SdkTracerProvider) {
+        let spans = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(spans.clone())
+            .build();
+        (spans, provider)
+    }
+
+    fn attr(span: &SpanData, key: &str) -> Option<String> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    }
+
+    #[test]
+    fn order_id_validation() {
+        let long = "a".repeat(MAX_ORDER_ID_LEN);
+        let too_long = "a".repeat(MAX_ORDER_ID_LEN + 1);
+        let rows: [(&str, bool); 9] = [
+            ("ord-1", true),
+            ("A_b.c:d/e#1~", true),
+            (&long, true),
+            (&too_long, false),
+            ("", false),
+            ("a b", false),
+            ("tab\t", false),
+            ("ü", false),
+            ("\u{7f}", false),
+        ];
+        for (s, ok) in rows {
+            assert_eq!(valid_order_id(s), ok, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn two_order_id_headers_are_invalid() {
+        let mut h = HeaderMap::new();
+        h.append("x-order-id", HeaderValue::from_static("a"));
+        h.append("x-order-id", HeaderValue::from_static("b"));
+        let name = HeaderName::from_static("x-order-id");
+        assert_eq!(
+            order_id(&h, &name, &Context::new()),
+            Err(OrderIdError::Invalid)
+        );
+    }
+
+    #[tokio::test]
+    async fn skipped_paths_match_whole_segments() {
+        let (spans, provider) = provider();
+        let svc = TelemetryLayer::builder()
+            .tracer_provider(&provider)
+            .build()
+            .layer(service_fn(|_req: Request<Full<Bytes>>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+            }));
+        for path in ["/livez", "/readyz/etcd", "/healthz", "/livezz", "/v1/livez"] {
+            let req = Request::get(path).body(Full::default()).unwrap();
+            let res = svc.clone().oneshot(req).await.unwrap();
+            res.into_body().collect().await.unwrap();
+        }
+        let paths: Vec<_> = spans
+            .get_finished_spans()
+            .unwrap()
+            .iter()
+            .map(|s| attr(s, "url.path").unwrap())
+            .collect();
+        assert_eq!(paths, ["/livezz", "/v1/livez"]);
+    }
+
+    #[tokio::test]
+    async fn inner_error_ends_the_span_with_error_status() {
+        let (spans, provider) = provider();
+        let svc = TelemetryLayer::builder()
+            .tracer_provider(&provider)
+            .build()
+            .layer(service_fn(|_req: Request<Full<Bytes>>| async {
+                Err::<Response<Full<Bytes>>, _>("boom")
+            }));
+        let err = svc
+            .oneshot(Request::new(Full::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(err, "boom");
+        let span = &spans.get_finished_spans().unwrap()[0];
+        assert!(matches!(span.status, Status::Error { .. }));
+        assert_eq!(attr(span, "error.type").as_deref(), Some("service_error"));
+    }
+
+    #[tokio::test]
+    async fn dropped_body_still_ends_the_span() {
+        let (spans, provider) = provider();
+        let svc = TelemetryLayer::builder()
+            .tracer_provider(&provider)
+            .propagator(w3c_propagator())
+            .build()
+            .layer(service_fn(|_req: Request<Full<Bytes>>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("x"))))
+            }));
+        let res = svc.oneshot(Request::new(Full::default())).await.unwrap();
+        assert!(
+            spans.get_finished_spans().unwrap().is_empty(),
+            "ends with the body"
+        );
+        drop(res);
+        let span = &spans.get_finished_spans().unwrap()[0];
+        assert_eq!(attr(span, "error.type").as_deref(), Some("cancelled"));
+        assert_eq!(
+            attr(span, "http.response.status_code").as_deref(),
+            Some("200")
+        );
+    }
+
+    #[tokio::test]
+    async fn handler_runs_inside_the_server_span() {
+        let (spans, provider) = provider();
+        let svc = TelemetryLayer::builder()
+            .tracer_provider(&provider)
+            .build()
+            .layer(service_fn(|_req: Request<Full<Bytes>>| async {
+                tokio::task::yield_now().await;
+                let cx = Context::current();
+                let id = cx.span().span_context().span_id().to_string();
+                let labels = cx.get::<RequestLabels>().is_some();
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(format!(
+                    "{id} {labels}"
+                )))))
+            }));
+        let res = svc.oneshot(Request::new(Full::default())).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let span = &spans.get_finished_spans().unwrap()[0];
+        assert_eq!(body, format!("{} true", span.span_context.span_id()));
+    }
+}

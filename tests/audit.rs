@@ -1,0 +1,579 @@
+//! AuditLayer over real servers and clients on loopback: every request is
+//! recorded once, in one verified hash chain, and tampering is found.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::routing::post;
+use finmesh::audit::{
+    AuditHandle, AuditLayer, AuditRecord, Auditor, BreakKind, Decision, Durability, FileSink,
+    FileSinkOptions, MemorySink, Outcome, RecordKind, VerifyError, verify,
+};
+use finmesh::future::ResponseFuture;
+use finmesh::labels::Authorization;
+use finmesh::{Rejection, RejectionKind, RequestLabels, ResponseBody, RiskLevel, TenantNamespace};
+use http::{Request, Response};
+use http_body_util::Full;
+use support::{EchoRequest, echo_app, grpc_client, grpc_request, spawn};
+use tokio::sync::Semaphore;
+use tower::{Layer, Service};
+
+/// Test-only stand-in for the layers inside the audit layer: labels the
+/// request from `x-*` headers (as auth, tenant, RBAC and idempotency
+/// would) and refuses it when `x-reject: <code>` is sent.
+#[derive(Clone, Copy)]
+struct FakeGovernanceLayer;
+
+impl<S> Layer<S> for FakeGovernanceLayer {
+    type Service = FakeGovernance<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        FakeGovernance { inner }
+    }
+}
+
+#[derive(Clone)]
+struct FakeGovernance<S> {
+    inner: S,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for FakeGovernance<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let labels = req
+            .extensions()
+            .get::<RequestLabels>()
+            .expect("the audit layer inserts RequestLabels")
+            .clone();
+        let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        if let Some(v) = h("x-trace") {
+            labels.set_trace_id(v);
+        }
+        if let Some(v) = h("x-order-id") {
+            labels.set_order_id(v);
+        }
+        if let Some(v) = h("x-subject") {
+            labels.set_subject(v);
+            labels.set_risk(RiskLevel::Medium);
+            labels.set_tenant(TenantNamespace::parse("tenant-a").unwrap());
+            labels.set_authorization(Authorization {
+                allowed: true,
+                shadow: false,
+                verb: "create".into(),
+                resource: "transfers".into(),
+                name: None,
+                binding: Some("RoleBinding/tenant-a/payers".into()),
+                role: Some("payer".into()),
+            });
+        }
+        if let Some(v) = h("idempotency-key") {
+            labels.set_idempotency(v, false);
+        }
+        if let Some(code) = h("x-reject") {
+            let rejection = Rejection::new(
+                RejectionKind::PermissionDenied,
+                code.to_owned(),
+                "refused by the test layer",
+            );
+            return ResponseFuture::rejected(rejection.to_response(&req));
+        }
+        ResponseFuture::inner(self.inner.call(req))
+    }
+}
+
+/// PREPARE, COMMIT, POST_COMMIT_HOOK, as the reference gateway's transfer.
+async fn transfer(axum::Extension(audit): axum::Extension<AuditHandle>) -> &'static str {
+    for step in ["PREPARE", "COMMIT", "POST_COMMIT_HOOK"] {
+        audit
+            .event(
+                step,
+                serde_json::json!({ "amount": "10.00", "currency": "EUR" }),
+            )
+            .await
+            .expect("audit event queued");
+    }
+    "transferred"
+}
+
+fn app(auditor: &Auditor) -> axum::Router {
+    echo_app()
+        .route("/transfer", post(transfer))
+        .layer(FakeGovernanceLayer)
+        .layer(AuditLayer::new(auditor.clone()))
+}
+
+fn read_records(path: &Path) -> Vec<AuditRecord> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn fast_file(path: &Path) -> FileSink {
+    FileSink::open_with(
+        path,
+        FileSinkOptions {
+            durability: Durability::Interval(Duration::from_millis(20)),
+            ..FileSinkOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_concurrent_requests_make_ten_thousand_chained_records() {
+    const N: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let auditor = Auditor::spawn(fast_file(&path)).unwrap();
+    let server = spawn(app(&auditor)).await;
+    let client = support::http_client();
+    let permits = Arc::new(Semaphore::new(200));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let permit = permits.clone().acquire_owned().await.unwrap();
+        let client = client.clone();
+        let url = server.url("/ok");
+        tasks.spawn(async move {
+            let req = Request::get(url)
+                .header("x-order-id", format!("order-{i}"))
+                .body(Full::default())
+                .unwrap();
+            let res = client.request(req).await.expect("request");
+            let status = res.status();
+            http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap();
+            drop(permit);
+            status
+        });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    auditor.flush().await.unwrap();
+
+    let report = verify(&path).unwrap();
+    assert_eq!(report.records, N as u64);
+    assert_eq!(report.last_seq, Some(N as u64));
+    let records = read_records(&path);
+    assert_eq!(records.len(), N);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.seq, i as u64 + 1, "contiguous sequence");
+        assert_eq!(r.kind, RecordKind::Request);
+        assert_eq!(r.http_status, Some(200));
+        assert_eq!(r.outcome, Some(Outcome::Complete));
+    }
+    let mut orders: Vec<_> = records
+        .iter()
+        .map(|r| r.order_id.clone().unwrap())
+        .collect();
+    orders.sort();
+    orders.dedup();
+    assert_eq!(orders.len(), N, "every request recorded exactly once");
+    assert_eq!(auditor.stats().written, N as u64);
+    assert_eq!(auditor.stats().refused, 0);
+}
+
+/// Writes a 10-record log of events and returns its lines.
+async fn ten_record_log(path: &Path) -> Vec<String> {
+    let auditor = Auditor::spawn(FileSink::open(path).unwrap()).unwrap();
+    for i in 1..=10 {
+        auditor
+            .event("STEP", serde_json::json!({ "amount": i * 100 }))
+            .await
+            .unwrap();
+    }
+    auditor.flush().await.unwrap();
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn reseal(line: &str, edit: impl FnOnce(&mut AuditRecord)) -> String {
+    let mut r: AuditRecord = serde_json::from_str(line).unwrap();
+    edit(&mut r);
+    let sealed = r.seal();
+    String::from_utf8(sealed).unwrap().trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn tamper_table_reports_the_first_broken_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("original.log");
+    let lines = ten_record_log(&original).await;
+    assert_eq!(verify(&original).unwrap().records, 10);
+
+    type Tamper = fn(Vec<String>) -> String;
+    type Expect = fn(&BreakKind) -> bool;
+    // (case, tamper, line, seq found there, what is wrong)
+    let table: Vec<(&str, Tamper, u64, Option<u64>, Expect)> = vec![
+        (
+            "edit a field",
+            |mut l| {
+                l[4] = l[4].replace("\"amount\":500", "\"amount\":900");
+                l.join("\n") + "\n"
+            },
+            5,
+            Some(5),
+            |k| matches!(k, BreakKind::Changed { .. }),
+        ),
+        (
+            "edit and re-hash",
+            |mut l| {
+                l[4] = reseal(&l[4], |r| {
+                    r.data = Some(serde_json::json!({ "amount": 900 }))
+                });
+                l.join("\n") + "\n"
+            },
+            6,
+            Some(6),
+            |k| matches!(k, BreakKind::PrevMismatch { .. }),
+        ),
+        (
+            "delete",
+            |mut l| {
+                l.remove(4);
+                l.join("\n") + "\n"
+            },
+            5,
+            Some(6),
+            |k| matches!(k, BreakKind::Missing { expected: 5 }),
+        ),
+        (
+            "delete the first",
+            |mut l| {
+                l.remove(0);
+                l.join("\n") + "\n"
+            },
+            1,
+            Some(2),
+            |k| matches!(k, BreakKind::Missing { expected: 1 }),
+        ),
+        (
+            "insert a copy",
+            |mut l| {
+                let copy = l[2].clone();
+                l.insert(5, copy);
+                l.join("\n") + "\n"
+            },
+            6,
+            Some(3),
+            |k| matches!(k, BreakKind::OutOfOrder { expected: 6 }),
+        ),
+        (
+            "insert a forged, well-sealed record",
+            |mut l| {
+                let forged = reseal(&l[4], |r| {
+                    r.prev = r.hash.clone();
+                    r.seq = 6;
+                });
+                let prev5: AuditRecord = serde_json::from_str(&l[4]).unwrap();
+                let forged = reseal(&forged, |r| r.prev = prev5.hash);
+                l.insert(5, forged);
+                l.join("\n") + "\n"
+            },
+            7,
+            Some(6),
+            |k| matches!(k, BreakKind::OutOfOrder { expected: 7 }),
+        ),
+        (
+            "reorder",
+            |mut l| {
+                l.swap(3, 4);
+                l.join("\n") + "\n"
+            },
+            4,
+            Some(5),
+            |k| matches!(k, BreakKind::OutOfOrder { expected: 4 }),
+        ),
+        (
+            "truncate mid-record",
+            |l| {
+                let mut s = l[..7].join("\n") + "\n";
+                s.push_str(&l[7][..40]);
+                s
+            },
+            8,
+            Some(8),
+            |k| matches!(k, BreakKind::Truncated),
+        ),
+        (
+            "garble a line",
+            |mut l| {
+                l[2] = "not json at all".into();
+                l.join("\n") + "\n"
+            },
+            3,
+            None,
+            |k| matches!(k, BreakKind::Malformed(_)),
+        ),
+    ];
+    for (case, tamper, line, seq, kind) in table {
+        let path = dir.path().join("tampered.log");
+        std::fs::write(&path, tamper(lines.clone())).unwrap();
+        match verify(&path) {
+            Err(VerifyError::Broken(b)) => {
+                assert_eq!(b.line, line, "{case}: {b}");
+                assert_eq!(b.seq, seq, "{case}: {b}");
+                assert!(kind(&b.kind), "{case}: {b}");
+                assert_eq!(b.verified, line - 1, "{case}: {b}");
+            }
+            other => panic!("{case}: not detected: {other:?}"),
+        }
+    }
+
+    // Cutting whole records off the end keeps a valid chain; the head
+    // recorded elsewhere is what exposes it.
+    let path = dir.path().join("cut.log");
+    std::fs::write(&path, lines[..8].join("\n") + "\n").unwrap();
+    let full = verify(&original).unwrap();
+    let cut = verify(&path).unwrap();
+    assert_eq!(cut.last_seq, Some(8));
+    assert_ne!(cut.head, full.head);
+}
+
+#[tokio::test]
+async fn torn_last_line_is_recovered_on_restart_and_the_chain_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    {
+        let auditor = Auditor::spawn(fast_file(&path)).unwrap();
+        let server = spawn(app(&auditor)).await;
+        for _ in 0..5 {
+            assert_eq!(support::get(&server.url("/ok"), &[]).await.status, 200);
+        }
+        auditor.flush().await.unwrap();
+        server.shutdown().await;
+    }
+    // The crash: half a record, no newline.
+    let sixth = b"{\"seq\":6,\"time\":\"2026-11-25T02:00:00.000000Z\",\"kind\":\"requ";
+    let mut bytes = std::fs::read(&path).unwrap();
+    let good_len = bytes.len() as u64;
+    bytes.extend_from_slice(sixth);
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        verify(&path),
+        Err(VerifyError::Broken(b)) if b.kind == BreakKind::Truncated && b.line == 6
+    ));
+
+    let auditor = Auditor::spawn(fast_file(&path)).unwrap();
+    let torn = auditor.recovery().expect("torn line reported");
+    assert_eq!((torn.line, torn.offset), (6, good_len));
+    assert_eq!(torn.bytes, sixth.len() as u64);
+    let server = spawn(app(&auditor)).await;
+    for _ in 0..3 {
+        assert_eq!(support::get(&server.url("/ok"), &[]).await.status, 200);
+    }
+    auditor.flush().await.unwrap();
+    let report = verify(&path).unwrap();
+    assert_eq!(report.records, 8);
+    let seqs: Vec<u64> = read_records(&path).iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn rejections_are_audited_with_their_codes() {
+    let sink = MemorySink::new();
+    let auditor = Auditor::spawn(sink.clone()).unwrap();
+    let server = spawn(app(&auditor)).await;
+    let denied = support::get(
+        &server.url("/echo"),
+        &[
+            ("x-subject", "mallory"),
+            ("x-reject", "rbac.denied"),
+            ("x-trace", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        ],
+    )
+    .await;
+    assert_eq!(denied.status, 403);
+    let ok = support::get(&server.url("/echo"), &[("x-subject", "alice")]).await;
+    assert_eq!(ok.status, 200);
+    // Over gRPC: a trailers-only PERMISSION_DENIED.
+    let mut client = grpc_client(server.addr).await;
+    let status = client
+        .unary(grpc_request(
+            EchoRequest::default(),
+            &[("x-reject", "tenant.suspended")],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    auditor.flush().await.unwrap();
+
+    let records = sink.records();
+    sink.verify().unwrap();
+    assert_eq!(records.len(), 3);
+    let r = &records[0];
+    assert_eq!(r.decision, Some(Decision::Deny));
+    assert_eq!(r.code.as_deref(), Some("rbac.denied"));
+    assert_eq!(r.http_status, Some(403));
+    assert_eq!(r.subject.as_deref(), Some("mallory"));
+    assert_eq!(
+        r.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    let r = &records[1];
+    assert_eq!(r.decision, Some(Decision::Allow));
+    assert_eq!(r.code, None);
+    assert_eq!(r.binding.as_deref(), Some("RoleBinding/tenant-a/payers"));
+    assert_eq!(
+        (r.verb.as_deref(), r.resource.as_deref()),
+        (Some("create"), Some("transfers"))
+    );
+    assert_eq!(r.tenant.as_deref(), Some("tenant-a"));
+    assert_eq!(r.risk, Some(RiskLevel::Medium));
+    let r = &records[2];
+    assert_eq!(r.decision, Some(Decision::Deny));
+    assert_eq!(r.code.as_deref(), Some("tenant.suspended"));
+    assert_eq!(r.route.as_deref(), Some("/finmesh.test.v1.Echo/Unary"));
+    assert_eq!((r.http_status, r.grpc_status), (Some(200), Some(7)));
+}
+
+#[tokio::test]
+async fn handler_events_join_the_chain_with_the_request_context() {
+    let sink = MemorySink::new();
+    let auditor = Auditor::spawn(sink.clone()).unwrap();
+    let server = spawn(app(&auditor)).await;
+    let req = Request::post(server.url("/transfer"))
+        .header("x-subject", "alice")
+        .header("x-order-id", "order-42")
+        .header("x-trace", "0af7651916cd43dd8448eb211c80319c")
+        .header("idempotency-key", "key-1")
+        .body(Full::default())
+        .unwrap();
+    let res = support::send(req).await;
+    assert_eq!(res.status, 200);
+    auditor.flush().await.unwrap();
+    sink.verify().unwrap();
+
+    let records = sink.records();
+    let got: Vec<_> = records
+        .iter()
+        .map(|r| (r.kind, r.event.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (RecordKind::Event, Some("PREPARE")),
+            (RecordKind::Event, Some("COMMIT")),
+            (RecordKind::Event, Some("POST_COMMIT_HOOK")),
+            (RecordKind::Request, None),
+        ]
+    );
+    for r in &records {
+        assert_eq!(
+            r.trace_id.as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        assert_eq!(r.order_id.as_deref(), Some("order-42"));
+        assert_eq!(r.subject.as_deref(), Some("alice"));
+        assert_eq!(r.tenant.as_deref(), Some("tenant-a"));
+        assert_eq!(r.idempotency_key.as_deref(), Some("key-1"));
+    }
+    assert_eq!(records[0].data.as_ref().unwrap()["amount"], "10.00");
+    assert_eq!(records[3].method.as_deref(), Some("POST"));
+    assert_eq!(records[3].route.as_deref(), Some("/transfer"));
+    assert!(!records[3].replayed);
+}
+
+#[tokio::test]
+async fn rotation_across_files_verifies_as_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let options = FileSinkOptions {
+        durability: Durability::EveryRecord,
+        max_file_bytes: 4 * 1024,
+    };
+    let auditor = Auditor::spawn(FileSink::open_with(&path, options).unwrap()).unwrap();
+    let server = spawn(app(&auditor)).await;
+    for _ in 0..60 {
+        assert_eq!(support::get(&server.url("/ok"), &[]).await.status, 200);
+    }
+    auditor.flush().await.unwrap();
+    let report = verify(&path).unwrap();
+    assert_eq!(report.records, 60);
+    assert!(report.files.len() >= 5, "{:?}", report.files);
+    assert_eq!(report.files[0], dir.path().join("audit.log.1"));
+    assert_eq!(report.files.last().unwrap(), &path);
+
+    // Deleting a middle file breaks the chain at the next file's first line.
+    std::fs::remove_file(dir.path().join("audit.log.2")).unwrap();
+    match verify(&path) {
+        Err(VerifyError::Broken(b)) => {
+            assert_eq!(b.file, dir.path().join("audit.log.3"));
+            assert_eq!(b.line, 1);
+            assert!(matches!(b.kind, BreakKind::Missing { .. }), "{b}");
+        }
+        other => panic!("not detected: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn grpc_calls_are_recorded_with_the_status_from_their_trailers() {
+    let sink = MemorySink::new();
+    let auditor = Auditor::spawn(sink.clone()).unwrap();
+    let server = spawn(app(&auditor)).await;
+    let mut client = grpc_client(server.addr).await;
+    let reply = client
+        .unary(grpc_request(
+            EchoRequest {
+                message: "hi".into(),
+                ..Default::default()
+            },
+            &[("x-order-id", "order-7")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(reply.get_ref().message, "hi");
+    // A bidirectional stream is recorded when its response stream ends.
+    let outbound = tokio_stream::iter((0..3).map(|i| EchoRequest {
+        message: format!("m{i}"),
+        ..Default::default()
+    }));
+    let mut inbound = client.bidi(outbound).await.unwrap().into_inner();
+    let mut n = 0;
+    while let Some(msg) = inbound.message().await.unwrap() {
+        n += 1;
+        assert_eq!(msg.seq, n);
+    }
+    assert_eq!(n, 3);
+    // The record is written when the server finishes the body; give the
+    // server a moment to poll it to its end after the client saw it.
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        auditor.flush().await.unwrap();
+        records = sink.records();
+        if records.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(records.len(), 2, "{records:?}");
+    let unary = &records[0];
+    assert_eq!(unary.route.as_deref(), Some("/finmesh.test.v1.Echo/Unary"));
+    assert_eq!(unary.order_id.as_deref(), Some("order-7"));
+    assert_eq!(unary.grpc_status, Some(0));
+    assert_eq!(unary.outcome, Some(Outcome::Complete));
+    let bidi = &records[1];
+    assert_eq!(bidi.route.as_deref(), Some("/finmesh.test.v1.Echo/Bidi"));
+    assert_eq!(bidi.grpc_status, Some(0));
+    assert_eq!(bidi.outcome, Some(Outcome::Complete));
+    sink.verify().unwrap();
+}
