@@ -102,7 +102,7 @@ slot_type!(HealthL, "health", crate::health::HealthLayer);
 slot_type!(TelemetryL, "telemetry", crate::telemetry::TelemetryLayer);
 slot_type!(AuditL, "audit", crate::audit::AuditLayer);
 slot_type!(DeadlineL, "deadline", crate::deadline::StreamDeadlineLayer);
-slot_type!(JwtL, "nonexistent-pending", Absent);
+slot_type!(JwtL, "_jwt", crate::auth::JwtAuthLayer);
 slot_type!(TenantL, "tenant", crate::tenant::SharedTenantLayer);
 slot_type!(RbacL, "nonexistent-pending", Absent);
 slot_type!(
@@ -214,7 +214,7 @@ impl GovernanceBuilder {
     }
 
     /// Verifies the bearer JWT.
-    #[cfg(feature = "nonexistent-pending")]
+    #[cfg(feature = "_jwt")]
     pub fn jwt(mut self, layer: crate::auth::JwtAuthLayer) -> Self {
         self.layer.jwt = Some(layer);
         self

@@ -125,6 +125,18 @@ impl<R: TenantRegistry> TenantLayer<R> {
             ),
         };
         let claimed = principal.and_then(|p| p.tenant);
+        // SAFETY (security): a caller whose own tenant is suspended is
+        // refused as such whatever header it sends — suspension must not
+        // be sidestepped, or turned into a `tenant.mismatch`, by naming
+        // another tenant. Telling the caller its own tenant's status
+        // reveals nothing about other tenants.
+        if let Some(claim) = claimed {
+            if let Some(own) = self.registry.lookup(&claim) {
+                if !own.is_active() {
+                    return Err(TenantRejection::Suspended(claim));
+                }
+            }
+        }
         let namespace = match (from_header, claimed) {
             // SAFETY (security): a verified claim outranks a header.
             (Some(header), Some(claim)) if header != claim => {

@@ -41,7 +41,7 @@
 //! | no namespace from any source | 400 | `INVALID_ARGUMENT` | `tenant.missing` |
 //! | malformed: empty, uppercase, over 63 characters, leading or trailing `-`, `_`, `.`, spaces, non-ASCII, percent-encoding, the header sent more than once | 400 | `INVALID_ARGUMENT` | `tenant.malformed` |
 //! | well-formed but not in the registry | 403 (never 404) | `PERMISSION_DENIED` | `tenant.unknown` |
-//! | suspended tenant | 403 | `PERMISSION_DENIED` | `tenant.suspended` |
+//! | suspended tenant — the one named, or the verified principal's own, whatever the header says | 403 | `PERMISSION_DENIED` | `tenant.suspended` |
 //! | header names one tenant, the verified principal another | 403 | `PERMISSION_DENIED` | `tenant.mismatch` |
 //!
 //! Details name at most what the caller sent; an unknown tenant is a 403 so

@@ -311,6 +311,22 @@ mod tests {
                 403,
                 "tenant.mismatch",
             ),
+            // The caller's own suspended tenant is refused as suspended,
+            // whatever tenant the header names.
+            (
+                "claim suspended, header names another",
+                &[b"tenant-a"],
+                principal(Some("tenant-s")),
+                403,
+                "tenant.suspended",
+            ),
+            (
+                "claim suspended, no header",
+                &[],
+                principal(Some("tenant-s")),
+                403,
+                "tenant.suspended",
+            ),
             // A malformed header is malformed whatever the token says.
             (
                 "malformed header, claim",
