@@ -105,7 +105,11 @@ slot_type!(DeadlineL, "deadline", crate::deadline::StreamDeadlineLayer);
 slot_type!(JwtL, "_jwt", crate::auth::JwtAuthLayer);
 slot_type!(TenantL, "tenant", crate::tenant::SharedTenantLayer);
 slot_type!(RbacL, "nonexistent-pending", Absent);
-slot_type!(IdempotencyL, "idempotency", crate::idempotency::IdempotencyLayer);
+slot_type!(
+    IdempotencyL,
+    "idempotency",
+    crate::idempotency::IdempotencyLayer
+);
 
 type Slot<L, S> = Optional<<L as Layer<S>>::Service, S>;
 
@@ -117,7 +121,10 @@ pub type Governance<S> = Slot<
         HealthL,
         Slot<
             TelemetryL,
-            Slot<AuditL, Slot<DeadlineL, Slot<JwtL, Slot<TenantL, Slot<RbacL, Slot<IdempotencyL, S>>>>>>,
+            Slot<
+                AuditL,
+                Slot<DeadlineL, Slot<JwtL, Slot<TenantL, Slot<RbacL, Slot<IdempotencyL, S>>>>>,
+            >,
         >,
     >,
 >;
@@ -215,7 +222,10 @@ impl GovernanceBuilder {
 
     /// Admits only known, active tenants — the caller's own.
     #[cfg(feature = "tenant")]
-    pub fn tenants<R: crate::tenant::TenantRegistry>(mut self, layer: crate::tenant::TenantLayer<R>) -> Self {
+    pub fn tenants<R: crate::tenant::TenantRegistry>(
+        mut self,
+        layer: crate::tenant::TenantLayer<R>,
+    ) -> Self {
         self.layer.tenants = Some(layer.into_shared());
         self
     }
