@@ -104,7 +104,7 @@ slot_type!(AuditL, "audit", crate::audit::AuditLayer);
 slot_type!(DeadlineL, "deadline", crate::deadline::StreamDeadlineLayer);
 slot_type!(JwtL, "_jwt", crate::auth::JwtAuthLayer);
 slot_type!(TenantL, "tenant", crate::tenant::SharedTenantLayer);
-slot_type!(RbacL, "nonexistent-pending", Absent);
+slot_type!(RbacL, "rbac", crate::rbac::RbacLayer);
 slot_type!(
     IdempotencyL,
     "idempotency",
@@ -154,6 +154,8 @@ impl GovernanceLayer {
 impl<S> Layer<S> for GovernanceLayer {
     type Service = Governance<S>;
 
+    // With a feature off, its slot holds `Option<Absent>`, which is `Copy`.
+    #[allow(clippy::clone_on_copy)]
     fn layer(&self, inner: S) -> Self::Service {
         // Innermost first.
         let s = OptionalLayer::new(self.idempotency.clone()).layer(inner);
@@ -231,7 +233,7 @@ impl GovernanceBuilder {
     }
 
     /// Authorizes with Kubernetes RBAC semantics.
-    #[cfg(feature = "nonexistent-pending")]
+    #[cfg(feature = "rbac")]
     pub fn rbac(mut self, layer: crate::rbac::RbacLayer) -> Self {
         self.layer.rbac = Some(layer);
         self

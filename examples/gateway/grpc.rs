@@ -34,7 +34,10 @@ type ResultStream = Pin<Box<dyn Stream<Item = Result<TransferResult, Status>> + 
 
 #[tonic::async_trait]
 impl LedgerApi for LedgerService {
-    async fn get_account(&self, req: Request<GetAccountRequest>) -> Result<Response<Account>, Status> {
+    async fn get_account(
+        &self,
+        req: Request<GetAccountRequest>,
+    ) -> Result<Response<Account>, Status> {
         let tenant = tenant_of(&req)?;
         let id = req.into_inner().id;
         let account = self
@@ -68,7 +71,17 @@ impl LedgerApi for LedgerService {
                         Err(_) => rejected(t.order_id),
                         Ok(amount) => {
                             let ns = tenant.namespace.as_str();
-                            match super::http::execute(&ledger, ns, &t.order_id, &t.from_account, &t.to_account, amount, audit.as_ref()).await {
+                            match super::http::execute(
+                                &ledger,
+                                ns,
+                                &t.order_id,
+                                &t.from_account,
+                                &t.to_account,
+                                amount,
+                                audit.as_ref(),
+                            )
+                            .await
+                            {
                                 Ok(transfer_id) => TransferResult {
                                     order_id: t.order_id,
                                     transfer_id,
@@ -85,7 +98,9 @@ impl LedgerApi for LedgerService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 

@@ -42,12 +42,20 @@ fn refuse(labels: &Labels, kind: RejectionKind, code: &'static str, detail: Stri
 
 fn not_found(labels: &Labels, id: &str) -> Response {
     // Not a finmesh rejection kind: the application's own 404, same shape.
-    let mut res = refuse(labels, RejectionKind::InvalidArgument, "ledger.account_not_found", format!("no account {id:?}"));
+    let mut res = refuse(
+        labels,
+        RejectionKind::InvalidArgument,
+        "ledger.account_not_found",
+        format!("no account {id:?}"),
+    );
     *res.status_mut() = StatusCode::NOT_FOUND;
     res
 }
 
-async fn list_accounts(State(ledger): State<Arc<Ledger>>, Extension(tenant): Extension<Tenant>) -> Response {
+async fn list_accounts(
+    State(ledger): State<Arc<Ledger>>,
+    Extension(tenant): Extension<Tenant>,
+) -> Response {
     Json(json!({ "accounts": ledger.list(tenant.namespace.as_str()) })).into_response()
 }
 
@@ -78,10 +86,22 @@ async fn update_account(
 ) -> Response {
     let update: AccountUpdate = match serde_json::from_slice(&body) {
         Ok(u) => u,
-        Err(e) => return refuse(&labels, RejectionKind::InvalidArgument, "ledger.invalid_body", format!("expected {{\"name\": string}}: {e}")),
+        Err(e) => {
+            return refuse(
+                &labels,
+                RejectionKind::InvalidArgument,
+                "ledger.invalid_body",
+                format!("expected {{\"name\": string}}: {e}"),
+            );
+        }
     };
     if update.name.is_empty() || update.name.len() > 100 {
-        return refuse(&labels, RejectionKind::InvalidArgument, "ledger.invalid_body", "name must be 1 to 100 bytes".into());
+        return refuse(
+            &labels,
+            RejectionKind::InvalidArgument,
+            "ledger.invalid_body",
+            "name must be 1 to 100 bytes".into(),
+        );
     }
     match ledger.rename(tenant.namespace.as_str(), &id, &update.name) {
         Some(account) => Json(account).into_response(),
@@ -107,19 +127,40 @@ async fn transfer(
     let req: TransferBody = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return refuse(&labels, RejectionKind::InvalidArgument, "transfer.invalid_body", format!("expected {{\"from\", \"to\", \"amount\"}}: {e}"));
+            return refuse(
+                &labels,
+                RejectionKind::InvalidArgument,
+                "transfer.invalid_body",
+                format!("expected {{\"from\", \"to\", \"amount\"}}: {e}"),
+            );
         }
     };
     let amount = match Amount::from_json(&req.amount) {
         Ok(a) => a,
-        Err(e) => return refuse(&labels, RejectionKind::InvalidArgument, "transfer.invalid_amount", e.to_string()),
+        Err(e) => {
+            return refuse(
+                &labels,
+                RejectionKind::InvalidArgument,
+                "transfer.invalid_amount",
+                e.to_string(),
+            );
+        }
     };
     let order_id = labels
         .as_ref()
         .and_then(|Extension(l)| l.snapshot().order_id)
         .map(|o| o.to_string())
         .unwrap_or_default();
-    let outcome = execute(&ledger, tenant.namespace.as_str(), &order_id, &req.from, &req.to, amount, audit.as_ref().map(|Extension(a)| a)).await;
+    let outcome = execute(
+        &ledger,
+        tenant.namespace.as_str(),
+        &order_id,
+        &req.from,
+        &req.to,
+        amount,
+        audit.as_ref().map(|Extension(a)| a),
+    )
+    .await;
     match outcome {
         Ok(transfer_id) => {
             if let Some(Extension(l)) = &labels {
@@ -138,7 +179,12 @@ async fn transfer(
             )
                 .into_response()
         }
-        Err(why) => refuse(&labels, RejectionKind::Unprocessable, "transfer.rejected", why),
+        Err(why) => refuse(
+            &labels,
+            RejectionKind::Unprocessable,
+            "transfer.rejected",
+            why,
+        ),
     }
 }
 
@@ -157,24 +203,44 @@ pub(crate) async fn execute(
         if let Some(audit) = audit {
             // A refused audit write fails the transfer: no money moves
             // without its trail.
-            audit.event(name, data).await.map_err(|e| format!("audit unavailable: {e}"))?;
+            audit
+                .event(name, data)
+                .await
+                .map_err(|e| format!("audit unavailable: {e}"))?;
         }
         Ok::<(), String>(())
     };
-    let facts = json!({ "order_id": order_id, "from": from, "to": to, "amount": amount.to_string() });
+    let facts =
+        json!({ "order_id": order_id, "from": from, "to": to, "amount": amount.to_string() });
     step("PREPARE", facts.clone()).await?;
     if let Err(e) = ledger.prepare(tenant, from, to, amount) {
-        step("ABORT", json!({ "order_id": order_id, "reason": e.to_string() })).await?;
+        step(
+            "ABORT",
+            json!({ "order_id": order_id, "reason": e.to_string() }),
+        )
+        .await?;
         return Err(e.to_string());
     }
     let committed = match ledger.commit(tenant, from, to, amount) {
         Ok(t) => t,
         Err(e) => {
-            step("ABORT", json!({ "order_id": order_id, "reason": e.to_string() })).await?;
+            step(
+                "ABORT",
+                json!({ "order_id": order_id, "reason": e.to_string() }),
+            )
+            .await?;
             return Err(e.to_string());
         }
     };
-    step("COMMIT", json!({ "order_id": order_id, "transfer_id": committed.transfer_id })).await?;
-    step("POST_COMMIT_HOOK", json!({ "order_id": order_id, "transfer_id": committed.transfer_id, "notified": true })).await?;
+    step(
+        "COMMIT",
+        json!({ "order_id": order_id, "transfer_id": committed.transfer_id }),
+    )
+    .await?;
+    step(
+        "POST_COMMIT_HOOK",
+        json!({ "order_id": order_id, "transfer_id": committed.transfer_id, "notified": true }),
+    )
+    .await?;
     Ok(committed.transfer_id)
 }

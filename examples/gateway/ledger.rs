@@ -70,7 +70,10 @@ impl Ledger {
             next_transfer: AtomicU64::new(1),
         };
         for tenant in ["tenant-a", "tenant-b", "tenant-frozen"] {
-            for (id, name, cents) in [("acc-1", "Operating", 1_000_000), ("acc-2", "Reserve", 250_000)] {
+            for (id, name, cents) in [
+                ("acc-1", "Operating", 1_000_000),
+                ("acc-2", "Reserve", 250_000),
+            ] {
                 ledger.accounts.lock().unwrap().insert(
                     (tenant.into(), id.into()),
                     Account {
@@ -89,7 +92,11 @@ impl Ledger {
     /// Accounts of `tenant`.
     pub fn list(&self, tenant: &str) -> Vec<Account> {
         let accounts = self.accounts.lock().unwrap();
-        accounts.values().filter(|a| a.tenant == tenant).cloned().collect()
+        accounts
+            .values()
+            .filter(|a| a.tenant == tenant)
+            .cloned()
+            .collect()
     }
 
     /// One account of `tenant`.
@@ -107,7 +114,13 @@ impl Ledger {
     }
 
     /// Checks a transfer without moving money (the PREPARE step).
-    pub fn prepare(&self, tenant: &str, from: &str, to: &str, amount: Amount) -> Result<(), TransferError> {
+    pub fn prepare(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+        amount: Amount,
+    ) -> Result<(), TransferError> {
         let accounts = self.accounts.lock().unwrap();
         if from == to {
             return Err(TransferError::SameAccount);
@@ -125,7 +138,13 @@ impl Ledger {
     }
 
     /// Moves the money atomically (the COMMIT step).
-    pub fn commit(&self, tenant: &str, from: &str, to: &str, amount: Amount) -> Result<Transfer, TransferError> {
+    pub fn commit(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+        amount: Amount,
+    ) -> Result<Transfer, TransferError> {
         let mut accounts = self.accounts.lock().unwrap();
         let from_key = (tenant.to_owned(), from.to_owned());
         let to_key = (tenant.to_owned(), to.to_owned());

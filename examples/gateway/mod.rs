@@ -73,10 +73,30 @@ pub struct Identity {
 
 /// alice, bob, carol and dave.
 pub const IDENTITIES: [Identity; 4] = [
-    Identity { name: "alice", tenant: "tenant-a", risk: "low", groups: &[] },
-    Identity { name: "bob", tenant: "tenant-b", risk: "medium", groups: &["tenant-b-viewers"] },
-    Identity { name: "carol", tenant: "tenant-frozen", risk: "low", groups: &[] },
-    Identity { name: "dave", tenant: "tenant-a", risk: "high", groups: &[] },
+    Identity {
+        name: "alice",
+        tenant: "tenant-a",
+        risk: "low",
+        groups: &[],
+    },
+    Identity {
+        name: "bob",
+        tenant: "tenant-b",
+        risk: "medium",
+        groups: &["tenant-b-viewers"],
+    },
+    Identity {
+        name: "carol",
+        tenant: "tenant-frozen",
+        risk: "low",
+        groups: &[],
+    },
+    Identity {
+        name: "dave",
+        tenant: "tenant-a",
+        risk: "high",
+        groups: &[],
+    },
 ];
 
 /// The demo identity named `name`.
@@ -101,7 +121,12 @@ pub fn mint_token(user: &str, secret: &[u8], now: SystemTime) -> Option<String> 
     // With both crypto backends compiled in, jsonwebtoken needs one chosen.
     finmesh::auth::install_default_crypto_provider();
     let header = jsonwebtoken::Header::new(Algorithm::HS256);
-    jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(secret)).ok()
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .ok()
 }
 
 /// How the gateway is configured (the command line, in the binary).
@@ -182,10 +207,12 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         .propagator(w3c_propagator())
         .echo_trace_id()
         .require_order_id_on(::http::Method::POST, "/v1/transfer")
-        .route_template(|_: &::http::Method, _: &::http::Uri, ext: &::http::Extensions| {
-            ext.get::<axum::extract::MatchedPath>()
-                .map(|p| std::borrow::Cow::Owned(p.as_str().to_owned()))
-        })
+        .route_template(
+            |_: &::http::Method, _: &::http::Uri, ext: &::http::Extensions| {
+                ext.get::<axum::extract::MatchedPath>()
+                    .map(|p| std::borrow::Cow::Owned(p.as_str().to_owned()))
+            },
+        )
         .build();
 
     let governance = GovernanceLayer::builder()
@@ -234,7 +261,10 @@ fn embedded_tenants() -> Result<StaticTenants, BoxError> {
 }
 
 /// Logs each request: method, path, status, latency and trace id.
-async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn log_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -261,7 +291,13 @@ async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) 
 }
 
 /// Reads a whole axum body (bounded by the idempotency layer upstream).
-pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, BoxError> {
-    let bytes = http_body_util::Limited::new(body, limit).collect().await?.to_bytes();
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<bytes::Bytes, BoxError> {
+    let bytes = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await?
+        .to_bytes();
     Ok(bytes)
 }

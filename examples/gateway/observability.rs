@@ -61,7 +61,11 @@ pub fn render_prometheus(registry: &prometheus::Registry) -> axum::response::Res
     let encoder = prometheus::TextEncoder::new();
     let mut out = Vec::new();
     match encoder.encode(&registry.gather(), &mut out) {
-        Ok(()) => ([(http::header::CONTENT_TYPE, encoder.format_type().to_owned())], out).into_response(),
+        Ok(()) => (
+            [(http::header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            out,
+        )
+            .into_response(),
         Err(e) => (http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

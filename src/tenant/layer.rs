@@ -130,12 +130,13 @@ impl<R: TenantRegistry> TenantLayer<R> {
         // be sidestepped, or turned into a `tenant.mismatch`, by naming
         // another tenant. Telling the caller its own tenant's status
         // reveals nothing about other tenants.
-        if let Some(claim) = claimed {
-            if let Some(own) = self.registry.lookup(&claim) {
-                if !own.is_active() {
-                    return Err(TenantRejection::Suspended(claim));
-                }
-            }
+        if let Some(claim) = claimed
+            && self
+                .registry
+                .lookup(&claim)
+                .is_some_and(|own| !own.is_active())
+        {
+            return Err(TenantRejection::Suspended(claim));
         }
         let namespace = match (from_header, claimed) {
             // SAFETY (security): a verified claim outranks a header.

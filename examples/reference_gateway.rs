@@ -1,0 +1,190 @@
+//! The finmesh reference gateway: a small ledger served over HTTP/1.1 and
+//! h2c gRPC on one port, behind the whole governance stack.
+//!
+//! ```sh
+//! cargo run --example reference_gateway                 # 127.0.0.1:8080
+//! TOKEN=$(cargo run -q --example reference_gateway -- token alice)
+//! curl -s localhost:8080/v1/accounts -H "authorization: Bearer $TOKEN" \
+//!      -H 'x-tenant-namespace: tenant-a'
+//! ```
+//!
+//! Options: `--addr ADDR`, `--config DIR` (tenants.yaml and rbac.yaml,
+//! hot-reloaded), `--message-timeout 2s`, `--audit-log PATH`,
+//! `--drain-delay 5s`. Environment: `FINMESH_JWT_SECRET` (else a demo
+//! secret, with a warning), `OTEL_EXPORTER_OTLP_ENDPOINT` (export traces),
+//! `RUST_LOG`.
+
+#[path = "gateway/mod.rs"]
+mod gateway;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+const USAGE: &str = "\
+usage: reference_gateway [--addr ADDR] [--config DIR] [--message-timeout DUR]
+                         [--audit-log PATH] [--drain-delay DUR]
+       reference_gateway token <alice|bob|carol|dave>
+
+DUR is a number with a unit: 500ms, 2s, 1m.";
+
+struct Cli {
+    addr: SocketAddr,
+    config_dir: Option<PathBuf>,
+    message_timeout: Duration,
+    audit_log: PathBuf,
+    drain_delay: Duration,
+}
+
+enum Command {
+    Serve(Cli),
+    Token(String),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?} (try 500ms, 2s or 1m)");
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut cli = Cli {
+        addr: "127.0.0.1:8080".parse().expect("valid default"),
+        config_dir: None,
+        message_timeout: Duration::from_secs(2),
+        audit_log: PathBuf::from("finmesh-audit.log"),
+        drain_delay: Duration::from_secs(5),
+    };
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "token" => {
+                let user = value("token")?;
+                return Ok(Command::Token(user));
+            }
+            "--addr" => {
+                let v = value("--addr")?;
+                cli.addr = v.parse().map_err(|e| format!("--addr {v:?}: {e}"))?;
+            }
+            "--config" => cli.config_dir = Some(value("--config")?.into()),
+            "--message-timeout" => {
+                cli.message_timeout = parse_duration(&value("--message-timeout")?)?
+            }
+            "--audit-log" => cli.audit_log = value("--audit-log")?.into(),
+            "--drain-delay" => cli.drain_delay = parse_duration(&value("--drain-delay")?)?,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Command::Serve(cli))
+}
+
+fn secret() -> (Vec<u8>, bool) {
+    match std::env::var("FINMESH_JWT_SECRET") {
+        Ok(s) if !s.is_empty() => (s.into_bytes(), false),
+        _ => (gateway::DEMO_SECRET.as_bytes().to_vec(), true),
+    }
+}
+
+fn main() -> ExitCode {
+    let command = match parse_args(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let (secret, demo_secret) = secret();
+    match command {
+        Command::Token(user) => match gateway::mint_token(&user, &secret, SystemTime::now()) {
+            // Only the token on stdout, so `TOKEN=$(… token alice)` works.
+            Some(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("error: unknown user {user:?}: one of alice, bob, carol, dave");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve(cli) => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(serve(cli, secret, demo_secret)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gateway::BoxError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    if demo_secret {
+        tracing::warn!(
+            "!!! FINMESH_JWT_SECRET is not set: signing and verifying tokens with the PUBLIC DEMO SECRET. \
+             Anyone can mint tokens for this gateway. Never run it like this outside a laptop. !!!"
+        );
+    }
+    let options = gateway::Options {
+        config_dir: cli.config_dir.clone(),
+        message_timeout: cli.message_timeout,
+        audit_log: cli.audit_log.clone(),
+        jwt_secret: secret,
+        otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .ok()
+            .filter(|s| !s.is_empty()),
+    };
+    let gw = gateway::build(&options)?;
+    let listener = tokio::net::TcpListener::bind(cli.addr).await?;
+    let addr = listener.local_addr()?;
+    let policy = match &cli.config_dir {
+        Some(dir) => format!("policy from {} (hot-reloaded)", dir.display()),
+        None => "embedded demo policy (examples/gateway/config/)".into(),
+    };
+    println!(
+        "finmesh reference gateway on http://{addr} — HTTP/1.1 and h2c gRPC\n\
+         {policy}; audit log {}; per-message stream deadline {:?}\n\n\
+         Get a token (alice, bob, carol or dave):\n\
+         \x20 TOKEN=$(cargo run -q --example reference_gateway -- token alice)\n\
+         Then:\n\
+         \x20 curl -s http://{addr}/v1/accounts -H \"authorization: Bearer $TOKEN\" -H 'x-tenant-namespace: tenant-a'\n",
+        cli.audit_log.display(),
+        cli.message_timeout,
+    );
+
+    // Ctrl-C / SIGTERM: readiness fails at once, requests are still served
+    // for the drain delay, then the listener closes and in-flight requests
+    // finish.
+    let drain = gw.health.graceful_shutdown(cli.drain_delay);
+    let drain_delay = cli.drain_delay;
+    let shutdown = async move {
+        drain.await;
+        tracing::info!("drained for {drain_delay:?}; closing the listener");
+    };
+    axum::serve(listener, gw.app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    gw.auditor.flush().await?;
+    gw.observability.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
