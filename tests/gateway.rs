@@ -1,0 +1,581 @@
+//! End to end: the reference gateway's app, started in-process on
+//! `127.0.0.1:0` and driven with real HTTP/1.1 and tonic clients.
+
+#[path = "../examples/gateway/mod.rs"]
+mod gateway;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use gateway::pb::ledger_client::LedgerClient;
+use gateway::pb::{GetAccountRequest, TransferRequest};
+use http_body_util::Full;
+use support::{HttpAnswer, TestServer, send, spawn};
+use tonic::transport::Channel;
+
+const SECRET: &[u8] = b"an-end-to-end-test-secret-of-32-bytes-or-more";
+
+struct Running {
+    server: TestServer,
+    gateway: gateway::Gateway,
+    audit_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(message_timeout: Duration) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let audit_log = dir.path().join("audit.log");
+    let gateway = gateway::build(&gateway::Options {
+        config_dir: None,
+        message_timeout,
+        audit_log: audit_log.clone(),
+        jwt_secret: SECRET.to_vec(),
+        otlp_endpoint: None,
+    })
+    .expect("gateway builds");
+    let server = spawn(gateway.app.clone()).await;
+    Running {
+        server,
+        gateway,
+        audit_log,
+        _dir: dir,
+    }
+}
+
+fn token(user: &str) -> String {
+    gateway::mint_token(user, SECRET, SystemTime::now()).expect("demo user")
+}
+
+static KEYS: AtomicU64 = AtomicU64::new(1);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", KEYS.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn http(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> HttpAnswer {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(server.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    send(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()).await
+}
+
+async fn ledger(server: &TestServer) -> LedgerClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    LedgerClient::new(channel)
+}
+
+fn grpc<T>(msg: T, user: &str, tenant: Option<&str>) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    let md = req.metadata_mut();
+    md.insert(
+        "authorization",
+        format!("Bearer {}", token(user)).parse().unwrap(),
+    );
+    if let Some(t) = tenant {
+        md.insert("x-tenant-namespace", t.parse().unwrap());
+    }
+    req
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Route {
+    ListAccounts,
+    GetAccount,
+    UpdateAccount,
+    Transfer,
+    GrpcGetAccount,
+    GrpcStreamTransfers,
+}
+
+const ROUTES: [Route; 6] = [
+    Route::ListAccounts,
+    Route::GetAccount,
+    Route::UpdateAccount,
+    Route::Transfer,
+    Route::GrpcGetAccount,
+    Route::GrpcStreamTransfers,
+];
+
+/// What the demo policy says: `Ok` or the rejection code.
+fn expected(user: &str, header: Option<&str>, route: Route) -> Result<(), &'static str> {
+    let who = gateway::identity(user).unwrap();
+    if who.tenant == "tenant-frozen" {
+        return Err("tenant.suspended");
+    }
+    if header.is_some_and(|h| h != who.tenant) {
+        return Err("tenant.mismatch");
+    }
+    let reads = matches!(
+        route,
+        Route::ListAccounts | Route::GetAccount | Route::GrpcGetAccount
+    );
+    let allowed = match user {
+        "alice" => true,
+        "bob" => reads,
+        _ => false,
+    };
+    if allowed { Ok(()) } else { Err("rbac.denied") }
+}
+
+/// What a gRPC client can tell the codes apart by.
+fn grpc_message_marker(code: &str) -> &'static str {
+    match code {
+        "tenant.suspended" => "suspended",
+        "tenant.mismatch" => "does not match",
+        "rbac.denied" => "cannot",
+        other => panic!("no marker for {other}"),
+    }
+}
+
+#[tokio::test]
+async fn every_identity_tenant_and_route_gets_the_policy_answer() {
+    let gw = start(Duration::from_secs(2)).await;
+    let mut client = ledger(&gw.server).await;
+    let mut checked = 0;
+    for user in ["alice", "bob", "carol", "dave"] {
+        for header in [
+            None,
+            Some("tenant-a"),
+            Some("tenant-b"),
+            Some("tenant-frozen"),
+        ] {
+            for route in ROUTES {
+                let want = expected(user, header, route);
+                let what = format!("{user} with tenant header {header:?} on {route:?}");
+                let mut headers = vec![("authorization", format!("Bearer {}", token(user)))];
+                if let Some(h) = header {
+                    headers.push(("x-tenant-namespace", h.to_owned()));
+                }
+                let http_answer = match route {
+                    Route::ListAccounts => Some((
+                        200,
+                        http(&gw.server, "GET", "/v1/accounts", &headers, "").await,
+                    )),
+                    Route::GetAccount => Some((
+                        200,
+                        http(&gw.server, "GET", "/v1/accounts/acc-1", &headers, "").await,
+                    )),
+                    Route::UpdateAccount => Some((
+                        200,
+                        http(
+                            &gw.server,
+                            "PUT",
+                            "/v1/accounts/acc-1",
+                            &headers,
+                            r#"{"name":"Renamed"}"#,
+                        )
+                        .await,
+                    )),
+                    Route::Transfer => {
+                        headers.push(("x-order-id", unique("ord")));
+                        headers.push(("idempotency-key", unique("key")));
+                        Some((
+                            201,
+                            http(
+                                &gw.server,
+                                "POST",
+                                "/v1/transfer",
+                                &headers,
+                                r#"{"from":"acc-1","to":"acc-2","amount":"0.01"}"#,
+                            )
+                            .await,
+                        ))
+                    }
+                    _ => None,
+                };
+                if let Some((ok_status, res)) = http_answer {
+                    match want {
+                        Ok(()) => assert_eq!(res.status, ok_status, "{what}: {:?}", res.body),
+                        Err(code) => {
+                            assert_eq!(res.status, 403, "{what}: {:?}", res.body);
+                            assert_eq!(res.json()["code"], code, "{what}");
+                        }
+                    }
+                    checked += 1;
+                    continue;
+                }
+                let got = match route {
+                    Route::GrpcGetAccount => client
+                        .get_account(grpc(GetAccountRequest { id: "acc-1".into() }, user, header))
+                        .await
+                        .map(|r| assert_eq!(r.into_inner().id, "acc-1")),
+                    Route::GrpcStreamTransfers => {
+                        let order = unique("ord");
+                        let msgs = vec![TransferRequest {
+                            order_id: order.clone(),
+                            from_account: "acc-1".into(),
+                            to_account: "acc-2".into(),
+                            amount: "0.01".into(),
+                        }];
+                        match client
+                            .stream_transfers(grpc(tokio_stream::iter(msgs), user, header))
+                            .await
+                        {
+                            Ok(res) => {
+                                let mut stream = res.into_inner();
+                                let first = stream.message().await;
+                                first.map(|m| {
+                                    let m = m.expect("one result");
+                                    assert_eq!(
+                                        (m.order_id.as_str(), m.state.as_str()),
+                                        (order.as_str(), "COMMITTED"),
+                                        "{what}"
+                                    );
+                                })
+                            }
+                            Err(status) => Err(status),
+                        }
+                    }
+                    _ => unreachable!(),
+                };
+                match (want, got) {
+                    (Ok(()), Ok(())) => {}
+                    (Err(code), Err(status)) => {
+                        assert_eq!(
+                            status.code(),
+                            tonic::Code::PermissionDenied,
+                            "{what}: {status:?}"
+                        );
+                        assert!(
+                            status.message().contains(grpc_message_marker(code)),
+                            "{what}: expected {code}, got {:?}",
+                            status.message()
+                        );
+                    }
+                    (want, got) => panic!("{what}: expected {want:?}, got {got:?}"),
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 4 * 4 * ROUTES.len());
+}
+
+fn audit_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_transfer_retried_with_the_same_key_executes_once_and_replays() {
+    let gw = start(Duration::from_secs(2)).await;
+    let headers = vec![
+        ("authorization", format!("Bearer {}", token("alice"))),
+        ("x-tenant-namespace", "tenant-a".to_owned()),
+        ("x-order-id", "ord-retry".to_owned()),
+        ("idempotency-key", "transfer-retry-1".to_owned()),
+    ];
+    let body = r#"{"from":"acc-1","to":"acc-2","amount":12.5}"#;
+    let before = gw.gateway.ledger.get("tenant-a", "acc-1").unwrap().balance;
+    let first = http(&gw.server, "POST", "/v1/transfer", &headers, body).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_eq!(first.json()["state"], "COMMITTED");
+    assert_eq!(first.json()["amount"], "12.50");
+    let retry = http(&gw.server, "POST", "/v1/transfer", &headers, body).await;
+    assert_eq!(retry.status, 201);
+    assert_eq!(retry.body, first.body, "replayed byte for byte");
+    assert_eq!(retry.header("idempotency-replayed"), "true");
+    assert_eq!(first.header("idempotency-replayed"), "");
+    // Money moved once.
+    assert_eq!(before, "10000.00");
+    assert_eq!(
+        gw.gateway.ledger.get("tenant-a", "acc-1").unwrap().balance,
+        "9987.50"
+    );
+    // The same key with another payload is refused.
+    let changed = http(
+        &gw.server,
+        "POST",
+        "/v1/transfer",
+        &headers,
+        r#"{"from":"acc-1","to":"acc-2","amount":"13"}"#,
+    )
+    .await;
+    assert_eq!(changed.status, 422);
+    assert_eq!(changed.json()["code"], "idempotency.key_reused");
+    // The audit chain shows one PREPARE → COMMIT → POST_COMMIT_HOOK.
+    gw.gateway.auditor.flush().await.unwrap();
+    let events: Vec<String> = audit_records(&gw.audit_log)
+        .iter()
+        .filter(|r| r["order_id"] == "ord-retry" && r["kind"] == "event")
+        .map(|r| r["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(events, ["PREPARE", "COMMIT", "POST_COMMIT_HOOK"]);
+    finmesh::audit::verify(&gw.audit_log).expect("the chain verifies");
+}
+
+#[tokio::test]
+async fn transfers_refuse_inexact_amounts_and_missing_order_ids() {
+    let gw = start(Duration::from_secs(2)).await;
+    let base = |order: Option<&str>| {
+        let mut h = vec![
+            ("authorization", format!("Bearer {}", token("alice"))),
+            ("x-tenant-namespace", "tenant-a".to_owned()),
+            ("idempotency-key", unique("key")),
+        ];
+        if let Some(o) = order {
+            h.push(("x-order-id", o.to_owned()));
+        }
+        h
+    };
+    for amount in [
+        "0",
+        "-1",
+        "1.001",
+        "1e2",
+        "\"12.345\"",
+        "0.1000000000000000055511151231257827",
+        "\"abc\"",
+        "null",
+    ] {
+        let body = format!(r#"{{"from":"acc-1","to":"acc-2","amount":{amount}}}"#);
+        let res = http(
+            &gw.server,
+            "POST",
+            "/v1/transfer",
+            &base(Some(&unique("ord"))),
+            &body,
+        )
+        .await;
+        assert_eq!(res.status, 400, "amount {amount}: {:?}", res.body);
+        assert_eq!(
+            res.json()["code"],
+            "transfer.invalid_amount",
+            "amount {amount}"
+        );
+    }
+    let res = http(
+        &gw.server,
+        "POST",
+        "/v1/transfer",
+        &base(None),
+        r#"{"from":"acc-1","to":"acc-2","amount":"1"}"#,
+    )
+    .await;
+    assert_eq!(res.status, 400);
+    assert_eq!(res.json()["code"], "telemetry.order_id_missing");
+    let mut no_key = base(Some("ord-nokey"));
+    no_key.retain(|(k, _)| *k != "idempotency-key");
+    let res = http(
+        &gw.server,
+        "POST",
+        "/v1/transfer",
+        &no_key,
+        r#"{"from":"acc-1","to":"acc-2","amount":"1"}"#,
+    )
+    .await;
+    assert_eq!(res.status, 400);
+    assert_eq!(res.json()["code"], "idempotency.key_missing");
+}
+
+#[tokio::test]
+async fn a_stream_paused_past_the_message_deadline_ends_with_deadline_exceeded() {
+    let gw = start(Duration::from_millis(200)).await;
+    let mut client = ledger(&gw.server).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let res = client
+        .stream_transfers(grpc(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            "alice",
+            Some("tenant-a"),
+        ))
+        .await
+        .expect("stream opens");
+    let mut results = res.into_inner();
+    for i in 0..3 {
+        tx.send(TransferRequest {
+            order_id: format!("ord-s{i}"),
+            from_account: "acc-1".into(),
+            to_account: "acc-2".into(),
+            amount: "1.00".into(),
+        })
+        .await
+        .unwrap();
+        let r = results.message().await.unwrap().unwrap();
+        assert_eq!(
+            (r.order_id.as_str(), r.state.as_str()),
+            (format!("ord-s{i}").as_str(), "COMMITTED")
+        );
+    }
+    // The client goes quiet for longer than the per-message deadline.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = results.message().await.expect_err("the call ends");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    drop(tx);
+}
+
+#[tokio::test]
+async fn a_traceparent_comes_back_in_x_trace_id_and_in_the_audit_record() {
+    let gw = start(Duration::from_secs(2)).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let headers = vec![
+        ("authorization", format!("Bearer {}", token("alice"))),
+        ("x-tenant-namespace", "tenant-a".to_owned()),
+        ("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01")),
+    ];
+    let res = http(&gw.server, "GET", "/v1/accounts", &headers, "").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("x-trace-id"), trace_id);
+    // A rejection carries it in the problem too.
+    let mut denied = headers.clone();
+    denied[0] = ("authorization", format!("Bearer {}", token("dave")));
+    let res = http(
+        &gw.server,
+        "PUT",
+        "/v1/accounts/acc-1",
+        &denied,
+        r#"{"name":"x"}"#,
+    )
+    .await;
+    assert_eq!(res.status, 403);
+    assert_eq!(res.json()["trace_id"], trace_id);
+    gw.gateway.auditor.flush().await.unwrap();
+    let records = audit_records(&gw.audit_log);
+    let mine: Vec<_> = records
+        .iter()
+        .filter(|r| r["trace_id"] == trace_id)
+        .collect();
+    assert_eq!(mine.len(), 2, "{records:?}");
+    assert_eq!(mine[0]["subject"], "alice");
+    assert_eq!(mine[0]["http_status"], 200);
+    assert_eq!(mine[1]["subject"], "dave");
+    assert_eq!(mine[1]["code"], "rbac.denied");
+    assert_eq!(mine[1]["http_status"], 403);
+}
+
+#[tokio::test]
+async fn draining_fails_readyz_at_once_while_livez_and_traffic_stay_up() {
+    let gw = start(Duration::from_secs(2)).await;
+    let probe = |path: &'static str| {
+        let url = gw.server.url(path);
+        async move { support::get(&url, &[]).await }
+    };
+    assert_eq!(probe("/readyz").await.status, 200);
+    gw.gateway.health.begin_shutdown();
+    let ready = probe("/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert!(
+        String::from_utf8_lossy(&ready.body).contains("[-]shutdown failed"),
+        "{:?}",
+        ready.body
+    );
+    assert_eq!(probe("/livez").await.status, 200);
+    assert_eq!(probe("/healthz").await.status, 200);
+    // Requests are still served while load balancers catch up.
+    let headers = vec![
+        ("authorization", format!("Bearer {}", token("alice"))),
+        ("x-tenant-namespace", "tenant-a".to_owned()),
+    ];
+    assert_eq!(
+        http(&gw.server, "GET", "/v1/accounts", &headers, "")
+            .await
+            .status,
+        200
+    );
+    // gRPC health says NOT_SERVING.
+    let channel = Channel::from_shared(format!("http://{}", gw.server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+}
+
+#[tokio::test]
+async fn probes_and_metrics_need_no_token() {
+    let gw = start(Duration::from_secs(2)).await;
+    for path in ["/livez", "/readyz", "/healthz", "/readyz?verbose"] {
+        assert_eq!(
+            support::get(&gw.server.url(path), &[]).await.status,
+            200,
+            "{path}"
+        );
+    }
+    // One governed request, so the duration histogram has a series.
+    let headers = vec![
+        ("authorization", format!("Bearer {}", token("bob"))),
+        ("x-tenant-namespace", "tenant-b".to_owned()),
+    ];
+    assert_eq!(
+        http(&gw.server, "GET", "/v1/accounts", &headers, "")
+            .await
+            .status,
+        200
+    );
+    let metrics = support::get(&gw.server.url("/metrics"), &[]).await;
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("finmesh_server_duration_milliseconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("order_id") && !text.contains("trace_id"),
+        "unbounded labels leaked: {text}"
+    );
+    // Without a token, governed routes are refused.
+    let res = support::get(
+        &gw.server.url("/v1/accounts"),
+        &[("x-tenant-namespace", "tenant-b")],
+    )
+    .await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.json()["code"], "auth.missing");
+    assert_eq!(res.header("www-authenticate"), "Bearer");
+}
+
+#[test]
+fn tokens_carry_the_demo_claims() {
+    let t = token("bob");
+    let payload = t.split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["iss"], "finmesh-demo");
+    assert_eq!(claims["aud"], "finmesh-gateway");
+    assert_eq!(claims["sub"], "bob");
+    assert_eq!(claims["tenant"], "tenant-b");
+    assert_eq!(claims["risk_level"], "medium");
+    assert_eq!(claims["groups"], serde_json::json!(["tenant-b-viewers"]));
+    let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert_eq!(lifetime, 3600);
+    assert!(gateway::mint_token("mallory", SECRET, SystemTime::now()).is_none());
+}
