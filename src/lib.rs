@@ -7,18 +7,64 @@
 //! idempotency keys and a tamper-evident audit trail — in process, in
 //! microseconds, with one dependency line.
 //!
-//! Every layer is usable alone with any `Service<http::Request<B>>`, and
-//! every refusal is one type, [`Rejection`], rendered for the protocol of
-//! the request it answers: `application/problem+json` (RFC 9457) for HTTP,
-//! a trailers-only `grpc-status` for gRPC.
+//! Wrap your router with one [`GovernanceLayer`]: every request is then
+//! answered by the health probes, traced, audited, deadline-bounded,
+//! authenticated, admitted to its tenant, authorized and made idempotent —
+//! whichever of those you configure, always in that order (see
+//! [`stack`]). Each layer is also usable alone with any
+//! `Service<http::Request<B>>`, and every refusal is one type,
+//! [`Rejection`], rendered for the protocol of the request it answers:
+//! `application/problem+json` (RFC 9457) for HTTP, a trailers-only
+//! `grpc-status` for gRPC.
 //!
 //! ## Quick start
 //!
+//! ```
+//! # #[cfg(all(feature = "health", feature = "tenant"))]
+//! # {
+//! use finmesh::GovernanceLayer;
+//! use finmesh::health::{HealthLayer, HealthRegistry};
+//! use finmesh::tenant::{StaticTenants, TenantLayer};
+//! use finmesh::{Tenant, TenantNamespace};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let tenants = StaticTenants::new();
+//! tenants.insert(Tenant::new(TenantNamespace::parse("tenant-a").unwrap()));
+//!
+//! let app = axum::Router::new()
+//!     .route("/v1/accounts", axum::routing::get(|| async { "[]" }))
+//!     .layer(
+//!         GovernanceLayer::builder()
+//!             .health(HealthLayer::new(HealthRegistry::new()))
+//!             .tenants(TenantLayer::new(tenants))
+//!             .build(),
+//!     );
+//!
+//! let get = |tenant: &str| {
+//!     http::Request::get("/v1/accounts")
+//!         .header("x-tenant-namespace", tenant)
+//!         .body(axum::body::Body::empty())
+//!         .unwrap()
+//! };
+//! assert_eq!(app.clone().oneshot(get("tenant-a")).await.unwrap().status(), 200);
+//! let refused = app.oneshot(get("Tenant_A")).await.unwrap();
+//! assert_eq!(refused.status(), 400);
+//! assert_eq!(refused.headers()["content-type"], "application/problem+json");
+//! # }
+//! # }
+//! ```
+//!
+//! The README has the full stack (JWT, RBAC) for axum and tonic, and the
+//! reference gateway (`cargo run --example reference_gateway`) runs all of
+//! it.
+//!
+//! ## Writing your own layer
+//!
 //! A layer refuses by answering, never by failing, so the inner service's
-//! error type (axum's `Infallible`) passes through. Here a minimal layer
-//! built on finmesh's shared pieces refuses requests without a tenant
-//! header; the same [`Rejection`] renders as problem+json or as a gRPC
-//! status depending on the caller:
+//! error type (axum's `Infallible`) passes through. The same [`Rejection`]
+//! renders as problem+json or as a gRPC status depending on the caller:
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -62,8 +108,9 @@
 //! ## Features
 //!
 //! One feature per layer — `tenant`, `auth`, `rbac`, `telemetry`, `health`,
-//! `deadline`, `idempotency`, `audit` — all on by default; `grpc` adds the
-//! `grpc.health.v1` service, `redis` the shared stores, `full` everything.
+//! `deadline`, `idempotency`, `audit` — and `grpc` (the `grpc.health.v1`
+//! service), all on by default; `redis` adds the shared stores, `full`
+//! everything.
 //! `auth-rust-crypto` selects the pure-Rust JWT crypto backend instead of
 //! aws-lc-rs.
 
