@@ -29,6 +29,9 @@ usage: reference_gateway [--addr ADDR] [--config DIR] [--message-timeout DUR]
 
 DUR is a number with a unit: 500ms, 2s, 1m.";
 
+/// How long in-flight requests may run on after the listener closes.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
+
 struct Cli {
     addr: SocketAddr,
     config_dir: Option<PathBuf>,
@@ -176,13 +179,26 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
     // finish.
     let drain = gw.health.graceful_shutdown(cli.drain_delay);
     let drain_delay = cli.drain_delay;
-    let shutdown = async move {
-        drain.await;
-        tracing::info!("drained for {drain_delay:?}; closing the listener");
+    let closing = std::sync::Arc::new(tokio::sync::Notify::new());
+    let shutdown = {
+        let closing = closing.clone();
+        async move {
+            drain.await;
+            tracing::info!("drained for {drain_delay:?}; closing the listener");
+            closing.notify_one();
+        }
     };
-    axum::serve(listener, gw.app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let serve = axum::serve(listener, gw.app).with_graceful_shutdown(shutdown);
+    // In-flight requests get a bounded time to finish once the listener
+    // closes: a stream that never ends (a grpc.health.v1 Watch, say) must
+    // not keep the process — and its unflushed audit records — alive.
+    tokio::select! {
+        served = serve => served?,
+        () = async {
+            closing.notified().await;
+            tokio::time::sleep(IN_FLIGHT_GRACE).await;
+        } => tracing::warn!("in-flight requests still open after {IN_FLIGHT_GRACE:?}; stopping anyway"),
+    }
     gw.auditor.flush().await?;
     gw.observability.shutdown();
     tracing::info!("stopped");

@@ -72,6 +72,7 @@ use crate::labels::RequestLabels;
 /// | `InvalidArgument` | 400 | 3 `INVALID_ARGUMENT` |
 /// | `Unauthenticated` | 401 | 16 `UNAUTHENTICATED` |
 /// | `PermissionDenied` | 403 | 7 `PERMISSION_DENIED` |
+/// | `NotFound` | 404 | 5 `NOT_FOUND` |
 /// | `RequestTimeout` | 408 | 4 `DEADLINE_EXCEEDED` |
 /// | `Conflict` | 409 | 10 `ABORTED` |
 /// | `PayloadTooLarge` | 413 | 8 `RESOURCE_EXHAUSTED` |
@@ -89,6 +90,9 @@ pub enum RejectionKind {
     Unauthenticated,
     /// Credentials are valid but do not allow this request.
     PermissionDenied,
+    /// The named thing does not exist (for the application's own use; the
+    /// governance layers never confirm what exists, and answer 403).
+    NotFound,
     /// The caller was too slow sending the request (a stalled body).
     RequestTimeout,
     /// The request conflicts with one in progress.
@@ -114,6 +118,7 @@ impl RejectionKind {
             Self::InvalidArgument => StatusCode::BAD_REQUEST,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::PermissionDenied => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -131,6 +136,7 @@ impl RejectionKind {
             Self::InvalidArgument => 3,
             Self::Unauthenticated => 16,
             Self::PermissionDenied => 7,
+            Self::NotFound => 5,
             Self::RequestTimeout | Self::DeadlineExceeded => 4,
             Self::Conflict => 10,
             Self::PayloadTooLarge | Self::ResourceExhausted => 8,
@@ -146,6 +152,7 @@ impl RejectionKind {
             Self::InvalidArgument => "Invalid argument",
             Self::Unauthenticated => "Unauthenticated",
             Self::PermissionDenied => "Permission denied",
+            Self::NotFound => "Not found",
             Self::RequestTimeout => "Request timeout",
             Self::Conflict => "Conflict",
             Self::PayloadTooLarge => "Payload too large",
@@ -194,10 +201,11 @@ impl Rejection {
         }
     }
 
-    /// Adds the RFC 6750 `error` attribute (`invalid_token`,
-    /// `invalid_request`, `insufficient_scope`) to the `WWW-Authenticate`
-    /// header of a 401. Without it a 401 says just `Bearer`, which is what
-    /// RFC 6750 asks for when the request carried no token at all.
+    /// Adds a `WWW-Authenticate: Bearer` header with the RFC 6750 `error`
+    /// attribute: `invalid_token` on a 401, `invalid_request` on a 400,
+    /// `insufficient_scope` on a 403. Without it a 401 says just `Bearer`,
+    /// which is what RFC 6750 asks for when the request carried no token
+    /// at all, and other statuses carry no `WWW-Authenticate`.
     pub fn with_bearer_error(mut self, error: &'static str) -> Self {
         self.bearer_error = Some(error);
         self
@@ -298,7 +306,7 @@ impl Rejection {
             HeaderValue::from_static("application/problem+json"),
         );
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if self.kind == RejectionKind::Unauthenticated {
+        if self.kind == RejectionKind::Unauthenticated || self.bearer_error.is_some() {
             headers.insert(WWW_AUTHENTICATE, self.www_authenticate());
         }
         res
@@ -392,10 +400,11 @@ mod tests {
 
     type B = Empty<Bytes>;
 
-    const ALL: [RejectionKind; 11] = [
+    const ALL: [RejectionKind; 12] = [
         RejectionKind::InvalidArgument,
         RejectionKind::Unauthenticated,
         RejectionKind::PermissionDenied,
+        RejectionKind::NotFound,
         RejectionKind::RequestTimeout,
         RejectionKind::Conflict,
         RejectionKind::PayloadTooLarge,
@@ -411,10 +420,10 @@ mod tests {
         let http: Vec<u16> = ALL.iter().map(|k| k.http_status().as_u16()).collect();
         assert_eq!(
             http,
-            [400, 401, 403, 408, 409, 413, 422, 429, 500, 503, 504]
+            [400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 503, 504]
         );
         let grpc: Vec<u8> = ALL.iter().map(|k| k.grpc_code()).collect();
-        assert_eq!(grpc, [3, 16, 7, 4, 10, 8, 9, 8, 13, 14, 4]);
+        assert_eq!(grpc, [3, 16, 7, 5, 4, 10, 8, 9, 8, 13, 14, 4]);
     }
 
     #[test]
@@ -468,6 +477,12 @@ mod tests {
                 .headers()
                 .get(WWW_AUTHENTICATE)
                 .is_none()
+        );
+        let scope = Rejection::new(RejectionKind::PermissionDenied, "x.scope", "needs scope")
+            .with_bearer_error("insufficient_scope");
+        assert_eq!(
+            scope.render::<B>(Protocol::Http, None).headers()[WWW_AUTHENTICATE],
+            "Bearer error=\"insufficient_scope\", error_description=\"needs scope\""
         );
     }
 

@@ -392,7 +392,9 @@ async fn transfers_refuse_inexact_amounts_and_missing_order_ids() {
 
 #[tokio::test]
 async fn a_stream_paused_past_the_message_deadline_ends_with_deadline_exceeded() {
-    let gw = start(Duration::from_millis(200)).await;
+    // A per-message deadline generous enough that a loaded CI machine does
+    // not trip it between messages; the pause is well past it.
+    let gw = start(Duration::from_secs(1)).await;
     let mut client = ledger(&gw.server).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let res = client
@@ -420,7 +422,7 @@ async fn a_stream_paused_past_the_message_deadline_ends_with_deadline_exceeded()
         );
     }
     // The client goes quiet for longer than the per-message deadline.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let status = results.message().await.expect_err("the call ends");
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     drop(tx);
@@ -578,4 +580,65 @@ fn tokens_carry_the_demo_claims() {
     let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
     assert_eq!(lifetime, 3600);
     assert!(gateway::mint_token("mallory", SECRET, SystemTime::now()).is_none());
+}
+
+#[tokio::test]
+async fn a_resent_order_is_answered_with_its_first_transfer_and_paid_once() {
+    let gw = start(Duration::from_secs(2)).await;
+    let mut client = ledger(&gw.server).await;
+    let order = || TransferRequest {
+        order_id: "ord-resent".into(),
+        from_account: "acc-1".into(),
+        to_account: "acc-2".into(),
+        amount: "100.00".into(),
+    };
+    // Sent twice in one stream (a client resending what it saw no answer for).
+    let res = client
+        .stream_transfers(grpc(
+            tokio_stream::iter(vec![order(), order()]),
+            "alice",
+            Some("tenant-a"),
+        ))
+        .await
+        .unwrap();
+    let mut results = res.into_inner();
+    let first = results.message().await.unwrap().unwrap();
+    let second = results.message().await.unwrap().unwrap();
+    assert_eq!(first.state, "COMMITTED");
+    assert_eq!(second.transfer_id, first.transfer_id);
+    // And over HTTP under a fresh idempotency key: still the same transfer.
+    let headers = vec![
+        ("authorization", format!("Bearer {}", token("alice"))),
+        ("x-tenant-namespace", "tenant-a".to_owned()),
+        ("x-order-id", "ord-resent".to_owned()),
+        ("idempotency-key", unique("key")),
+    ];
+    let res = http(
+        &gw.server,
+        "POST",
+        "/v1/transfer",
+        &headers,
+        r#"{"from":"acc-1","to":"acc-2","amount":"100.00"}"#,
+    )
+    .await;
+    assert_eq!(res.status, 201);
+    assert_eq!(res.json()["transfer_id"], first.transfer_id);
+    assert_eq!(
+        gw.gateway.ledger.get("tenant-a", "acc-1").unwrap().balance,
+        "9900.00",
+        "paid once"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_account_is_a_404_problem() {
+    let gw = start(Duration::from_secs(2)).await;
+    let headers = vec![
+        ("authorization", format!("Bearer {}", token("alice"))),
+        ("x-tenant-namespace", "tenant-a".to_owned()),
+    ];
+    let res = http(&gw.server, "GET", "/v1/accounts/acc-404", &headers, "").await;
+    assert_eq!(res.status, 404);
+    assert_eq!(res.json()["status"], 404);
+    assert_eq!(res.json()["code"], "ledger.account_not_found");
 }

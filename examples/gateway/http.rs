@@ -41,15 +41,12 @@ fn refuse(labels: &Labels, kind: RejectionKind, code: &'static str, detail: Stri
 }
 
 fn not_found(labels: &Labels, id: &str) -> Response {
-    // Not a finmesh rejection kind: the application's own 404, same shape.
-    let mut res = refuse(
+    refuse(
         labels,
-        RejectionKind::InvalidArgument,
+        RejectionKind::NotFound,
         "ledger.account_not_found",
         format!("no account {id:?}"),
-    );
-    *res.status_mut() = StatusCode::NOT_FOUND;
-    res
+    )
 }
 
 async fn list_accounts(
@@ -190,6 +187,12 @@ async fn transfer(
 
 /// PREPARE → COMMIT → POST_COMMIT_HOOK, each step in the audit chain.
 /// Shared by the HTTP route and the gRPC stream.
+///
+/// SAFETY (money): before the commit, a refused audit write stops the
+/// transfer — no money moves without its trail. After the commit the money
+/// has moved: the transfer is reported as done whatever the audit queue
+/// says (the failure is logged and the writer's stats count it), because
+/// answering "rejected" for a committed transfer invites a second payment.
 pub(crate) async fn execute(
     ledger: &Ledger,
     tenant: &str,
@@ -200,47 +203,46 @@ pub(crate) async fn execute(
     audit: Option<&AuditHandle>,
 ) -> Result<String, String> {
     let step = |name: &'static str, data: serde_json::Value| async move {
-        if let Some(audit) = audit {
-            // A refused audit write fails the transfer: no money moves
-            // without its trail.
-            audit
+        match audit {
+            Some(audit) => audit
                 .event(name, data)
                 .await
-                .map_err(|e| format!("audit unavailable: {e}"))?;
+                .map_err(|e| format!("audit unavailable: {e}")),
+            None => Ok(()),
         }
-        Ok::<(), String>(())
     };
+    if let Some(done) = ledger.committed(tenant, order_id) {
+        // The order was paid before: answer with its transfer, move nothing.
+        return Ok(done.transfer_id);
+    }
     let facts =
         json!({ "order_id": order_id, "from": from, "to": to, "amount": amount.to_string() });
-    step("PREPARE", facts.clone()).await?;
-    if let Err(e) = ledger.prepare(tenant, from, to, amount) {
-        step(
-            "ABORT",
-            json!({ "order_id": order_id, "reason": e.to_string() }),
-        )
-        .await?;
-        return Err(e.to_string());
-    }
-    let committed = match ledger.commit(tenant, from, to, amount) {
-        Ok(t) => t,
-        Err(e) => {
-            step(
-                "ABORT",
-                json!({ "order_id": order_id, "reason": e.to_string() }),
-            )
-            .await?;
-            return Err(e.to_string());
-        }
+    step("PREPARE", facts).await?;
+    let aborted = |reason: String| async move {
+        // Best effort: the transfer failed whether or not this is written.
+        let _ = step("ABORT", json!({ "order_id": order_id, "reason": reason })).await;
+        Err::<String, String>(reason)
     };
-    step(
-        "COMMIT",
-        json!({ "order_id": order_id, "transfer_id": committed.transfer_id }),
-    )
-    .await?;
-    step(
-        "POST_COMMIT_HOOK",
-        json!({ "order_id": order_id, "transfer_id": committed.transfer_id, "notified": true }),
-    )
-    .await?;
+    if let Err(e) = ledger.prepare(tenant, from, to, amount) {
+        return aborted(e.to_string()).await;
+    }
+    let committed = match ledger.commit(tenant, order_id, from, to, amount) {
+        Ok(t) => t,
+        Err(e) => return aborted(e.to_string()).await,
+    };
+    for (name, data) in [
+        (
+            "COMMIT",
+            json!({ "order_id": order_id, "transfer_id": committed.transfer_id }),
+        ),
+        (
+            "POST_COMMIT_HOOK",
+            json!({ "order_id": order_id, "transfer_id": committed.transfer_id, "notified": true }),
+        ),
+    ] {
+        if let Err(e) = step(name, data).await {
+            tracing::error!(order_id, transfer_id = %committed.transfer_id, "{name} not audited: {e}");
+        }
+    }
     Ok(committed.transfer_id)
 }

@@ -59,6 +59,10 @@ pub struct Transfer {
 #[derive(Debug)]
 pub struct Ledger {
     accounts: Mutex<BTreeMap<(String, String), Account>>,
+    /// Committed transfers by (tenant, order id): the business key, so a
+    /// resent order (a stream cut by its deadline, a retry under a new
+    /// idempotency key) is answered with its first outcome, never paid twice.
+    orders: Mutex<BTreeMap<(String, String), Transfer>>,
     next_transfer: AtomicU64,
 }
 
@@ -67,6 +71,7 @@ impl Ledger {
     pub fn demo() -> Self {
         let ledger = Self {
             accounts: Mutex::default(),
+            orders: Mutex::default(),
             next_transfer: AtomicU64::new(1),
         };
         for tenant in ["tenant-a", "tenant-b", "tenant-frozen"] {
@@ -137,14 +142,30 @@ impl Ledger {
         Ok(())
     }
 
-    /// Moves the money atomically (the COMMIT step).
+    /// The transfer already committed for this order, if any.
+    pub fn committed(&self, tenant: &str, order_id: &str) -> Option<Transfer> {
+        let orders = self.orders.lock().unwrap();
+        orders
+            .get(&(tenant.to_owned(), order_id.to_owned()))
+            .cloned()
+    }
+
+    /// Moves the money atomically (the COMMIT step). An order committed
+    /// before is not paid again: its first transfer is returned.
     pub fn commit(
         &self,
         tenant: &str,
+        order_id: &str,
         from: &str,
         to: &str,
         amount: Amount,
     ) -> Result<Transfer, TransferError> {
+        // Lock order: orders, then accounts (the only place taking both).
+        let mut orders = self.orders.lock().unwrap();
+        let order_key = (tenant.to_owned(), order_id.to_owned());
+        if let Some(done) = orders.get(&order_key) {
+            return Ok(done.clone());
+        }
         let mut accounts = self.accounts.lock().unwrap();
         let from_key = (tenant.to_owned(), from.to_owned());
         let to_key = (tenant.to_owned(), to.to_owned());
@@ -166,9 +187,11 @@ impl Ledger {
         to_acc.cents += amount.cents();
         to_acc.balance = Amount::from_cents(to_acc.cents).to_string();
         let n = self.next_transfer.fetch_add(1, Ordering::Relaxed);
-        Ok(Transfer {
+        let transfer = Transfer {
             transfer_id: format!("tr-{n:08}"),
             state: "COMMITTED",
-        })
+        };
+        orders.insert(order_key, transfer.clone());
+        Ok(transfer)
     }
 }
