@@ -597,42 +597,12 @@ async fn tonic_routes_merged_into_axum_are_governed_on_one_port() {
 // 4. plain hyper: TowerToHyperService + hyper_util auto::Builder
 // ---------------------------------------------------------------------------
 
-/// Serves one connection with hyper-util's auto (HTTP/1.1 + h2c) builder.
-///
-/// The connection future is built in this generic function, whose bounds
-/// are assumptions, rather than in an `async` block over the concrete
-/// `Governance<Router>`: there, rustc (1.95) fails to prove the block
-/// `Send` ("higher-ranked lifetime error") because the stack's tenant slot
-/// is `TenantLayer<Arc<dyn TenantRegistry>>` and `TenantRegistry: 'static`
-/// must then be proven for a `dyn` whose lifetime the async block erased.
-fn serve_connection<S, B>(
-    stream: tokio::net::TcpStream,
-    service: S,
-) -> impl std::future::Future<Output = ()> + Send + 'static
-where
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+#[tokio::test]
+async fn plain_hyper_serves_the_governed_service_over_http1_and_h2c() {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto;
     use hyper_util::service::TowerToHyperService;
-    async move {
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let _ = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .await;
-    }
-}
 
-#[tokio::test]
-async fn plain_hyper_serves_the_governed_service_over_http1_and_h2c() {
     let fx = fixture();
     // Any tower service generic over the request body works as the inner
     // service; the axum router is one, and carries HTTP and gRPC routes.
@@ -641,7 +611,17 @@ async fn plain_hyper_serves_the_governed_service_over_http1_and_h2c() {
     let addr = listener.local_addr().unwrap();
     let acceptor = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve_connection(stream, service.clone()));
+            // The way hyper's docs serve a tower service: the concrete
+            // `Governance<Router>` moved into a spawned `async` block, which
+            // must therefore be `Send` (it was not while the tenant slot
+            // held a bare `Arc<dyn TenantRegistry>`).
+            let service = service.clone();
+            tokio::spawn(async move {
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    .await;
+            });
         }
     });
 

@@ -14,7 +14,39 @@ use crate::principal::Principal;
 pub const DEFAULT_TENANT_HEADER: HeaderName = HeaderName::from_static("x-tenant-namespace");
 
 /// A [`TenantLayer`] over a type-erased registry.
-pub type SharedTenantLayer = TenantLayer<Arc<dyn TenantRegistry>>;
+pub type SharedTenantLayer = TenantLayer<SharedTenants>;
+
+/// Any [`TenantRegistry`], type-erased behind an `Arc`.
+///
+/// A named type rather than `Arc<dyn TenantRegistry>`: inside an `async`
+/// block (a hyper connection task, say) the compiler cannot prove that a
+/// bare trait object's erased lifetime is `'static`, and the stack's
+/// futures would fail to be `Send`. This newtype has no lifetime to prove.
+#[derive(Clone)]
+pub struct SharedTenants(Arc<dyn TenantRegistry>);
+
+impl SharedTenants {
+    /// Shares `registry`.
+    pub fn new(registry: impl TenantRegistry) -> Self {
+        Self(Arc::new(registry))
+    }
+}
+
+impl fmt::Debug for SharedTenants {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedTenants")
+    }
+}
+
+impl TenantRegistry for SharedTenants {
+    fn lookup(&self, namespace: &TenantNamespace) -> Option<Tenant> {
+        self.0.lookup(namespace)
+    }
+
+    fn lookup_str(&self, namespace: &str) -> Option<Tenant> {
+        self.0.lookup_str(namespace)
+    }
+}
 
 /// Admits a request only for a known, active tenant — the caller's own —
 /// and puts that [`Tenant`] into the request extensions.
@@ -82,7 +114,7 @@ impl<R: TenantRegistry> TenantLayer<R> {
     pub fn into_shared(self) -> SharedTenantLayer {
         let registry: Arc<dyn TenantRegistry> = self.registry;
         TenantLayer {
-            registry: Arc::new(registry),
+            registry: Arc::new(SharedTenants(registry)),
             header: self.header,
             principal_fallback: self.principal_fallback,
         }

@@ -168,7 +168,7 @@ mod service;
 #[cfg(feature = "tenant")]
 pub use file::FileTenants;
 #[cfg(feature = "tenant")]
-pub use layer::{DEFAULT_TENANT_HEADER, SharedTenantLayer, TenantLayer};
+pub use layer::{DEFAULT_TENANT_HEADER, SharedTenantLayer, SharedTenants, TenantLayer};
 pub use model::{Tenant, TenantStatus};
 pub use namespace::{InvalidNamespace, MAX_LEN as MAX_NAMESPACE_LEN, TenantNamespace};
 #[cfg(feature = "tenant")]
