@@ -4,6 +4,10 @@
 //! fast a reload happens.
 #![cfg(feature = "config")]
 
+// Note: a reload stores the value before it bumps the generation, so a test
+// waits for the generation and then reads the value (whoever sees the new
+// generation is guaranteed the new value; not the other way round).
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -118,8 +122,8 @@ fn in_place_write_is_reloaded() {
     let (_dir, path) = setup("doc.json", &json(1));
     let w = options().watch(&path, parser(&path)).unwrap();
     std::fs::write(&path, json(2)).unwrap();
-    wait_until("the in-place write to apply", || w.current().a == 2);
-    assert_eq!(w.generation(), 2);
+    wait_until("the in-place write to apply", || w.generation() == 2);
+    assert_eq!(w.current().a, 2);
 }
 
 #[test]
@@ -135,8 +139,8 @@ fn write_to_temp_then_rename_is_reloaded() {
     // The watch survives the replaced inode: a second rename is seen too.
     std::fs::write(&tmp, yaml(3)).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
-    wait_until("the second rename to apply", || w.current().a == 3);
-    assert_eq!(w.generation(), 3);
+    wait_until("the second rename to apply", || w.generation() == 3);
+    assert_eq!(w.current().a, 3);
 }
 
 #[cfg(unix)]
@@ -178,9 +182,9 @@ fn configmap_symlink_swap_is_seen_as_an_update() {
 
     let third = "..2024_01_01_00_10_00.000000003";
     update(second, third, 3);
-    wait_until("the second ..data swap to apply", || w.current().a == 3);
+    wait_until("the second ..data swap to apply", || w.generation() == 3);
 
-    assert_eq!(w.generation(), 3);
+    assert_eq!(w.current().a, 3);
     assert_eq!(w.error_count(), 0, "{:?}", w.last_error());
     assert_eq!(
         w.path(),
@@ -239,8 +243,8 @@ fn invalid_new_version_keeps_the_last_good_value_until_a_valid_one_arrives() {
     );
 
     replace(&path, &json(2));
-    wait_until("the valid version to apply", || w.current().a == 2);
-    assert_eq!(w.generation(), 2);
+    wait_until("the valid version to apply", || w.generation() == 2);
+    assert_eq!(w.current().a, 2);
     assert_eq!(w.last_error(), None);
     assert_eq!(w.error_count(), 2, "the count is a total, not reset");
 }
