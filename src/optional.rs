@@ -5,9 +5,12 @@
 //! configured layer and an absent one answer with different bodies.
 //! [`Optional`] answers with [`EitherBody`] instead: an unboxed enum of the
 //! two. Nothing is allocated on the way through; only an error from the
-//! body is boxed, on the error path. This is how
-//! `GovernanceLayer` composes any subset of its
-//! layers into one nameable type.
+//! body is boxed, on the error path.
+//!
+//! Each `Optional` names the inner service twice (once inside the layer's
+//! service, once bare), so nesting many of them doubles the type at every
+//! level. For a deep stack, prefer layers with a pass-through mode of
+//! their own, as `GovernanceLayer` does.
 //!
 //! ```
 //! use finmesh::optional::OptionalLayer;

@@ -16,8 +16,9 @@
 //!
 //! The layers cooperate only through the request extensions (`Principal`,
 //! `Tenant`, `RequestLabels`, `Decision`, the audit handle). A layer that is
-//! not configured is absent at no cost: the stack's type is the same
-//! whatever subset is configured ([`Governance<S>`]), and no body is boxed.
+//! not configured is built in its pass-through mode, which costs one branch
+//! per request: the stack's type is the same whatever subset is configured
+//! ([`Governance<S>`]), it names your service once, and no body is boxed.
 //!
 //! It works with `axum::Router::layer`, with
 //! `tonic::transport::Server::builder().layer`, with tonic routes merged
@@ -73,7 +74,7 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::optional::{EitherBody, Optional, OptionalLayer};
+use crate::optional::EitherBody;
 
 /// Stands in for a layer whose cargo feature is off. It has no values, so
 /// its slot in the stack is always absent.
@@ -111,20 +112,64 @@ slot_type!(
     crate::idempotency::IdempotencyLayer
 );
 
-type Slot<L, S> = Optional<<L as Layer<S>>::Service, S>;
+/// A layer whose service can also be built switched off: a pass-through
+/// of the very same type. A configured layer and an absent one then fill
+/// their slot of [`Governance<S>`] with one type, and that type names the
+/// inner service once per layer. (Choosing between `L::Service<S>` and
+/// `S` at each level, as `tower::util::Either` would, names `S` twice per
+/// level: 2^9 copies for nine layers, which the compiler takes minutes to
+/// check and debuginfo gigabytes to describe.)
+trait Slot<S>: Layer<S> {
+    fn pass_through(inner: S) -> Self::Service;
+}
 
-/// The service [`GovernanceLayer`] wraps `S` in. One type whatever subset
-/// of layers is configured.
-pub type Governance<S> = Slot<
+/// `layer` around `inner` when configured, else the pass-through.
+fn slot<L: Slot<S>, S>(layer: Option<&L>, inner: S) -> L::Service {
+    match layer {
+        Some(layer) => layer.layer(inner),
+        None => L::pass_through(inner),
+    }
+}
+
+impl<S> Slot<S> for Absent {
+    fn pass_through(inner: S) -> S {
+        inner
+    }
+}
+
+macro_rules! slot_impl {
+    ($feature:literal, $layer:ty) => {
+        #[cfg(feature = $feature)]
+        impl<S> Slot<S> for $layer {
+            fn pass_through(inner: S) -> Self::Service {
+                <Self::Service>::pass_through(inner)
+            }
+        }
+    };
+}
+
+slot_impl!("grpc", GrpcHealthLayer);
+slot_impl!("health", crate::health::HealthLayer);
+slot_impl!("telemetry", crate::telemetry::TelemetryLayer);
+slot_impl!("audit", crate::audit::AuditLayer);
+slot_impl!("deadline", crate::deadline::StreamDeadlineLayer);
+slot_impl!("_jwt", crate::auth::JwtAuthLayer);
+slot_impl!("tenant", crate::tenant::SharedTenantLayer);
+slot_impl!("rbac", crate::rbac::RbacLayer);
+slot_impl!("idempotency", crate::idempotency::IdempotencyLayer);
+
+type Svc<L, S> = <L as Layer<S>>::Service;
+
+/// The service [`GovernanceLayer`] wraps `S` in: one type whatever subset
+/// of layers is configured (an absent layer's service passes through),
+/// naming `S` once.
+pub type Governance<S> = Svc<
     GrpcHealthL,
-    Slot<
+    Svc<
         HealthL,
-        Slot<
+        Svc<
             TelemetryL,
-            Slot<
-                AuditL,
-                Slot<DeadlineL, Slot<JwtL, Slot<TenantL, Slot<RbacL, Slot<IdempotencyL, S>>>>>,
-            >,
+            Svc<AuditL, Svc<DeadlineL, Svc<JwtL, Svc<TenantL, Svc<RbacL, Svc<IdempotencyL, S>>>>>>,
         >,
     >,
 >;
@@ -154,19 +199,17 @@ impl GovernanceLayer {
 impl<S> Layer<S> for GovernanceLayer {
     type Service = Governance<S>;
 
-    // With a feature off, its slot holds `Option<Absent>`, which is `Copy`.
-    #[allow(clippy::clone_on_copy)]
     fn layer(&self, inner: S) -> Self::Service {
         // Innermost first.
-        let s = OptionalLayer::new(self.idempotency.clone()).layer(inner);
-        let s = OptionalLayer::new(self.rbac.clone()).layer(s);
-        let s = OptionalLayer::new(self.tenants.clone()).layer(s);
-        let s = OptionalLayer::new(self.jwt.clone()).layer(s);
-        let s = OptionalLayer::new(self.deadlines.clone()).layer(s);
-        let s = OptionalLayer::new(self.audit.clone()).layer(s);
-        let s = OptionalLayer::new(self.telemetry.clone()).layer(s);
-        let s = OptionalLayer::new(self.health.clone()).layer(s);
-        OptionalLayer::new(self.grpc_health.clone()).layer(s)
+        let s = slot(self.idempotency.as_ref(), inner);
+        let s = slot(self.rbac.as_ref(), s);
+        let s = slot(self.tenants.as_ref(), s);
+        let s = slot(self.jwt.as_ref(), s);
+        let s = slot(self.deadlines.as_ref(), s);
+        let s = slot(self.audit.as_ref(), s);
+        let s = slot(self.telemetry.as_ref(), s);
+        let s = slot(self.health.as_ref(), s);
+        slot(self.grpc_health.as_ref(), s)
     }
 }
 
@@ -269,7 +312,7 @@ impl<H: Clone, S> Layer<S> for GrpcHealthLayer<H> {
 
     fn layer(&self, inner: S) -> Self::Service {
         GrpcHealthRoute {
-            health: self.service.clone(),
+            health: Some(self.service.clone()),
             inner,
         }
     }
@@ -278,8 +321,19 @@ impl<H: Clone, S> Layer<S> for GrpcHealthLayer<H> {
 /// The service of [`GrpcHealthLayer`].
 #[derive(Clone, Debug)]
 pub struct GrpcHealthRoute<H, S> {
-    health: H,
+    // `None`: switched off inside a `GovernanceLayer` without gRPC health.
+    health: Option<H>,
     inner: S,
+}
+
+impl<H, S> GrpcHealthRoute<H, S> {
+    /// Routes everything to `inner`.
+    fn pass_through(inner: S) -> Self {
+        Self {
+            health: None,
+            inner,
+        }
+    }
 }
 
 const GRPC_HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
@@ -302,14 +356,16 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         use futures_util::TryFutureExt;
-        if req.uri().path().starts_with(GRPC_HEALTH_PREFIX) {
-            // The health service is always ready (it holds no resources);
-            // a fresh clone keeps the inner service's readiness untouched.
-            let never: fn(Infallible) -> S::Error = |e| match e {};
-            let future = self.health.clone().call(req).map_err(never);
-            crate::optional::OptionalFuture::on(future)
-        } else {
-            crate::optional::OptionalFuture::off(self.inner.call(req))
+        match &self.health {
+            Some(health) if req.uri().path().starts_with(GRPC_HEALTH_PREFIX) => {
+                // The health service is always ready (it holds no
+                // resources); a fresh clone keeps the inner service's
+                // readiness untouched.
+                let never: fn(Infallible) -> S::Error = |e| match e {};
+                let future = health.clone().call(req).map_err(never);
+                crate::optional::OptionalFuture::on(future)
+            }
+            _ => crate::optional::OptionalFuture::off(self.inner.call(req)),
         }
     }
 }

@@ -663,6 +663,17 @@ fn every_subset_has_the_same_service_type() {
     let _both: [Governance<axum::Router>; 2] = [governed(true), governed(false)];
 }
 
+/// The stack's type names the inner service once per layer, not twice:
+/// with an either-of-two slot per layer it held the inner type 2^9 times,
+/// and type-checking a caller took minutes and its debuginfo gigabytes.
+#[test]
+fn the_stack_type_names_the_inner_service_once() {
+    struct Marker;
+    let name = std::any::type_name::<Governance<Marker>>();
+    assert_eq!(name.matches("Marker").count(), 1, "{name}");
+    assert!(name.len() < 2_000, "{} bytes: {name}", name.len());
+}
+
 /// (case, stack, method, path, headers, status, refusal code or the
 /// subject/tenant the handler saw)
 type Case = (

@@ -40,7 +40,7 @@ impl<S> Layer<S> for AuditLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Audit {
             inner,
-            auditor: self.auditor.clone(),
+            auditor: Some(self.auditor.clone()),
         }
     }
 }
@@ -49,13 +49,26 @@ impl<S> Layer<S> for AuditLayer {
 #[derive(Clone, Debug)]
 pub struct Audit<S> {
     inner: S,
-    auditor: Auditor,
+    // `None`: switched off inside a `GovernanceLayer` without audit.
+    auditor: Option<Auditor>,
 }
 
 impl<S> Audit<S> {
     /// Audits `inner` through `auditor`.
     pub fn new(inner: S, auditor: Auditor) -> Self {
-        Self { inner, auditor }
+        Self {
+            inner,
+            auditor: Some(auditor),
+        }
+    }
+
+    /// Passes every request through unrecorded: the slot of an absent
+    /// audit layer in a `GovernanceLayer`.
+    pub(crate) fn pass_through(inner: S) -> Self {
+        Self {
+            inner,
+            auditor: None,
+        }
     }
 }
 
@@ -144,26 +157,34 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let Some(auditor) = &self.auditor else {
+            return ResponseFuture {
+                state: State::Calling {
+                    future: self.inner.call(req),
+                    guard: None,
+                },
+            };
+        };
         let labels = RequestLabels::get_or_insert(req.extensions_mut());
         req.extensions_mut()
-            .insert(AuditHandle::new(self.auditor.clone(), labels.clone()));
+            .insert(AuditHandle::new(auditor.clone(), labels.clone()));
         let ctx = Ctx {
             labels,
             start: Instant::now(),
             method: req.method().clone(),
             uri: req.uri().clone(),
             grpc: Protocol::of(req.headers()).is_grpc(),
-            shared: self.auditor.shared.clone(),
+            shared: auditor.shared.clone(),
         };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         // SAFETY-style note: the slot is reserved *before* the inner
         // service runs, so the record written when the response ends can
         // never find the queue full and can never be dropped.
-        match self.auditor.tx.clone().try_reserve_owned() {
+        match auditor.tx.clone().try_reserve_owned() {
             Ok(permit) => ResponseFuture::calling(inner.call(req), Pending::new(permit, ctx)),
             Err(mpsc::error::TrySendError::Full(tx)) => {
-                let wait = self.auditor.wait_timeout;
+                let wait = auditor.wait_timeout;
                 ResponseFuture {
                     state: State::Reserving {
                         reserve: Box::pin(tokio::time::timeout(wait, tx.reserve_owned())),

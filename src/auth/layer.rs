@@ -164,7 +164,7 @@ impl<S> Layer<S> for JwtAuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         JwtAuth {
             inner,
-            layer: self.clone(),
+            layer: Some(self.clone()),
         }
     }
 }
@@ -173,10 +173,17 @@ impl<S> Layer<S> for JwtAuthLayer {
 #[derive(Clone, Debug)]
 pub struct JwtAuth<S> {
     inner: S,
-    layer: JwtAuthLayer,
+    // `None`: switched off inside a `GovernanceLayer` without JWT.
+    layer: Option<JwtAuthLayer>,
 }
 
 impl<S> JwtAuth<S> {
+    /// Passes every request through unverified: the slot of an absent
+    /// JWT layer in a `GovernanceLayer`.
+    pub(crate) fn pass_through(inner: S) -> Self {
+        Self { inner, layer: None }
+    }
+
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -206,8 +213,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let Some(layer) = &self.layer else {
+            return ResponseFuture::inner(self.inner.call(req));
+        };
         let verified =
-            bearer_token(req.headers()).and_then(|token| self.layer.shared.verify_token(token));
+            bearer_token(req.headers()).and_then(|token| layer.shared.verify_token(token));
         match verified {
             Ok(principal) => {
                 if let Some(labels) = req.extensions().get::<RequestLabels>() {

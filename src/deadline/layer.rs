@@ -261,7 +261,7 @@ impl<S> Layer<S> for StreamDeadlineLayer {
     fn layer(&self, inner: S) -> Self::Service {
         StreamDeadline {
             inner,
-            config: self.config.clone(),
+            config: Some(self.config.clone()),
             stats: self.stats.clone(),
         }
     }

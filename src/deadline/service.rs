@@ -20,11 +20,22 @@ use crate::reject::{Protocol, Rejection, RejectionKind};
 #[derive(Debug, Clone)]
 pub struct StreamDeadline<S> {
     pub(crate) inner: S,
-    pub(crate) config: Arc<Config>,
+    // `None`: switched off inside a `GovernanceLayer` without deadlines.
+    pub(crate) config: Option<Arc<Config>>,
     pub(crate) stats: DeadlineStats,
 }
 
 impl<S> StreamDeadline<S> {
+    /// Passes every call through unbounded: the slot of an absent
+    /// deadline layer in a `GovernanceLayer`.
+    pub(crate) fn pass_through(inner: S) -> Self {
+        Self {
+            inner,
+            config: None,
+            stats: DeadlineStats::default(),
+        }
+    }
+
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -50,10 +61,10 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let grpc = Protocol::of(req.headers()).is_grpc();
-        if !grpc && !self.config.http {
-            return self.passthrough(req);
-        }
-        let deadlines = *self.config.for_path(req.uri().path());
+        let deadlines = match &self.config {
+            Some(config) if grpc || config.http => *config.for_path(req.uri().path()),
+            _ => return self.passthrough(req),
+        };
         let mut total = deadlines.max_duration;
         if grpc && let Some(value) = req.headers().get("grpc-timeout") {
             match parse_grpc_timeout(value.as_bytes()) {

@@ -19,12 +19,25 @@ use super::probe::{ProbeQuery, render_report, render_single, text_response};
 #[derive(Clone, Debug)]
 pub struct Health<S> {
     inner: S,
-    config: Arc<ProbeConfig>,
+    // `None`: switched off inside a `GovernanceLayer` without health.
+    config: Option<Arc<ProbeConfig>>,
 }
 
 impl<S> Health<S> {
     pub(crate) fn new(inner: S, config: Arc<ProbeConfig>) -> Self {
-        Health { inner, config }
+        Health {
+            inner,
+            config: Some(config),
+        }
+    }
+
+    /// Passes every request through, probes included: the slot of an
+    /// absent health layer in a `GovernanceLayer`.
+    pub(crate) fn pass_through(inner: S) -> Self {
+        Health {
+            inner,
+            config: None,
+        }
     }
 
     /// The inner service.
@@ -68,17 +81,20 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let Some(config) = &self.config else {
+            return ResponseFuture::inner(self.inner.call(req));
+        };
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
             _ => return ResponseFuture::inner(self.inner.call(req)),
         };
-        let Some((index, check)) = route(&self.config, req.uri().path()) else {
+        let Some((index, check)) = route(config, req.uri().path()) else {
             return ResponseFuture::inner(self.inner.call(req));
         };
         let check = check.map(str::to_owned);
         let query = ProbeQuery::parse(req.uri().query());
-        let config = Arc::clone(&self.config);
+        let config = Arc::clone(config);
         ResponseFuture::probe(
             async move {
                 let endpoint = &config.endpoints[index];

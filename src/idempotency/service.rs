@@ -31,12 +31,25 @@ use crate::tenant::Tenant;
 #[derive(Clone)]
 pub struct Idempotency<S> {
     inner: S,
-    config: Arc<Config>,
+    // `None`: switched off inside a `GovernanceLayer` without idempotency.
+    config: Option<Arc<Config>>,
 }
 
 impl<S> Idempotency<S> {
     pub(super) fn new(inner: S, config: Arc<Config>) -> Self {
-        Self { inner, config }
+        Self {
+            inner,
+            config: Some(config),
+        }
+    }
+
+    /// Passes every request through: the slot of an absent idempotency
+    /// layer in a `GovernanceLayer`.
+    pub(crate) fn pass_through(inner: S) -> Self {
+        Self {
+            inner,
+            config: None,
+        }
     }
 
     /// The inner service.
@@ -123,16 +136,18 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let (parts, body) = req.into_parts();
         let protocol = Protocol::of(&parts.headers);
-        let config = &self.config;
-        let governed = match protocol {
-            // Only listed unary methods: a streaming call cannot be buffered.
-            Protocol::Grpc => config.grpc_methods.contains(parts.uri.path()),
-            Protocol::Http => config.governs.governs(&parts),
-        };
         let passthrough = |inner: &mut S, parts, body| ResponseFuture {
             kind: Kind::Passthrough {
                 future: inner.call(Request::from_parts(parts, RequestBody::new(body))),
             },
+        };
+        let Some(config) = &self.config else {
+            return passthrough(&mut self.inner, parts, body);
+        };
+        let governed = match protocol {
+            // Only listed unary methods: a streaming call cannot be buffered.
+            Protocol::Grpc => config.grpc_methods.contains(parts.uri.path()),
+            Protocol::Http => config.governs.governs(&parts),
         };
         if !governed {
             return passthrough(&mut self.inner, parts, body);
@@ -195,13 +210,7 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture {
             kind: Kind::Governed {
-                future: Box::pin(governed_call(
-                    inner,
-                    self.config.clone(),
-                    parts,
-                    body,
-                    scope,
-                )),
+                future: Box::pin(governed_call(inner, config.clone(), parts, body, scope)),
             },
         }
     }

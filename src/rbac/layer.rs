@@ -118,13 +118,13 @@ impl<S, M> Layer<S> for RbacLayer<M> {
     fn layer(&self, inner: S) -> Self::Service {
         Rbac {
             inner,
-            shared: Arc::new(Shared {
+            shared: Some(Arc::new(Shared {
                 authorizer: self.authorizer.clone(),
                 mapper: Arc::clone(&self.mapper),
                 shadow: self.shadow,
                 unmapped_as_non_resource: self.unmapped_as_non_resource,
                 stats: self.stats.clone(),
-            }),
+            })),
         }
     }
 }
@@ -140,14 +140,26 @@ struct Shared<M> {
 /// The service [`RbacLayer`] builds.
 pub struct Rbac<S, M = DefaultMapper> {
     inner: S,
-    shared: Arc<Shared<M>>,
+    // `None`: switched off inside a `GovernanceLayer` without RBAC.
+    shared: Option<Arc<Shared<M>>>,
+}
+
+impl<S, M> Rbac<S, M> {
+    /// Passes every request through unauthorized: the slot of an absent
+    /// RBAC layer in a `GovernanceLayer`.
+    pub(crate) fn pass_through(inner: S) -> Self {
+        Self {
+            inner,
+            shared: None,
+        }
+    }
 }
 
 impl<S: Clone, M> Clone for Rbac<S, M> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -156,7 +168,7 @@ impl<S: fmt::Debug, M> fmt::Debug for Rbac<S, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Rbac")
             .field("inner", &self.inner)
-            .field("shadow", &self.shared.shadow)
+            .field("shadow", &self.shared.as_ref().map(|s| s.shadow))
             .finish_non_exhaustive()
     }
 }
@@ -175,8 +187,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        match self.shared.check(&mut req) {
-            Err(rejection) if !self.shared.shadow => {
+        let Some(shared) = &self.shared else {
+            return ResponseFuture::inner(self.inner.call(req));
+        };
+        match shared.check(&mut req) {
+            Err(rejection) if !shared.shadow => {
                 ResponseFuture::rejected(rejection.to_response(&req))
             }
             _ => {

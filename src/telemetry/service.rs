@@ -31,7 +31,8 @@ const MAX_BAGGAGE_RISK_LEN: usize = 32;
 #[derive(Clone)]
 pub struct Telemetry<S> {
     inner: S,
-    config: Arc<Config>,
+    // `None`: switched off inside a `GovernanceLayer` without telemetry.
+    config: Option<Arc<Config>>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for Telemetry<S> {
@@ -44,7 +45,19 @@ impl<S: fmt::Debug> fmt::Debug for Telemetry<S> {
 
 impl<S> Telemetry<S> {
     pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
-        Self { inner, config }
+        Self {
+            inner,
+            config: Some(config),
+        }
+    }
+
+    /// Passes every request through untraced: the slot of an absent
+    /// telemetry layer in a `GovernanceLayer`.
+    pub(crate) fn pass_through(inner: S) -> Self {
+        Self {
+            inner,
+            config: None,
+        }
     }
 
     /// The inner service.
@@ -101,7 +114,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let config = &self.config;
+        let Some(config) = &self.config else {
+            return ResponseFuture::untraced(self.inner.call(req));
+        };
         if config.skips(req.uri().path()) {
             return ResponseFuture::untraced(self.inner.call(req));
         }
@@ -143,7 +158,11 @@ where
         let order_missing = matches!(order, Ok(None))
             && config.requires_order_id(req.method(), path, route.as_deref());
 
-        let mut attrs = Vec::with_capacity(10);
+        // The span keeps this vector and appends to it as the request
+        // goes (`trace_id`, then the business and status attributes when
+        // it ends): room for all of them up front means one allocation,
+        // not a reallocation on the response path.
+        let mut attrs = Vec::with_capacity(32);
         if grpc {
             attrs.push(KeyValue::new("rpc.system", "grpc"));
             let mut parts = name.rsplitn(2, '/');

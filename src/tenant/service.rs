@@ -20,14 +20,24 @@ pub struct TenantService<S, R> {
     inner: S,
     // The layer's configuration, behind one `Arc`: cloning the service
     // (axum does, per request) is one reference-count increment.
-    config: Arc<TenantLayer<R>>,
+    // `None`: switched off inside a `GovernanceLayer` without tenants.
+    config: Option<Arc<TenantLayer<R>>>,
 }
 
 impl<S, R> TenantService<S, R> {
     pub(super) fn from_layer(inner: S, layer: TenantLayer<R>) -> Self {
         Self {
             inner,
-            config: Arc::new(layer),
+            config: Some(Arc::new(layer)),
+        }
+    }
+
+    /// Passes every request through unchecked: the slot of an absent
+    /// tenant layer in a `GovernanceLayer`.
+    pub(crate) fn pass_through(inner: S) -> Self {
+        Self {
+            inner,
+            config: None,
         }
     }
 
@@ -51,7 +61,7 @@ impl<S: Clone, R> Clone for TenantService<S, R> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            config: Arc::clone(&self.config),
+            config: self.config.clone(),
         }
     }
 }
@@ -79,7 +89,10 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        match self.config.resolve_request(&req) {
+        let Some(config) = &self.config else {
+            return ResponseFuture::inner(self.inner.call(req));
+        };
+        match config.resolve_request(&req) {
             Ok(tenant) => {
                 if let Some(labels) = req.extensions().get::<RequestLabels>() {
                     labels.set_tenant(tenant.namespace);
