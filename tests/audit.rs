@@ -577,3 +577,35 @@ async fn grpc_calls_are_recorded_with_the_status_from_their_trailers() {
     assert_eq!(bidi.outcome, Some(Outcome::Complete));
     sink.verify().unwrap();
 }
+
+/// Whatever the batch window — none, the default, a long one — records
+/// that trickle in one at a time and records that arrive in a burst larger
+/// than one batch are all written, in one unbroken chain, by `flush`.
+#[tokio::test]
+async fn every_record_is_written_whatever_the_batch_window() {
+    for window in [Duration::ZERO, Duration::from_millis(1), Duration::from_millis(50)] {
+        let sink = MemorySink::new();
+        let auditor = Auditor::builder()
+            .batch_window(window)
+            .spawn(sink.clone())
+            .unwrap();
+        for i in 0..20 {
+            auditor
+                .event("TRICKLE", serde_json::json!({ "i": i }))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let burst: Vec<_> = (0..600)
+            .map(|i| auditor.event("BURST", serde_json::json!({ "i": i })))
+            .collect();
+        for sent in futures_util::future::join_all(burst).await {
+            sent.unwrap();
+        }
+        auditor.flush().await.unwrap();
+        let records = sink.records();
+        assert_eq!(records.len(), 620, "window {window:?}");
+        sink.verify().unwrap();
+        assert_eq!(auditor.stats().written, 620, "window {window:?}");
+    }
+}
