@@ -583,7 +583,11 @@ async fn grpc_calls_are_recorded_with_the_status_from_their_trailers() {
 /// than one batch are all written, in one unbroken chain, by `flush`.
 #[tokio::test]
 async fn every_record_is_written_whatever_the_batch_window() {
-    for window in [Duration::ZERO, Duration::from_millis(1), Duration::from_millis(50)] {
+    for window in [
+        Duration::ZERO,
+        Duration::from_millis(1),
+        Duration::from_millis(50),
+    ] {
         let sink = MemorySink::new();
         let auditor = Auditor::builder()
             .batch_window(window)

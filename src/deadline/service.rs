@@ -109,8 +109,8 @@ impl<S> StreamDeadline<S> {
     where
         S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>> + Clone,
     {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::passthrough(inner.call(req.map(RequestBody::passthrough)))
+        // Called at once, so the service polled ready is the one called:
+        // no clone needed.
+        ResponseFuture::passthrough(self.inner.call(req.map(RequestBody::passthrough)))
     }
 }
