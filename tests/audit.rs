@@ -613,3 +613,27 @@ async fn every_record_is_written_whatever_the_batch_window() {
         assert_eq!(auditor.stats().written, 620, "window {window:?}");
     }
 }
+
+/// A queue smaller than the writer's trickle threshold never waits on the
+/// batch window: with a 4-record queue, a 500 ms window and a 100 ms wait
+/// timeout, a burst of events is written, none refused. (If the writer
+/// slept its window after each small batch, producers would time out.)
+#[tokio::test]
+async fn a_small_queue_is_not_held_up_by_the_batch_window() {
+    let sink = MemorySink::new();
+    let auditor = Auditor::builder()
+        .queue_capacity(4)
+        .batch_window(Duration::from_millis(500))
+        .wait_timeout(Duration::from_millis(100))
+        .spawn(sink.clone())
+        .unwrap();
+    let burst: Vec<_> = (0..200)
+        .map(|i| auditor.event("BURST", serde_json::json!({ "i": i })))
+        .collect();
+    for sent in futures_util::future::join_all(burst).await {
+        sent.unwrap();
+    }
+    auditor.flush().await.unwrap();
+    assert_eq!(sink.records().len(), 200);
+    assert_eq!(auditor.stats().events_refused, 0);
+}

@@ -155,6 +155,9 @@ impl AuditorBuilder {
     /// without a window, every record of a steady trickle of requests pays
     /// for a thread wake-up (a futex syscall, about a microsecond) on the
     /// request's own thread. Records reach the sink up to one window later;
+    /// the writer skips the window when its last batch filled a quarter of
+    /// the queue (or 256 records), so a burst never waits on it and a
+    /// small queue never fills while the writer sleeps;
     /// an idle writer sleeps until the next record and costs nothing.
     pub fn batch_window(mut self, window: Duration) -> Self {
         self.batch_window = window;
@@ -172,10 +175,15 @@ impl AuditorBuilder {
             .enable_time()
             .build()?;
         let writer_shared = shared.clone();
-        let window = self.batch_window;
+        // Below this many records a batch is a trickle, and the writer
+        // lets the next ones gather; at or above it, it keeps going.
+        let linger = Linger {
+            window: self.batch_window,
+            below: (self.capacity / 4).min(BATCH),
+        };
         std::thread::Builder::new()
             .name("finmesh-audit-writer".into())
-            .spawn(move || rt.block_on(run_writer(sink, rx, writer_shared, window)))?;
+            .spawn(move || rt.block_on(run_writer(sink, rx, writer_shared, linger)))?;
         Ok(Auditor {
             tx,
             shared,
@@ -342,17 +350,27 @@ impl AuditHandle {
     }
 }
 
+/// Most records the writer takes off the queue at once.
+const BATCH: usize = 256;
+
+/// When the writer waits after a batch: see `AuditorBuilder::batch_window`.
+#[derive(Clone, Copy)]
+struct Linger {
+    window: Duration,
+    below: usize,
+}
+
 async fn run_writer<S: AuditSink>(
     mut sink: S,
     mut rx: mpsc::Receiver<Msg>,
     shared: Arc<Shared>,
-    window: Duration,
+    linger: Linger,
 ) {
     let (mut seq, mut prev) = match sink.head() {
         Some(h) => (h.seq, h.hash),
         None => (0, GENESIS.to_owned()),
     };
-    let mut batch = Vec::with_capacity(256);
+    let mut batch = Vec::with_capacity(BATCH);
     // Marks the writer failed *before* anything queued is dropped, so a
     // `flush` that sees the writer gone also sees why.
     let fail = |e: io::Error| {
@@ -365,14 +383,14 @@ async fn run_writer<S: AuditSink>(
             let n = match sink.sync_deadline() {
                 Some(deadline) => {
                     tokio::select! {
-                        n = rx.recv_many(&mut batch, 256) => n,
+                        n = rx.recv_many(&mut batch, BATCH) => n,
                         () = tokio::time::sleep_until(deadline.into()) => {
                             sink.sync().map_err(fail)?;
                             continue;
                         }
                     }
                 }
-                None => rx.recv_many(&mut batch, 256).await,
+                None => rx.recv_many(&mut batch, BATCH).await,
             };
             if n == 0 {
                 return sink.sync().map_err(fail);
@@ -413,8 +431,8 @@ async fn run_writer<S: AuditSink>(
             // The queue was drained (a full batch means more is waiting).
             // Let the next records gather without waking this thread,
             // unless someone is waiting on a flush.
-            if n < 256 && !flushed && !window.is_zero() {
-                tokio::time::sleep(window).await;
+            if n < linger.below && !flushed && !linger.window.is_zero() {
+                tokio::time::sleep(linger.window).await;
             }
         }
     }
