@@ -176,14 +176,16 @@ where
             grpc: Protocol::of(req.headers()).is_grpc(),
             shared: auditor.shared.clone(),
         };
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         // SAFETY-style note: the slot is reserved *before* the inner
         // service runs, so the record written when the response ends can
         // never find the queue full and can never be dropped.
         match auditor.tx.clone().try_reserve_owned() {
-            Ok(permit) => ResponseFuture::calling(inner.call(req), Pending::new(permit, ctx)),
+            Ok(permit) => ResponseFuture::calling(self.inner.call(req), Pending::new(permit, ctx)),
             Err(mpsc::error::TrySendError::Full(tx)) => {
+                // The call waits for a slot: the future takes the service
+                // that was polled ready, and a clone takes its place.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
                 let wait = auditor.wait_timeout;
                 ResponseFuture {
                     state: State::Reserving {

@@ -148,20 +148,30 @@ impl AuditorBuilder {
         self
     }
 
-    /// How long the writer waits, after writing what was queued, before it
-    /// looks again (default 1 ms; zero: never waits).
+    /// How long the writer waits, after writing a small batch, before it
+    /// looks again (default 1 ms; zero: never waits; at most 100 ms and a
+    /// quarter of the [wait timeout](Self::wait_timeout)).
     ///
     /// While it waits, requests enqueue their records without waking it;
     /// without a window, every record of a steady trickle of requests pays
     /// for a thread wake-up (a futex syscall, about a microsecond) on the
-    /// request's own thread. Records reach the sink up to one window later;
-    /// the writer skips the window when its last batch filled a quarter of
-    /// the queue (or 256 records), so a burst never waits on it and a
-    /// small queue never fills while the writer sleeps;
-    /// an idle writer sleeps until the next record and costs nothing.
+    /// request's own thread. Records reach the sink up to one window later
+    /// (plus up to 1 ms: the timer ticks in milliseconds), and a file
+    /// sink's sync interval is kept. The writer does not wait after a full
+    /// batch (256 records), after a `flush`, or while the queue is half
+    /// full or more — slots held by requests in flight count — so a queue
+    /// near its limit is drained at once. An idle writer sleeps until the
+    /// next record and costs nothing.
     pub fn batch_window(mut self, window: Duration) -> Self {
         self.batch_window = window;
         self
+    }
+
+    /// The batch window within its bounds.
+    fn effective_window(&self) -> Duration {
+        self.batch_window
+            .min(MAX_BATCH_WINDOW)
+            .min(self.wait_timeout / 4)
     }
 
     /// Starts the writer thread over `sink`.
@@ -175,11 +185,8 @@ impl AuditorBuilder {
             .enable_time()
             .build()?;
         let writer_shared = shared.clone();
-        // Below this many records a batch is a trickle, and the writer
-        // lets the next ones gather; at or above it, it keeps going.
         let linger = Linger {
-            window: self.batch_window,
-            below: (self.capacity / 4).min(BATCH),
+            window: self.effective_window(),
         };
         std::thread::Builder::new()
             .name("finmesh-audit-writer".into())
@@ -353,11 +360,21 @@ impl AuditHandle {
 /// Most records the writer takes off the queue at once.
 const BATCH: usize = 256;
 
+/// Longest accepted batch window.
+const MAX_BATCH_WINDOW: Duration = Duration::from_millis(100);
+
 /// When the writer waits after a batch: see `AuditorBuilder::batch_window`.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Linger {
     window: Duration,
-    below: usize,
+}
+
+impl Linger {
+    /// Whether to wait after a batch of `taken` messages, `flushed` if it
+    /// held a flush, with `free` of `max` queue slots unreserved now.
+    fn waits(self, taken: usize, flushed: bool, free: usize, max: usize) -> bool {
+        !self.window.is_zero() && taken < BATCH && !flushed && free * 2 > max
+    }
 }
 
 async fn run_writer<S: AuditSink>(
@@ -428,11 +445,14 @@ async fn run_writer<S: AuditSink>(
             {
                 sink.sync().map_err(fail)?;
             }
-            // The queue was drained (a full batch means more is waiting).
-            // Let the next records gather without waking this thread,
-            // unless someone is waiting on a flush.
-            if n < linger.below && !flushed && !linger.window.is_zero() {
-                tokio::time::sleep(linger.window).await;
+            // A small batch and a roomy queue: let the next records gather
+            // without waking this thread, but not past the sync deadline.
+            if linger.waits(n, flushed, rx.capacity(), rx.max_capacity()) {
+                let mut until = std::time::Instant::now() + linger.window;
+                if let Some(deadline) = sink.sync_deadline() {
+                    until = until.min(deadline);
+                }
+                tokio::time::sleep_until(until.into()).await;
             }
         }
     }
@@ -533,4 +553,51 @@ fn build(entry: Entry, seq: u64, prev: String) -> AuditRecord {
         }
     }
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_waits_only_after_a_small_batch_with_a_roomy_queue() {
+        let on = Linger {
+            window: Duration::from_millis(1),
+        };
+        let off = Linger {
+            window: Duration::ZERO,
+        };
+        // A trickle into an empty queue: wait.
+        assert!(on.waits(1, false, 8192, 8192));
+        // Zero window, a full batch, or a flush: never.
+        assert!(!off.waits(1, false, 8192, 8192));
+        assert!(!on.waits(BATCH, false, 8192, 8192));
+        assert!(!on.waits(1, true, 8192, 8192));
+        // Slots held by requests in flight count: 60 of 64 reserved, so
+        // the batches are small but the queue is nearly full: no wait.
+        assert!(!on.waits(2, false, 4, 64));
+        assert!(!on.waits(1, false, 32, 64));
+        assert!(on.waits(1, false, 33, 64));
+        // A one-slot queue that is free.
+        assert!(on.waits(1, false, 1, 1));
+        assert!(!on.waits(1, false, 0, 1));
+    }
+
+    #[test]
+    fn the_window_is_bounded() {
+        let auditor_window = |window, wait| {
+            AuditorBuilder::default()
+                .batch_window(window)
+                .wait_timeout(wait)
+                .effective_window()
+        };
+        assert_eq!(
+            auditor_window(Duration::MAX, Duration::from_secs(1)),
+            MAX_BATCH_WINDOW
+        );
+        assert_eq!(
+            auditor_window(Duration::from_millis(50), Duration::from_millis(40)),
+            Duration::from_millis(10)
+        );
+    }
 }

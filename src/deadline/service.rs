@@ -41,7 +41,8 @@ impl<S> StreamDeadline<S> {
         &self.inner
     }
 
-    /// Counters of the calls this service ended.
+    /// Counters of the calls this service ended (always zero for the
+    /// pass-through a `GovernanceLayer` without deadlines builds).
     pub fn stats(&self) -> DeadlineStats {
         self.stats.clone()
     }
@@ -49,7 +50,7 @@ impl<S> StreamDeadline<S> {
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for StreamDeadline<S>
 where
-    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>> + Clone,
+    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>,
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
@@ -98,16 +99,15 @@ where
             self.stats.clone(),
         ));
         let req = req.map(|body| RequestBody::new(body, call.clone()));
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::governed(inner.call(req), call)
+        // Called at once: the service polled ready is the one called.
+        ResponseFuture::governed(self.inner.call(req), call)
     }
 }
 
 impl<S> StreamDeadline<S> {
     fn passthrough<ReqB, ResB>(&mut self, req: Request<ReqB>) -> ResponseFuture<S::Future, ResB>
     where
-        S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>> + Clone,
+        S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>,
     {
         // Called at once, so the service polled ready is the one called:
         // no clone needed.
