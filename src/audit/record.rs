@@ -1,5 +1,6 @@
 //! [`AuditRecord`], its canonical encoding and hash, and RFC 3339 time.
 
+use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -207,13 +208,18 @@ pub fn rfc3339(t: SystemTime) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, day) = civil_from_days(days);
-    format!(
+    // Sized once (27 bytes for years 0-9999): `format!` would grow the
+    // string piece by piece on the writer thread.
+    let mut out = String::with_capacity(32);
+    let _ = write!(
+        out,
         "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
         rem / 3600,
         rem / 60 % 60,
         rem % 60,
         d.subsec_micros()
-    )
+    );
+    out
 }
 
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (y, m, d)
