@@ -43,6 +43,7 @@ struct Cli {
 enum Command {
     Serve(Cli),
     Token(String),
+    Help,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -83,7 +84,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
             }
             "--audit-log" => cli.audit_log = value("--audit-log")?.into(),
             "--drain-delay" => cli.drain_delay = parse_duration(&value("--drain-delay")?)?,
-            "-h" | "--help" => return Err(String::new()),
+            "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -101,15 +102,16 @@ fn main() -> ExitCode {
     let command = match parse_args(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("error: {e}");
-            }
-            eprintln!("{USAGE}");
+            eprintln!("error: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     let (secret, demo_secret) = secret();
     match command {
+        Command::Help => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
         Command::Token(user) => match gateway::mint_token(&user, &secret, SystemTime::now()) {
             // Only the token on stdout, so `TOKEN=$(… token alice)` works.
             Some(token) => {
@@ -135,7 +137,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gateway::BoxError> {
+    // Logs on stderr; stdout carries only the banner (and `token` output).
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

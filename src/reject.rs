@@ -9,6 +9,9 @@
 //!   200, `content-type: application/grpc`, `grpc-status` and a
 //!   percent-encoded `grpc-message` as headers, and no body — a
 //!   *trailers-only* response, which every gRPC client reads as a `Status`.
+//!   The stable machine code travels beside them as the
+//!   [`CODE_METADATA`] key (`finmesh-code: tenant.suspended`), which a
+//!   tonic client reads from `status.metadata()`.
 //! - **Everything else**: the fitting HTTP status and an
 //!   `application/problem+json` body (RFC 9457) with `type`, `title`,
 //!   `status`, `detail`, the stable machine `code`, and the `trace_id` when
@@ -45,6 +48,7 @@
 //! assert_eq!(res.status(), 200);
 //! assert_eq!(res.headers()["grpc-status"], "7");
 //! assert_eq!(res.headers()["grpc-message"], "tenant \"acme\" is suspended");
+//! assert_eq!(res.headers()["finmesh-code"], "tenant.suspended");
 //!
 //! let req = http::Request::new(());
 //! let res = rejection.to_response::<_, http_body_util::Empty<bytes::Bytes>>(&req);
@@ -58,6 +62,12 @@ use std::fmt;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use http::{HeaderMap, Request, Response, StatusCode};
+
+/// The gRPC metadata key (a response header or trailer) that carries a
+/// rejection's stable machine [`code`](Rejection::code) next to
+/// `grpc-status`, so gRPC clients can tell `tenant.mismatch` from
+/// `rbac.denied` without parsing the human message.
+pub const CODE_METADATA: &str = "finmesh-code";
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::body::ResponseBody;
@@ -284,7 +294,22 @@ impl Rejection {
         if let Ok(value) = HeaderValue::try_from(message) {
             headers.insert("grpc-message", value);
         }
+        if let Some(code) = self.code_header() {
+            headers.insert(CODE_METADATA, code);
+        }
         res
+    }
+
+    /// The code as a header value; `None` for a (custom) code that is not
+    /// a valid header value.
+    fn code_header(&self) -> Option<HeaderValue> {
+        match &self.code {
+            // Built-in codes are static: no allocation on the reject path.
+            Cow::Borrowed(code) if code.bytes().all(|b| b.is_ascii_graphic()) => {
+                Some(HeaderValue::from_static(code))
+            }
+            code => HeaderValue::try_from(code.as_ref()).ok(),
+        }
     }
 
     fn render_problem<B>(&self, trace_id: Option<&str>) -> Response<ResponseBody<B>> {
@@ -343,9 +368,16 @@ impl std::error::Error for Rejection {}
 #[cfg(any(feature = "deadline", feature = "grpc"))]
 impl From<Rejection> for tonic::Status {
     fn from(rejection: Rejection) -> Self {
-        tonic::Status::new(
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        if let Some(code) = rejection.code_header()
+            && let Ok(code) = tonic::metadata::MetadataValue::try_from(code.as_bytes())
+        {
+            metadata.insert(CODE_METADATA, code);
+        }
+        tonic::Status::with_metadata(
             tonic::Code::from_i32(i32::from(rejection.grpc_code())),
             rejection.detail.into_owned(),
+            metadata,
         )
     }
 }

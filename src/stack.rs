@@ -329,6 +329,7 @@ pub struct GrpcHealthRoute<H, S> {
 
 impl<H, S> GrpcHealthRoute<H, S> {
     /// Routes everything to `inner`.
+    #[cfg(feature = "grpc")]
     fn pass_through(inner: S) -> Self {
         Self {
             health: None,

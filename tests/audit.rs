@@ -1,6 +1,8 @@
 //! AuditLayer over real servers and clients on loopback: every request is
 //! recorded once, in one verified hash chain, and tampering is found.
 
+#![cfg(feature = "audit")]
+
 mod support;
 
 use std::path::Path;

@@ -25,6 +25,8 @@ const EC_B_PUB: &str = include_str!("keys/ec256b-public.pem");
 const EC_B_PRIV: &str = include_str!("keys/ec256b-private.pem");
 const ED_PUB: &str = include_str!("keys/ed25519-public.pem");
 const ED_PRIV: &str = include_str!("keys/ed25519-private.pem");
+const EC384_PUB: &str = include_str!("keys/ec384-public.pem");
+const EC384_PRIV: &str = include_str!("keys/ec384-private.pem");
 
 /// A fresh random HMAC secret for this test run.
 fn hmac_secret() -> Vec<u8> {
@@ -308,8 +310,9 @@ async fn rejections_over_grpc_are_unauthenticated() {
 fn jwk(pem: &str, kid: &str, alg: Algorithm) -> Jwk {
     finmesh::auth::install_default_crypto_provider();
     let key = match alg {
-        Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
         Algorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
         other => panic!("{other:?}"),
     };
     let mut jwk = Jwk::from_decoding_key(&key, Some(alg)).unwrap();
@@ -412,8 +415,18 @@ async fn jwks_file_rotation_adds_and_removes_keys_and_the_cache_follows() {
     }
 
     // Step 3: a broken file never replaces good keys.
+    assert_eq!(layer.jwks_error_count(), 0);
     std::fs::write(&path, b"{\"keys\": \"oops\"}").unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until the watcher has read and refused it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while layer.jwks_error_count() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bad file was never read"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(layer.jwks_last_error().is_some());
     assert_eq!(status_of(&server, &token_b).await.0, 200);
     assert_eq!(layer.key_count(), 2);
     server.shutdown().await;
@@ -440,5 +453,123 @@ async fn a_static_jwks_document_is_accepted() {
     // The JWK carries alg RS256: the same key is not usable for PS256.
     let ps = sign(Algorithm::PS256, "r", &key_r, &claims("jwks-user"));
     assert_eq!(status_of(&server, &ps).await.0, 401);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn p384_and_ed25519_keys_from_a_jwks_document_verify_their_tokens() {
+    let doc = serde_json::to_vec(&JwkSet {
+        keys: vec![
+            jwk(EC384_PUB, "p384", Algorithm::ES384),
+            jwk(ED_PUB, "ed", Algorithm::EdDSA),
+        ],
+    })
+    .unwrap();
+    // Default algorithms: every asymmetric one.
+    let layer = JwtAuthLayer::builder()
+        .issuer(ISS)
+        .audience(AUD)
+        .jwks(doc)
+        .build()
+        .unwrap();
+    let server = serve(layer).await;
+    let es384 = sign(
+        Algorithm::ES384,
+        "p384",
+        &EncodingKey::from_ec_pem(EC384_PRIV.as_bytes()).unwrap(),
+        &claims("p384-user"),
+    );
+    let (status, body) = status_of(&server, &es384).await;
+    assert_eq!(
+        (status, &body["subject"]),
+        (200, &json!("p384-user")),
+        "{body}"
+    );
+    let ed = sign(
+        Algorithm::EdDSA,
+        "ed",
+        &EncodingKey::from_ed_pem(ED_PRIV.as_bytes()).unwrap(),
+        &claims("ed-user"),
+    );
+    let (status, body) = status_of(&server, &ed).await;
+    assert_eq!(
+        (status, &body["subject"]),
+        (200, &json!("ed-user")),
+        "{body}"
+    );
+    // A P-384 key does not verify an ES256 token, whatever the kid says.
+    let es256 = sign(
+        Algorithm::ES256,
+        "p384",
+        &EncodingKey::from_ec_pem(EC_PRIV.as_bytes()).unwrap(),
+        &claims("p256-user"),
+    );
+    let (status, body) = status_of(&server, &es256).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (401, &json!("auth.invalid")),
+        "{body}"
+    );
+    server.shutdown().await;
+}
+
+/// The builder's defaults, as documented: 30 s leeway, 8 KiB tokens, `typ`
+/// `JWT`, `at+jwt` or absent.
+#[tokio::test]
+async fn builder_defaults_are_the_documented_ones() {
+    let secret = hmac_secret();
+    let layer = JwtAuthLayer::builder()
+        .issuer(ISS)
+        .audience(AUD)
+        .algorithms([Algorithm::HS256])
+        .key(JwtKey::hmac(&secret).unwrap())
+        .build()
+        .unwrap();
+    let server = serve(layer).await;
+    let key = EncodingKey::from_secret(&secret);
+    let token = |typ: Option<&str>, claims: &serde_json::Value| {
+        finmesh::auth::install_default_crypto_provider();
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = typ.map(Into::into);
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    };
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = claims("defaults");
+        f(&mut c);
+        c
+    };
+    // Leeway: expired 20 s ago passes, 45 s ago does not.
+    let recent = with(&|c| c["exp"] = json!(now() - 20));
+    assert_eq!(
+        status_of(&server, &token(Some("JWT"), &recent)).await.0,
+        200
+    );
+    let stale = with(&|c| c["exp"] = json!(now() - 45));
+    let (status, body) = status_of(&server, &token(Some("JWT"), &stale)).await;
+    assert_eq!((status, &body["code"]), (401, &json!("auth.expired")));
+    // typ: JWT, at+jwt (any case) or none; anything else is refused.
+    let fresh = claims("defaults");
+    for typ in [Some("JWT"), Some("at+jwt"), Some("AT+JWT"), None] {
+        let (status, body) = status_of(&server, &token(typ, &fresh)).await;
+        assert_eq!(status, 200, "{typ:?}: {body}");
+    }
+    let (status, body) = status_of(&server, &token(Some("id+jwt"), &fresh)).await;
+    assert_eq!((status, &body["code"]), (401, &json!("auth.invalid")));
+    // Size: a token just under 8 KiB passes; one over it is refused
+    // before any parsing.
+    let sized = |len: usize| {
+        let mut c = claims("defaults");
+        let bare = token(Some("JWT"), &c).len();
+        // base64url: 4 characters for every 3 bytes of padding claim.
+        c["pad"] = json!("x".repeat((len - bare - 12) * 3 / 4));
+        token(Some("JWT"), &c)
+    };
+    let under = sized(8 * 1024 - 64);
+    assert!(under.len() <= 8 * 1024, "{}", under.len());
+    assert_eq!(status_of(&server, &under).await.0, 200);
+    let over = sized(8 * 1024 + 64);
+    assert!(over.len() > 8 * 1024, "{}", over.len());
+    let (status, body) = status_of(&server, &over).await;
+    assert_eq!((status, &body["code"]), (401, &json!("auth.malformed")));
     server.shutdown().await;
 }

@@ -2,6 +2,8 @@
 //! loopback: tonic for whole calls, a raw h2c client (hyper, `http2_only`)
 //! where a test needs to control every DATA frame.
 
+#![cfg(feature = "deadline")]
+
 mod support;
 
 use std::convert::Infallible;
@@ -227,6 +229,8 @@ struct RawAnswer {
     replies: Vec<EchoReply>,
     /// The stream was reset (the body failed).
     reset: bool,
+    /// `finmesh-code`, from the trailers or a trailers-only head.
+    code: Option<String>,
 }
 
 type FrameTx = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
@@ -256,6 +260,7 @@ async fn raw_call(
         let mut answer = RawAnswer {
             status: header(&parts.headers, "grpc-status"),
             message: header(&parts.headers, "grpc-message"),
+            code: header(&parts.headers, finmesh::reject::CODE_METADATA),
             ..Default::default()
         };
         match body.collect().await {
@@ -263,6 +268,7 @@ async fn raw_call(
                 if let Some(trailers) = collected.trailers() {
                     answer.status = header(trailers, "grpc-status");
                     answer.message = header(trailers, "grpc-message");
+                    answer.code = header(trailers, finmesh::reject::CODE_METADATA);
                 }
                 answer.replies = decode_replies(&collected.to_bytes());
             }
@@ -597,6 +603,11 @@ async fn message_declaring_more_than_max_message_bytes_is_refused_before_its_byt
         answer.message.as_deref(),
         Some("message larger than max_message_bytes")
     );
+    assert_eq!(
+        answer.code.as_deref(),
+        Some("deadline.message_too_large"),
+        "{answer:?}"
+    );
     drop(tx);
     // The same through tonic.
     let (tx, mut replies) = open_bidi(server.addr).await;
@@ -605,6 +616,14 @@ async fn message_declaring_more_than_max_message_bytes_is_refused_before_its_byt
     tx.send(msg(1, 2048)).await.unwrap();
     let status = replies.message().await.expect_err("too large");
     assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(
+        status
+            .metadata()
+            .get(finmesh::reject::CODE_METADATA)
+            .and_then(|v| v.to_str().ok()),
+        Some("deadline.message_too_large"),
+        "{status:?}"
+    );
     wait_until_zero(&svc.live).await;
     assert_eq!(stats.message_too_large(), 2);
     assert_eq!(stats.exceeded_total(), 0);

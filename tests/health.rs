@@ -1,6 +1,8 @@
 //! HealthLayer and the grpc.health.v1 service over real HTTP/1.1 and gRPC
 //! clients, against a real axum + tonic server on loopback.
 
+#![cfg(all(feature = "health", feature = "grpc"))]
+
 mod support;
 
 use std::sync::Arc;

@@ -104,6 +104,14 @@ async fn transfer(counter: Counter, req: AxumRequest) -> impl IntoResponse {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    // `x-status`: the status to answer with (default 201).
+    let status = req
+        .headers()
+        .get("x-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u16>().ok())
+        .and_then(|v| http::StatusCode::from_u16(v).ok())
+        .unwrap_or(http::StatusCode::CREATED);
     let subject = req
         .extensions()
         .get::<Principal>()
@@ -112,7 +120,7 @@ async fn transfer(counter: Counter, req: AxumRequest) -> impl IntoResponse {
     let n = counter.bump();
     tokio::time::sleep(Duration::from_millis(delay)).await;
     (
-        http::StatusCode::CREATED,
+        status,
         [
             ("x-payment-id", format!("pay-{n}")),
             ("x-not-stored", "1".into()),
@@ -280,6 +288,30 @@ async fn replay_is_byte_identical_and_marked_and_a_changed_body_is_refused() {
 }
 
 #[tokio::test]
+async fn completed_responses_are_replayed_whatever_their_status() {
+    let counter = Counter::default();
+    let server = spawn(app(InMemoryStore::new(), counter.clone(), MINUTE)).await;
+    // As Stripe does: a declined payment (4xx) or a failure (5xx) that the
+    // handler completed is the answer to that key, not an invitation to
+    // pay again.
+    for (i, status) in ["402", "409", "500", "503"].into_iter().enumerate() {
+        let key = format!("status-{status}");
+        let h = &[
+            ("idempotency-key", key.as_str()),
+            ("x-test-subject", "alice"),
+            ("x-status", status),
+        ];
+        let first = send(post(&server, "/v1/transfers", "{}", h)).await;
+        assert_eq!(first.status.as_str(), status);
+        let again = send(post(&server, "/v1/transfers", "{}", h)).await;
+        assert_eq!(again.status.as_str(), status);
+        assert_eq!(again.header("idempotency-replayed"), "true", "{status}");
+        assert_eq!(again.body, first.body);
+        assert_eq!(counter.get(), i + 1, "{status} ran once");
+    }
+}
+
+#[tokio::test]
 async fn missing_malformed_or_repeated_keys_are_refused_with_400() {
     let counter = Counter::default();
     let server = spawn(app(InMemoryStore::new(), counter.clone(), MINUTE)).await;
@@ -373,17 +405,23 @@ async fn the_key_of_one_subject_is_invisible_to_another() {
 #[tokio::test]
 async fn an_expired_in_flight_claim_frees_the_key() {
     let counter = Counter::default();
-    let claim_ttl = Duration::from_millis(300);
+    let claim_ttl = Duration::from_secs(1);
     let server = spawn(app(InMemoryStore::new(), counter.clone(), claim_ttl)).await;
     let h = &[("idempotency-key", "hang-1"), ("x-test-subject", "alice")];
     // The first request never finishes (a crashed replica, as far as the
-    // store can tell).
+    // store can tell). Its claim is made after `sent`.
+    let sent = std::time::Instant::now();
     let stuck = tokio::spawn(send(post(&server, "/v1/hang", "{}", h)));
     while counter.get() == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let dup = send(post(&server, "/v1/hang", "{}", h)).await;
-    if dup.status == 409 {
+    // While the claim is surely alive, a duplicate is refused. (Only a
+    // machine stalled for a whole TTL could see the claim expire first;
+    // then the duplicate ran and the retry below is its replay.)
+    let claim_alive = sent.elapsed() < claim_ttl;
+    if claim_alive {
+        assert_eq!(dup.status, 409, "{:?}", dup.body);
         assert_eq!(dup.json()["code"], "idempotency.in_flight");
     }
     // Past the claim TTL, the key is free again and the handler runs.

@@ -194,12 +194,21 @@ async fn each_rejection_kind_renders_as_problem_json_over_http1() {
 async fn each_rejection_kind_reaches_a_tonic_client_as_its_status() {
     let server = spawn(echo_app().layer(RejectLayer)).await;
     let mut client = grpc_client(server.addr).await;
-    for (name, _, _, code) in CASES {
+    for (name, kind, _, code) in CASES {
         let status = client
             .unary(grpc_request(EchoRequest::default(), &[("x-reject", name)]))
             .await
             .expect_err(name);
         assert_eq!(status.code(), *code, "{name}");
+        // The stable machine code rides along as metadata.
+        assert_eq!(
+            status
+                .metadata()
+                .get(finmesh::reject::CODE_METADATA)
+                .and_then(|v| v.to_str().ok()),
+            Some(format!("test.{kind:?}").as_str()),
+            "{name}"
+        );
         assert_eq!(
             status.message(),
             DETAIL,
@@ -246,6 +255,7 @@ async fn grpc_rejection_is_trailers_only() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "application/grpc");
     assert_eq!(res.headers()["grpc-status"], "7");
+    assert_eq!(res.headers()["finmesh-code"], "test.PermissionDenied");
     assert!(
         res.headers()["grpc-message"]
             .to_str()

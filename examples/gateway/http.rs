@@ -15,7 +15,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::amount::Amount;
-use super::ledger::Ledger;
+use super::ledger::{Ledger, TransferError};
 
 /// `/v1/accounts`, `/v1/accounts/{id}`, `/v1/transfer`.
 pub fn routes(ledger: Arc<Ledger>) -> Router {
@@ -211,9 +211,14 @@ pub(crate) async fn execute(
             None => Ok(()),
         }
     };
-    if let Some(done) = ledger.committed(tenant, order_id) {
+    if order_id.is_empty() {
+        return Err(TransferError::MissingOrderId.to_string());
+    }
+    match ledger.committed(tenant, order_id, from, to, amount) {
         // The order was paid before: answer with its transfer, move nothing.
-        return Ok(done.transfer_id);
+        Ok(Some(done)) => return Ok(done.transfer_id),
+        Ok(None) => {}
+        Err(e) => return Err(e.to_string()),
     }
     let facts =
         json!({ "order_id": order_id, "from": from, "to": to, "amount": amount.to_string() });

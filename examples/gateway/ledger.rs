@@ -34,6 +34,10 @@ pub enum TransferError {
     SameAccount,
     /// Not enough money.
     InsufficientFunds,
+    /// No order id: without one a resend cannot be told from a new order.
+    MissingOrderId,
+    /// The order id was committed before for a different payment.
+    OrderReused(String),
 }
 
 impl std::fmt::Display for TransferError {
@@ -42,6 +46,10 @@ impl std::fmt::Display for TransferError {
             Self::UnknownAccount(id) => write!(f, "no account {id:?} in this tenant"),
             Self::SameAccount => f.write_str("from and to are the same account"),
             Self::InsufficientFunds => f.write_str("insufficient funds"),
+            Self::MissingOrderId => f.write_str("a transfer needs an order id"),
+            Self::OrderReused(id) => {
+                write!(f, "order {id:?} was committed for a different transfer")
+            }
         }
     }
 }
@@ -55,6 +63,24 @@ pub struct Transfer {
     pub state: &'static str,
 }
 
+/// What an order pays: compared when an order id comes again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Payment {
+    from: String,
+    to: String,
+    cents: u64,
+}
+
+impl Payment {
+    fn new(from: &str, to: &str, amount: Amount) -> Self {
+        Self {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            cents: amount.cents(),
+        }
+    }
+}
+
 /// All tenants' accounts.
 #[derive(Debug)]
 pub struct Ledger {
@@ -62,7 +88,9 @@ pub struct Ledger {
     /// Committed transfers by (tenant, order id): the business key, so a
     /// resent order (a stream cut by its deadline, a retry under a new
     /// idempotency key) is answered with its first outcome, never paid twice.
-    orders: Mutex<BTreeMap<(String, String), Transfer>>,
+    /// The payment is kept with it: the same order id for another payment
+    /// is refused, not answered with a transfer that never happened.
+    orders: Mutex<BTreeMap<(String, String), (Payment, Transfer)>>,
     next_transfer: AtomicU64,
 }
 
@@ -142,16 +170,27 @@ impl Ledger {
         Ok(())
     }
 
-    /// The transfer already committed for this order, if any.
-    pub fn committed(&self, tenant: &str, order_id: &str) -> Option<Transfer> {
+    /// The transfer already committed for this order, if any. The same
+    /// order id for another payment is an error.
+    pub fn committed(
+        &self,
+        tenant: &str,
+        order_id: &str,
+        from: &str,
+        to: &str,
+        amount: Amount,
+    ) -> Result<Option<Transfer>, TransferError> {
         let orders = self.orders.lock().unwrap();
-        orders
-            .get(&(tenant.to_owned(), order_id.to_owned()))
-            .cloned()
+        match orders.get(&(tenant.to_owned(), order_id.to_owned())) {
+            None => Ok(None),
+            Some((paid, done)) if *paid == Payment::new(from, to, amount) => Ok(Some(done.clone())),
+            Some(_) => Err(TransferError::OrderReused(order_id.to_owned())),
+        }
     }
 
     /// Moves the money atomically (the COMMIT step). An order committed
-    /// before is not paid again: its first transfer is returned.
+    /// before is not paid again: its first transfer is returned, or an
+    /// error when the order id now names another payment.
     pub fn commit(
         &self,
         tenant: &str,
@@ -160,11 +199,19 @@ impl Ledger {
         to: &str,
         amount: Amount,
     ) -> Result<Transfer, TransferError> {
+        if order_id.is_empty() {
+            return Err(TransferError::MissingOrderId);
+        }
+        let payment = Payment::new(from, to, amount);
         // Lock order: orders, then accounts (the only place taking both).
         let mut orders = self.orders.lock().unwrap();
         let order_key = (tenant.to_owned(), order_id.to_owned());
-        if let Some(done) = orders.get(&order_key) {
-            return Ok(done.clone());
+        if let Some((paid, done)) = orders.get(&order_key) {
+            return if *paid == payment {
+                Ok(done.clone())
+            } else {
+                Err(TransferError::OrderReused(order_id.to_owned()))
+            };
         }
         let mut accounts = self.accounts.lock().unwrap();
         let from_key = (tenant.to_owned(), from.to_owned());
@@ -191,7 +238,7 @@ impl Ledger {
             transfer_id: format!("tr-{n:08}"),
             state: "COMMITTED",
         };
-        orders.insert(order_key, transfer.clone());
+        orders.insert(order_key, (payment, transfer.clone()));
         Ok(transfer)
     }
 }

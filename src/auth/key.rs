@@ -560,19 +560,29 @@ impl KeySet {
     }
 
     /// Chooses the key for a token signed with `alg` naming `kid`: only
-    /// keys bound to `alg` are candidates; a `kid` must match exactly; no
-    /// `kid` is accepted only when exactly one candidate exists.
+    /// keys bound to `alg` are candidates, and a `kid` must match exactly.
+    /// No `kid` is accepted only when exactly one key of `alg`'s family
+    /// (RSA, P-256, P-384, Ed25519, HMAC) is configured, and it allows
+    /// `alg`: with two RSA keys, one bound to RS256 and one to PS256, a
+    /// kid-less token is ambiguous by family even if only one would fit.
     pub(crate) fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&JwtKey, NoKey> {
-        let mut candidates = self.keys.iter().filter(|k| k.allows(alg));
         match kid {
-            Some(kid) => candidates
-                .find(|k| k.kid() == Some(kid))
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| k.allows(alg) && k.kid() == Some(kid))
                 .ok_or(NoKey::UnknownKid),
-            None => match (candidates.next(), candidates.next()) {
-                (Some(key), None) => Ok(key),
-                (Some(_), Some(_)) => Err(NoKey::Ambiguous),
-                (None, _) => Err(NoKey::NoneForAlgorithm),
-            },
+            None => {
+                let mut family = self
+                    .keys
+                    .iter()
+                    .filter(|k| k.family().algorithms().contains(alg));
+                match (family.next(), family.next()) {
+                    (Some(key), None) if key.allows(alg) => Ok(key),
+                    (Some(_), Some(_)) => Err(NoKey::Ambiguous),
+                    _ => Err(NoKey::NoneForAlgorithm),
+                }
+            }
         }
     }
 }
@@ -688,6 +698,43 @@ mod tests {
         assert_eq!(
             set.select(Algorithm::RS256, Some("a")).unwrap_err(),
             NoKey::UnknownKid
+        );
+        // Two RSA keys bound to different algorithms: a kid-less token is
+        // ambiguous by family, even though only one key allows RS256.
+        let rs = JwtKey::rsa_pem(RSA_PUB)
+            .unwrap()
+            .restrict_to(Algorithm::RS256)
+            .unwrap()
+            .with_kid("rs");
+        let ps = JwtKey::rsa_pem(RSA_PUB)
+            .unwrap()
+            .restrict_to(Algorithm::PS256)
+            .unwrap()
+            .with_kid("ps");
+        let set = KeySet::new(vec![rs, ps]).unwrap();
+        assert_eq!(
+            set.select(Algorithm::RS256, None).unwrap_err(),
+            NoKey::Ambiguous
+        );
+        assert_eq!(
+            set.select(Algorithm::RS256, Some("rs")).unwrap().kid(),
+            Some("rs")
+        );
+        assert_eq!(
+            set.select(Algorithm::RS256, Some("ps")).unwrap_err(),
+            NoKey::UnknownKid
+        );
+        // One key of the family, bound to another algorithm: no key.
+        let set = KeySet::new(vec![
+            JwtKey::rsa_pem(RSA_PUB)
+                .unwrap()
+                .restrict_to(Algorithm::PS256)
+                .unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(
+            set.select(Algorithm::RS256, None).unwrap_err(),
+            NoKey::NoneForAlgorithm
         );
     }
 

@@ -70,6 +70,23 @@ impl JwtAuthLayer {
     pub fn key_count(&self) -> usize {
         self.shared.keys.current().len()
     }
+
+    /// Why the last reload of the JWKS file failed, if it did (the keys
+    /// in force are then the last good ones). `None` without a JWKS file.
+    pub fn jwks_last_error(&self) -> Option<crate::config::ConfigError> {
+        match &self.shared.keys {
+            super::config::KeySource::Watched(watched) => watched.last_error(),
+            super::config::KeySource::Static(_) => None,
+        }
+    }
+
+    /// How many reloads of the JWKS file have failed (0 without one).
+    pub fn jwks_error_count(&self) -> u64 {
+        match &self.shared.keys {
+            super::config::KeySource::Watched(watched) => watched.error_count(),
+            super::config::KeySource::Static(_) => 0,
+        }
+    }
 }
 
 impl Shared {

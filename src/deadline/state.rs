@@ -67,6 +67,15 @@ impl Outcome {
         }
     }
 
+    /// The stable code, as [`rejection`](Self::rejection) gives it on a
+    /// gRPC call (where a stalled request is DEADLINE_EXCEEDED, not 408).
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Self::Exceeded(..) => "deadline.exceeded",
+            Self::TooLarge => "deadline.message_too_large",
+        }
+    }
+
     pub(crate) fn grpc_status(self) -> &'static str {
         match self {
             Self::Exceeded(..) => "4",
@@ -103,9 +112,13 @@ impl Outcome {
 
     /// The trailers that end a gRPC stream with this outcome.
     pub(crate) fn trailers(self) -> HeaderMap {
-        let mut trailers = HeaderMap::with_capacity(2);
+        let mut trailers = HeaderMap::with_capacity(3);
         trailers.insert("grpc-status", HeaderValue::from_static(self.grpc_status()));
         trailers.insert("grpc-message", HeaderValue::from_static(self.message()));
+        trailers.insert(
+            crate::reject::CODE_METADATA,
+            HeaderValue::from_static(self.code()),
+        );
         trailers
     }
 }

@@ -171,7 +171,30 @@ impl Check {
     /// One run of the check, bounded by its timeout. A panic or a timeout
     /// is a failure like any other; the reason is logged once per run (not
     /// once per probe sharing it).
+    ///
+    /// Inside a tokio runtime the run is spawned: when every probe waiting
+    /// on it gives up (a kubelet's own probe timeout closes the
+    /// connection), the run still finishes on time. Left unpolled in the
+    /// slot, it would be resumed by the next probe with its deadline long
+    /// past and report a healthy dependency as timed out.
     fn start(&self) -> BoxFuture<'static, Outcome> {
+        let run = self.run_bounded();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let task = runtime.spawn(run);
+                async move {
+                    // The run catches its own panics; a join error means
+                    // the runtime is shutting down.
+                    task.await
+                        .unwrap_or_else(|_| Err("check cancelled: runtime shutting down".into()))
+                }
+                .boxed()
+            }
+            Err(_) => run,
+        }
+    }
+
+    fn run_bounded(&self) -> BoxFuture<'static, Outcome> {
         let run = Arc::clone(&self.run);
         let name = Arc::clone(&self.name);
         let kind = self.kind;
@@ -681,6 +704,34 @@ mod tests {
         ));
         // The same name may be used once per probe.
         assert_eq!(r.add_liveness_check("db", t, ok), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_abandoned_by_its_probe_still_finishes_on_time() {
+        let r = HealthRegistry::new();
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&count);
+        // Ten short steps: a run left unpolled makes no progress.
+        r.add_readiness_check("db", Duration::from_secs(1), move || {
+            let count = Arc::clone(&counted);
+            async move {
+                for _ in 0..10 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .unwrap();
+        // The caller gives up after 100 ms (its connection closed).
+        let gave_up = tokio::time::timeout(Duration::from_millis(100), r.readiness()).await;
+        assert!(gave_up.is_err());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The run went on without it; the next probe is not handed a run
+        // whose deadline passed while nobody polled it.
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        let report = r.readiness().await;
+        assert!(report.is_healthy(), "{report:?}");
     }
 
     #[tokio::test(start_paused = true)]

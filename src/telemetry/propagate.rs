@@ -26,7 +26,7 @@ use crate::reject::Protocol;
 
 struct Config {
     propagator: PropagatorSource,
-    tracer: Option<BoxedTracer>,
+    tracer: Option<Arc<BoxedTracer>>,
 }
 
 /// Client-side propagation for any tower HTTP client (a tonic `Channel`,
@@ -70,9 +70,11 @@ impl PropagateLayer {
     }
 
     fn map(self, f: impl FnOnce(&mut Config)) -> Self {
+        // A layer cloned before this call keeps its own configuration;
+        // this one starts from a copy of everything set so far.
         let mut config = Arc::try_unwrap(self.config).unwrap_or_else(|shared| Config {
             propagator: shared.propagator.clone(),
-            tracer: None,
+            tracer: shared.tracer.clone(),
         });
         f(&mut config);
         Self {
@@ -98,7 +100,7 @@ impl PropagateLayer {
         <P::Tracer as Tracer>::Span: Send + Sync + 'static,
     {
         let tracer = BoxedTracer::new(Box::new(provider.tracer(INSTRUMENTATION_SCOPE)));
-        self.map(|c| c.tracer = Some(tracer))
+        self.map(|c| c.tracer = Some(Arc::new(tracer)))
     }
 }
 
@@ -345,6 +347,22 @@ mod tests {
         ]);
         let headers = sent_headers(cx).await;
         assert_eq!(headers["baggage"], "order_id=ord-1");
+    }
+
+    #[test]
+    fn builder_calls_on_a_cloned_layer_keep_what_was_set_before() {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let layer = PropagateLayer::new().client_spans(&provider);
+        let kept = layer.clone();
+        // `layer` is shared with `kept`: the next call copies the config.
+        let layer = layer.propagator(w3c_propagator());
+        assert!(layer.config.tracer.is_some(), "client spans survive");
+        assert!(matches!(
+            layer.config.propagator,
+            PropagatorSource::Given(_)
+        ));
+        assert!(kept.config.tracer.is_some());
+        assert!(matches!(kept.config.propagator, PropagatorSource::Global));
     }
 
     #[tokio::test]

@@ -280,3 +280,22 @@ pub fn grpc_request<T>(msg: T, headers: &[(&'static str, &str)]) -> GrpcRequest<
     req
 }
 pub mod redis_server;
+
+/// The path of an example binary. `cargo test` builds every example
+/// before it runs the tests, next to the test binaries' `deps/` folder.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let mut dir = std::env::current_exe().expect("the test binary's path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not built: run the tests with `cargo test`, which builds the examples",
+        bin.display()
+    );
+    bin
+}
