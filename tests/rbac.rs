@@ -41,6 +41,7 @@ const DOC_FIXTURES: &[&str] = &[
     "clusterrolebinding-read-secrets-global.yaml",
     "more-examples.yaml",
     "list.yaml",
+    "aggregated.yaml",
 ];
 
 fn all_fixtures() -> Policy {
@@ -252,6 +253,117 @@ fn kubernetes_documentation_examples_load_unchanged_and_decide_as_kubernetes_wou
             "{user} {groups:?} in {ns:?}: {action} ({d})"
         );
     }
+}
+
+#[test]
+fn aggregated_cluster_roles_decide_as_the_aggregation_controller_fills_them() {
+    let compiled = Policy::from_yaml(&fixture("aggregated.yaml"))
+        .unwrap()
+        .compile();
+    let crontabs = |verb: &str| {
+        Action::Resource(finmesh::rbac::ResourceAction::new(
+            verb,
+            "stable.example.com",
+            "crontabs",
+        ))
+    };
+    let rows: Vec<Row> = vec![
+        // monitoring = monitoring-endpoints' rules, cluster-wide.
+        (
+            "mo",
+            &["monitors"],
+            Some("default"),
+            res("list", "pods"),
+            true,
+        ),
+        ("mo", &["monitors"], None, res("watch", "services"), true),
+        (
+            "mo",
+            &["monitors"],
+            Some("a"),
+            res("get", "endpointslices"),
+            true,
+        ),
+        (
+            "mo",
+            &["monitors"],
+            Some("default"),
+            res("delete", "pods"),
+            false,
+        ),
+        (
+            "mo",
+            &["monitors"],
+            Some("default"),
+            res("get", "secrets"),
+            false,
+        ),
+        // edit = aggregate-to-edit: the crontabs editor, and view's rules.
+        ("ed", &[], Some("development"), crontabs("delete"), true),
+        ("ed", &[], Some("development"), crontabs("list"), true),
+        ("ed", &[], Some("default"), crontabs("get"), false),
+        // view = aggregate-to-view: read only.
+        ("vic", &[], Some("development"), crontabs("list"), true),
+        ("vic", &[], Some("development"), crontabs("create"), false),
+        // admin ⊇ edit ⊇ view, through two levels of aggregation.
+        ("ada", &[], Some("development"), crontabs("patch"), true),
+        ("ada", &[], Some("development"), crontabs("watch"), true),
+        ("ada", &[], Some("production"), crontabs("watch"), false),
+        // matchExpressions: tier In (ops, sre), not a monitoring role.
+        ("op", &["ops"], Some("x"), res("get", "configmaps"), true),
+        ("op", &["ops"], Some("x"), res("list", "pods"), false),
+        // An aggregated role's own (empty) rules grant nothing else.
+        ("op", &["ops"], Some("x"), res("get", "secrets"), false),
+    ];
+    for (user, groups, ns, action, want) in rows {
+        let groups: Vec<Arc<str>> = groups.iter().map(|g| Arc::from(*g)).collect();
+        let d = compiled.authorize(&Attributes::new(user, &groups, ns, &action));
+        assert_eq!(
+            d.is_allowed(),
+            want,
+            "{user} {groups:?} in {ns:?}: {action} ({d})"
+        );
+    }
+    // A decision names the aggregated role the binding granted.
+    let d = compiled.authorize(&Attributes::new(
+        "ada",
+        &[],
+        Some("development"),
+        &crontabs("get"),
+    ));
+    assert!(d.to_string().contains("ClusterRole/admin"), "{d}");
+}
+
+#[test]
+fn aggregation_ignores_the_roles_own_rules_and_cycles_end() {
+    use finmesh::rbac::{ClusterRole, ClusterRoleBinding, LabelSelector, PolicyRule, Subject};
+    // Two aggregated roles selecting each other, and a plain one feeding a.
+    let mut a = ClusterRole::aggregated("a", vec![LabelSelector::labelled("to-a", "yes")]);
+    a.metadata.labels.insert("to-b".into(), "yes".into());
+    // Kubernetes' controller overwrites these: they grant nothing.
+    a.rules = vec![PolicyRule::resources(["get"], [""], ["secrets"])];
+    let mut b = ClusterRole::aggregated("b", vec![LabelSelector::labelled("to-b", "yes")]);
+    b.metadata.labels.insert("to-a".into(), "yes".into());
+    let mut pods = ClusterRole::new("pods", vec![PolicyRule::resources(["get"], [""], ["pods"])]);
+    pods.metadata.labels.insert("to-a".into(), "yes".into());
+    let policy = Policy::new()
+        .with_cluster_role(a)
+        .with_cluster_role(b)
+        .with_cluster_role(pods)
+        .with_cluster_role_binding(ClusterRoleBinding::new(
+            "b-to-u",
+            "b",
+            vec![Subject::user("u")],
+        ));
+    let compiled = policy.compile();
+    let allowed = |action: &Action| {
+        compiled
+            .authorize(&Attributes::new("u", &[], Some("ns"), action))
+            .is_allowed()
+    };
+    // b ⊇ a ⊇ pods.
+    assert!(allowed(&res("get", "pods")));
+    assert!(!allowed(&res("get", "secrets")));
 }
 
 #[test]

@@ -22,7 +22,9 @@ use std::sync::Arc;
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 
 use super::attributes::{Action, Attributes, NonResourceAction, ResourceAction};
-use super::model::{Policy, PolicyRule, RoleRefKind, SERVICE_ACCOUNT_PREFIX, SubjectKind};
+use super::model::{
+    ClusterRole, Policy, PolicyRule, RoleRefKind, SERVICE_ACCOUNT_PREFIX, SubjectKind,
+};
 
 /// A rule, ready to match.
 #[derive(Debug)]
@@ -253,6 +255,60 @@ pub struct CompiledPolicy {
     dangling: Vec<String>,
 }
 
+/// The rules of each aggregated ClusterRole (by index), as Kubernetes'
+/// ClusterRole aggregation controller fills them in: the union, without
+/// duplicates, of the rules of every other ClusterRole a selector matches,
+/// in name order. An aggregated role's own `rules` are replaced, and
+/// aggregated roles feed each other (`admin` ⊇ `edit` ⊇ `view`): the sets
+/// only grow, so repeating until nothing changes ends after at most one
+/// round per aggregated role.
+fn aggregate(roles: &[ClusterRole]) -> HashMap<usize, Vec<&PolicyRule>> {
+    let sources: Vec<(usize, Vec<usize>)> = roles
+        .iter()
+        .enumerate()
+        .filter_map(|(i, role)| {
+            let selectors = &role.aggregation_rule.as_ref()?.cluster_role_selectors;
+            let mut matched: Vec<usize> = (0..roles.len())
+                .filter(|&j| {
+                    j != i
+                        && selectors
+                            .iter()
+                            .any(|s| s.matches(&roles[j].metadata.labels))
+                })
+                .collect();
+            matched.sort_by(|&a, &b| roles[a].metadata.name.cmp(&roles[b].metadata.name));
+            Some((i, matched))
+        })
+        .collect();
+    let mut current: HashMap<usize, Vec<&PolicyRule>> =
+        sources.iter().map(|(i, _)| (*i, Vec::new())).collect();
+    for _ in 0..=sources.len() {
+        let mut changed = false;
+        for (i, matched) in &sources {
+            let mut rules: Vec<&PolicyRule> = Vec::new();
+            for j in matched {
+                let from: Vec<&PolicyRule> = match current.get(j) {
+                    Some(aggregated) => aggregated.clone(),
+                    None => roles[*j].rules.iter().collect(),
+                };
+                for rule in from {
+                    if !rules.contains(&rule) {
+                        rules.push(rule);
+                    }
+                }
+            }
+            if current.get(i) != Some(&rules) {
+                current.insert(*i, rules);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    current
+}
+
 impl Policy {
     /// Compiles the policy into indexes for [`CompiledPolicy::authorize`].
     ///
@@ -266,11 +322,16 @@ impl Policy {
         };
 
         // Each role compiles once; every binding to it shares the rules.
+        let aggregated = aggregate(&self.cluster_roles);
         let cluster_roles: HashMap<&str, CompiledRole> = self
             .cluster_roles
             .iter()
-            .map(|r| {
-                let rules = r.rules.iter().map(CompiledRule::new).collect();
+            .enumerate()
+            .map(|(i, r)| {
+                let rules = match aggregated.get(&i) {
+                    Some(rules) => rules.iter().copied().map(CompiledRule::new).collect(),
+                    None => r.rules.iter().map(CompiledRule::new).collect(),
+                };
                 let id: Arc<str> = format!("ClusterRole/{}", r.metadata.name).into();
                 (r.metadata.name.as_str(), (id, rules))
             })

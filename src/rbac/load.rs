@@ -8,8 +8,9 @@ use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::model::{
-    ClusterRole, ClusterRoleBinding, ObjectMeta, Policy, PolicyRule, RBAC_API_GROUP,
-    RBAC_API_VERSION, Role, RoleBinding, RoleRef, RoleRefKind, Subject, SubjectKind,
+    AggregationRule, ClusterRole, ClusterRoleBinding, LabelSelector, LabelSelectorRequirement,
+    ObjectMeta, Policy, PolicyRule, RBAC_API_GROUP, RBAC_API_VERSION, Role, RoleBinding, RoleRef,
+    RoleRefKind, SelectorOperator, Subject, SubjectKind,
 };
 use crate::tenant::TenantNamespace;
 
@@ -85,9 +86,9 @@ impl Policy {
     /// a Role or mixed with resources), subjects of unknown kinds, a
     /// ServiceAccount without a namespace in a ClusterRoleBinding, a
     /// ClusterRoleBinding to a Role, a namespaced kind without
-    /// `metadata.namespace` (or a cluster kind with one), `aggregationRule`
-    /// (not supported: its rules would silently be empty), and two objects
-    /// of the same kind and name. A policy typo must not silently grant or
+    /// `metadata.namespace` (or a cluster kind with one), an
+    /// `aggregationRule` without selectors or with a malformed expression,
+    /// and two objects of the same kind and name. A policy typo must not silently grant or
     /// revoke.
     ///
     /// Empty documents are skipped. A roleRef naming a role that does not
@@ -388,17 +389,18 @@ impl Loader {
                 self.policy.roles.push(Role { metadata, rules });
             }
             "ClusterRole" => {
-                if map.contains_key("aggregationRule") {
-                    return Err(doc.err(
-                        &Path::Key(path, "aggregationRule"),
-                        "aggregated ClusterRoles are not supported; list the rules explicitly",
-                    ));
-                }
-                doc.known_keys(map, &["apiVersion", "kind", "metadata", "rules"], path)?;
+                doc.known_keys(
+                    map,
+                    &["apiVersion", "kind", "metadata", "rules", "aggregationRule"],
+                    path,
+                )?;
                 let rules = self.rules(doc, map, path, Scope::Cluster)?;
-                self.policy
-                    .cluster_roles
-                    .push(ClusterRole { metadata, rules });
+                let aggregation_rule = self.aggregation_rule(doc, map, path)?;
+                self.policy.cluster_roles.push(ClusterRole {
+                    metadata,
+                    rules,
+                    aggregation_rule,
+                });
             }
             "RoleBinding" => {
                 doc.known_keys(
@@ -546,6 +548,82 @@ impl Loader {
             rules.push(rule);
         }
         Ok(rules)
+    }
+
+    /// `aggregationRule`, validated as the API server does: at least one
+    /// selector; `In`/`NotIn` with values, `Exists`/`DoesNotExist` without.
+    fn aggregation_rule(
+        &self,
+        doc: &Doc,
+        map: &Mapping,
+        path: &Path<'_>,
+    ) -> Result<Option<AggregationRule>> {
+        let here = Path::Key(path, "aggregationRule");
+        let rule = match map.get("aggregationRule") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(value) => doc.mapping(value, &here)?,
+        };
+        doc.known_keys(rule, &["clusterRoleSelectors"], &here)?;
+        let sel_path = Path::Key(&here, "clusterRoleSelectors");
+        let mut selectors = Vec::new();
+        for (i, value) in doc
+            .seq(rule, "clusterRoleSelectors", &here)?
+            .iter()
+            .enumerate()
+        {
+            let sp = Path::Index(&sel_path, i);
+            let m = doc.mapping(value, &sp)?;
+            doc.known_keys(m, &["matchLabels", "matchExpressions"], &sp)?;
+            let mut selector = LabelSelector {
+                match_labels: doc.str_map(m, "matchLabels", &sp)?,
+                match_expressions: Vec::new(),
+            };
+            let ep = Path::Key(&sp, "matchExpressions");
+            for (j, value) in doc.seq(m, "matchExpressions", &sp)?.iter().enumerate() {
+                let rp = Path::Index(&ep, j);
+                let e = doc.mapping(value, &rp)?;
+                doc.known_keys(e, &["key", "operator", "values"], &rp)?;
+                let key = doc.req_str(e, "key", &rp)?;
+                let operator = match doc.req_str(e, "operator", &rp)? {
+                    "In" => SelectorOperator::In,
+                    "NotIn" => SelectorOperator::NotIn,
+                    "Exists" => SelectorOperator::Exists,
+                    "DoesNotExist" => SelectorOperator::DoesNotExist,
+                    other => {
+                        return Err(doc.err(
+                            &Path::Key(&rp, "operator"),
+                            format!("{other:?}: expected In, NotIn, Exists or DoesNotExist"),
+                        ));
+                    }
+                };
+                let values = doc.str_list(e, "values", &rp)?;
+                let needs_values =
+                    matches!(operator, SelectorOperator::In | SelectorOperator::NotIn);
+                if needs_values == values.is_empty() {
+                    return Err(doc.err(
+                        &Path::Key(&rp, "values"),
+                        if needs_values {
+                            "must be specified when operator is In or NotIn"
+                        } else {
+                            "may not be specified when operator is Exists or DoesNotExist"
+                        },
+                    ));
+                }
+                selector
+                    .match_expressions
+                    .push(LabelSelectorRequirement::new(key, operator, values));
+            }
+            selectors.push(selector);
+        }
+        if selectors.is_empty() {
+            return Err(doc.err(
+                &sel_path,
+                "at least one clusterRoleSelector required if aggregationRule is non-nil",
+            ));
+        }
+        Ok(Some(AggregationRule {
+            cluster_role_selectors: selectors,
+        }))
     }
 
     /// `ValidateRoleBindingSubject`, after v1 defaulting of `apiGroup`.
@@ -828,7 +906,23 @@ items:
             ),
             (
                 "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\naggregationRule: {}\n",
-                "aggregationRule",
+                "aggregationRule.clusterRoleSelectors",
+            ),
+            (
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\naggregationRule: {clusterRoleSelectors: [{matchExpressions: [{key: k, operator: Among, values: [a]}]}]}\n",
+                "aggregationRule.clusterRoleSelectors[0].matchExpressions[0].operator",
+            ),
+            (
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\naggregationRule: {clusterRoleSelectors: [{matchExpressions: [{key: k, operator: In}]}]}\n",
+                "aggregationRule.clusterRoleSelectors[0].matchExpressions[0].values",
+            ),
+            (
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\naggregationRule: {clusterRoleSelectors: [{matchExpressions: [{key: k, operator: Exists, values: [a]}]}]}\n",
+                "aggregationRule.clusterRoleSelectors[0].matchExpressions[0].values",
+            ),
+            (
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\naggregationRule: {clusterRoleSelectors: [{matchLabel: {a: b}}]}\n",
+                "aggregationRule.clusterRoleSelectors[0].matchLabel",
             ),
             (
                 "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: x}\nroleRef: {kind: Role, name: r}\n",

@@ -25,6 +25,11 @@
 //! | the mapper does not know the request | 403 | PERMISSION_DENIED | `rbac.unmapped` |
 //! | no rule allows it | 403 | PERMISSION_DENIED | `rbac.denied` |
 //!
+//! Aggregated ClusterRoles (`aggregationRule` with `clusterRoleSelectors`)
+//! are resolved at compile time as Kubernetes' aggregation controller
+//! resolves them: the union of the rules of every other ClusterRole whose
+//! labels a selector matches, transitively (`admin` ⊇ `edit` ⊇ `view`).
+//!
 //! A denial reads as Kubernetes would say it: `"alice" cannot delete
 //! resource "accounts" in namespace "tenant-a"`. In [shadow
 //! mode](RbacLayer::shadow) nothing is refused; decisions are logged and
@@ -167,7 +172,7 @@ pub use layer::{DefaultMapper, Rbac, RbacLayer, RbacStats};
 pub use load::{MAX_MANIFEST_BYTES, PolicyError};
 pub use mapper::{GrpcMethods, HttpRoutes, RequestMapper};
 pub use model::{
-    ClusterRole, ClusterRoleBinding, ObjectMeta, Policy, PolicyRule, RBAC_API_GROUP,
-    RBAC_API_VERSION, Role, RoleBinding, RoleRef, RoleRefKind, Subject, SubjectKind,
-    service_account_username,
+    AggregationRule, ClusterRole, ClusterRoleBinding, LabelSelector, LabelSelectorRequirement,
+    ObjectMeta, Policy, PolicyRule, RBAC_API_GROUP, RBAC_API_VERSION, Role, RoleBinding, RoleRef,
+    RoleRefKind, SelectorOperator, Subject, SubjectKind, service_account_username,
 };

@@ -270,10 +270,14 @@ impl Role {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClusterRole {
-    /// Name.
+    /// Name (and labels, which aggregation selects on).
     pub metadata: ObjectMeta,
-    /// The rules.
+    /// The rules. Ignored when [`aggregation_rule`](Self::aggregation_rule)
+    /// is set: Kubernetes' aggregation controller overwrites them.
     pub rules: Vec<PolicyRule>,
+    /// `aggregationRule`: this role's rules are those of every other
+    /// ClusterRole a selector matches.
+    pub aggregation_rule: Option<AggregationRule>,
 }
 
 impl ClusterRole {
@@ -282,8 +286,109 @@ impl ClusterRole {
         Self {
             metadata: ObjectMeta::cluster(name),
             rules,
+            aggregation_rule: None,
         }
     }
+
+    /// A cluster role `name` aggregated from the ClusterRoles `selectors`
+    /// match.
+    pub fn aggregated(name: &str, selectors: Vec<LabelSelector>) -> Self {
+        Self {
+            metadata: ObjectMeta::cluster(name),
+            rules: Vec::new(),
+            aggregation_rule: Some(AggregationRule {
+                cluster_role_selectors: selectors,
+            }),
+        }
+    }
+}
+
+/// A ClusterRole's `aggregationRule`. As Kubernetes' ClusterRole
+/// aggregation controller does, the role's rules become the union
+/// (duplicates removed) of the rules of every *other* ClusterRole whose
+/// labels any selector matches, followed transitively through aggregated
+/// roles (`admin` ⊇ `edit` ⊇ `view`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AggregationRule {
+    /// `clusterRoleSelectors`: at least one.
+    pub cluster_role_selectors: Vec<LabelSelector>,
+}
+
+/// A Kubernetes label selector (`matchLabels` and `matchExpressions`, all
+/// of which must hold). An empty selector matches every object, as in
+/// Kubernetes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LabelSelector {
+    /// Labels that must be present with exactly these values.
+    pub match_labels: BTreeMap<String, String>,
+    /// Set-based requirements.
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+impl LabelSelector {
+    /// Selects objects labelled `key: value`.
+    pub fn labelled(key: &str, value: &str) -> Self {
+        Self {
+            match_labels: BTreeMap::from([(key.to_owned(), value.to_owned())]),
+            match_expressions: Vec::new(),
+        }
+    }
+
+    /// Whether `labels` satisfy every part of the selector.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|e| e.matches(labels))
+    }
+}
+
+/// One `matchExpressions` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LabelSelectorRequirement {
+    /// The label key.
+    pub key: String,
+    /// How the values apply.
+    pub operator: SelectorOperator,
+    /// Values for `In` and `NotIn` (non-empty); empty otherwise.
+    pub values: Vec<String>,
+}
+
+impl LabelSelectorRequirement {
+    /// A requirement on `key`.
+    pub fn new(key: &str, operator: SelectorOperator, values: Vec<String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            operator,
+            values,
+        }
+    }
+
+    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let value = labels.get(&self.key);
+        match self.operator {
+            SelectorOperator::In => value.is_some_and(|v| self.values.contains(v)),
+            SelectorOperator::NotIn => value.is_none_or(|v| !self.values.contains(v)),
+            SelectorOperator::Exists => value.is_some(),
+            SelectorOperator::DoesNotExist => value.is_none(),
+        }
+    }
+}
+
+/// A `matchExpressions` operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SelectorOperator {
+    /// The label is present with one of the values.
+    In,
+    /// The label is absent, or present with none of the values.
+    NotIn,
+    /// The label is present.
+    Exists,
+    /// The label is absent.
+    DoesNotExist,
 }
 
 /// Grants a role to subjects within one namespace.
