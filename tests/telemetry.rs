@@ -388,6 +388,51 @@ async fn successful_http_request_has_semantic_attributes_and_unset_status() {
 }
 
 #[tokio::test]
+async fn custom_order_id_and_trace_id_headers_and_skip_paths_are_honoured() {
+    let otel = Otel::new();
+    let layer = otel
+        .layer()
+        .order_id_header(http::HeaderName::from_static("x-business-order"))
+        .trace_id_header(http::HeaderName::from_static("x-correlation-id"))
+        .skip_paths(["/ok"])
+        .require_order_id_on(Method::POST, "/v1/transfer")
+        .build();
+    let server = support::spawn(support::echo_app().layer(layer)).await;
+    let post = |headers: &[(&str, &str)]| {
+        let mut b = http::Request::post(server.url("/v1/transfer"));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        support::send(b.body(Full::default()).unwrap())
+    };
+    // The default header is no longer read.
+    let res = post(&[("x-order-id", "ord-1")]).await;
+    assert_eq!(res.json()["code"], "telemetry.order_id_missing");
+    let res = post(&[("x-business-order", "ord-2")]).await;
+    assert_eq!(res.status, 200);
+    let span = otel
+        .span("ord-2", |s| attr(s, "order_id").as_deref() == Some("ord-2"))
+        .await;
+    assert_eq!(res.header("x-correlation-id"), trace_id(&span));
+    assert_eq!(res.header("x-trace-id"), "");
+    // Skipped: /ok. No longer skipped: the default probe paths.
+    support::get(&server.url("/ok"), &[]).await;
+    support::get(&server.url("/livez"), &[]).await;
+    otel.span("/livez", |s| {
+        attr(s, "url.path").as_deref() == Some("/livez")
+    })
+    .await;
+    assert!(
+        !otel
+            .finished()
+            .iter()
+            .any(|s| attr(s, "url.path").as_deref() == Some("/ok")),
+        "{:?}",
+        otel.finished()
+    );
+}
+
+#[tokio::test]
 async fn health_probes_are_not_traced() {
     let otel = Otel::new();
     let server = support::spawn(support::echo_app().layer(otel.layer().build())).await;
@@ -600,8 +645,25 @@ async fn invalid_and_missing_order_ids_are_refused() {
     );
 
     let mut client = support::grpc_client(server.addr).await;
+    let code = |status: &tonic::Status| {
+        status
+            .metadata()
+            .get(finmesh::reject::CODE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let err = client.unary(EchoRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(code(&err).as_deref(), Some("telemetry.order_id_missing"));
+    let err = client
+        .unary(support::grpc_request(
+            EchoRequest::default(),
+            &[("x-order-id", "has space")],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(code(&err).as_deref(), Some("telemetry.order_id_invalid"));
     let ok = client
         .unary(support::grpc_request(
             EchoRequest::default(),
