@@ -1150,3 +1150,74 @@ async fn tracecontext_service_answers_the_harness_protocol() {
         assert!(headers.get("tracestate").is_none_or(|v| v.is_empty()));
     }
 }
+
+#[tokio::test]
+async fn the_built_tracecontext_service_serves_the_harness_on_its_addr() {
+    use std::io::BufRead;
+    let seen: Arc<Mutex<Vec<http::HeaderMap>>> = Arc::default();
+    let record = seen.clone();
+    let callback = support::spawn(axum::Router::new().route(
+        "/callback",
+        axum::routing::post(move |req: Request| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(req.headers().clone());
+                "ok"
+            }
+        }),
+    ))
+    .await;
+    let bin = support::example_binary("tracecontext_service");
+    let bad = std::process::Command::new(&bin)
+        .arg("--port")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(
+        std::process::Command::new(&bin)
+            .args(["--addr", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .next()
+            .expect("a first line")
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let url = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"));
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/test"),
+        "{url}"
+    );
+    let cases = serde_json::json!([{ "url": callback.url("/callback"), "arguments": [] }]);
+    let res = support::send(
+        http::Request::post(url)
+            .header("content-type", "application/json")
+            .header("traceparent", tp(TRACE, PARENT))
+            .body(Full::new(Bytes::from(cases.to_string())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let sent = seen[0]["traceparent"].to_str().unwrap();
+    assert!(sent.starts_with(&format!("00-{TRACE}-")), "{sent}");
+    drop(child);
+}
