@@ -227,6 +227,11 @@ async fn hot_reload_revokes_through_the_full_stack_without_failing_others() {
         call(Method::GET, &url, Some(&alice)).await.status,
         StatusCode::OK
     );
+    let mut grpc = grpc_client(srv.addr).await;
+    let alice_unary = || grpc_request(EchoRequest::default(), &[("authorization", alice.as_str())]);
+    grpc.unary(alice_unary())
+        .await
+        .expect("alice may call Unary");
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -268,6 +273,16 @@ async fn hot_reload_revokes_through_the_full_stack_without_failing_others() {
     let res = call(Method::GET, &url, Some(&alice)).await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     assert_eq!(res.json()["code"], "rbac.denied");
+    // And over gRPC, on the connection opened before the reload.
+    let status = grpc.unary(alice_unary()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        status
+            .metadata()
+            .get(finmesh::reject::CODE_METADATA)
+            .unwrap(),
+        "rbac.denied"
+    );
 
     wait_for(20, &ok).await;
     stop.store(true, Ordering::Relaxed);
