@@ -163,6 +163,11 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
     let gw = gateway::build(&options)?;
     let listener = tokio::net::TcpListener::bind(cli.addr).await?;
     let addr = listener.local_addr()?;
+    // Ctrl-C / SIGTERM: readiness fails at once, requests are still served
+    // for the drain delay, then the listener closes and in-flight requests
+    // finish. The handlers are installed here, before the banner says the
+    // gateway is up, so an early SIGTERM drains instead of killing.
+    let drain = gw.health.graceful_shutdown(cli.drain_delay);
     let policy = match &cli.config_dir {
         Some(dir) => format!("policy from {} (hot-reloaded)", dir.display()),
         None => "embedded demo policy (examples/gateway/config/)".into(),
@@ -178,10 +183,6 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
         cli.message_timeout,
     );
 
-    // Ctrl-C / SIGTERM: readiness fails at once, requests are still served
-    // for the drain delay, then the listener closes and in-flight requests
-    // finish.
-    let drain = gw.health.graceful_shutdown(cli.drain_delay);
     let drain_delay = cli.drain_delay;
     let closing = std::sync::Arc::new(tokio::sync::Notify::new());
     let shutdown = {

@@ -62,16 +62,16 @@ use std::fmt;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use http::{HeaderMap, Request, Response, StatusCode};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+use crate::body::ResponseBody;
+use crate::labels::RequestLabels;
 
 /// The gRPC metadata key (a response header or trailer) that carries a
 /// rejection's stable machine [`code`](Rejection::code) next to
 /// `grpc-status`, so gRPC clients can tell `tenant.mismatch` from
 /// `rbac.denied` without parsing the human message.
 pub const CODE_METADATA: &str = "finmesh-code";
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-
-use crate::body::ResponseBody;
-use crate::labels::RequestLabels;
 
 /// What went wrong, in the vocabulary shared by HTTP and gRPC.
 ///

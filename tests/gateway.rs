@@ -687,6 +687,30 @@ async fn a_reused_order_id_or_an_empty_one_moves_no_money() {
         "9995.00",
         "only the first order moved money"
     );
+    // Every refused attempt is in the audit chain: PREPARE, then ABORT.
+    gw.gateway.auditor.flush().await.unwrap();
+    let events: Vec<String> = audit_records(&gw.audit_log)
+        .iter()
+        .filter(|r| r["kind"] == "event")
+        .map(|r| r["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "PREPARE",
+            "COMMIT",
+            "POST_COMMIT_HOOK",
+            "PREPARE",
+            "ABORT",
+            "PREPARE",
+            "ABORT",
+            "PREPARE",
+            "ABORT",
+            "PREPARE",
+            "ABORT",
+        ]
+    );
+    finmesh::audit::verify(&gw.audit_log).expect("the chain verifies");
 }
 
 #[tokio::test]
@@ -702,7 +726,9 @@ async fn an_unknown_account_is_a_404_problem() {
     assert_eq!(res.json()["code"], "ledger.account_not_found");
 }
 
-/// The built `reference_gateway` example, run as users run it.
+/// The built `reference_gateway` example, run as users run it (signals:
+/// Unix only).
+#[cfg(unix)]
 mod cli {
     use super::*;
     use std::io::{BufRead, BufReader};
@@ -783,31 +809,43 @@ mod cli {
         /// Starts the gateway and waits for its banner, which names the
         /// address it bound.
         fn start(mut cmd: Command, args: &[&str]) -> Self {
-            let mut child = cmd
+            let child = cmd
                 .args(["--addr", "127.0.0.1:0"])
                 .args(args)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            let stderr = child.stderr.take().unwrap();
-            let stderr =
-                std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-            let banner = lines.next().expect("a banner").unwrap();
-            // Keep draining stdout so the gateway never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            let addr = banner
+            // Owned (and killed on drop) before anything below can panic.
+            let mut process = Self {
+                child,
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                stderr: None,
+            };
+            let stderr = process.child.stderr.take().unwrap();
+            process.stderr = Some(std::thread::spawn(move || {
+                std::io::read_to_string(stderr).unwrap_or_default()
+            }));
+            let stdout = process.child.stdout.take().unwrap();
+            let (banner_tx, banner_rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(stdout).lines();
+                let _ = banner_tx.send(lines.next());
+                // Keep draining so the gateway never blocks on a full pipe.
+                lines.for_each(drop);
+            });
+            let banner = banner_rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the gateway printed no banner within 60 s")
+                .expect("a banner")
+                .unwrap();
+            process.addr = banner
                 .split("http://")
                 .nth(1)
                 .and_then(|rest| rest.split_whitespace().next())
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("no address in {banner:?}"));
-            Self {
-                child,
-                addr,
-                stderr: Some(stderr),
-            }
+            process
         }
 
         fn url(&self, path: &str) -> String {
@@ -864,9 +902,10 @@ mod cli {
         let audit = dir.path().join("audit.log");
         let p = Process::start(
             gateway_command(),
+            // Long enough for the checks below on a loaded machine.
             &[
                 "--drain-delay",
-                "1s",
+                "3s",
                 "--audit-log",
                 audit.to_str().unwrap(),
             ],
@@ -888,16 +927,11 @@ mod cli {
         assert_eq!(support::get(&p.url("/livez"), &[]).await.status, 200);
         assert_eq!(p.accounts("alice", "tenant-a").await.status, 200);
         // Then the listener closes and the process exits 0 on its own.
-        let addr = p.addr;
         let (status, stderr) = p.exit().await;
         assert!(status.success(), "{status:?}\n{stderr}");
         assert!(
-            signalled.elapsed() >= Duration::from_secs(1),
+            signalled.elapsed() >= Duration::from_secs(3),
             "drained first"
-        );
-        assert!(
-            std::net::TcpStream::connect(addr).is_err(),
-            "the listener is closed"
         );
         // Both governed requests (probes are not governed) were audited,
         // flushed before exit, and the chain holds.

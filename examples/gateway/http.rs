@@ -15,7 +15,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::amount::Amount;
-use super::ledger::{Ledger, TransferError};
+use super::ledger::Ledger;
 
 /// `/v1/accounts`, `/v1/accounts/{id}`, `/v1/transfer`.
 pub fn routes(ledger: Arc<Ledger>) -> Router {
@@ -211,15 +211,14 @@ pub(crate) async fn execute(
             None => Ok(()),
         }
     };
-    if order_id.is_empty() {
-        return Err(TransferError::MissingOrderId.to_string());
-    }
-    match ledger.committed(tenant, order_id, from, to, amount) {
+    let known = match ledger.committed(tenant, order_id, from, to, amount) {
         // The order was paid before: answer with its transfer, move nothing.
         Ok(Some(done)) => return Ok(done.transfer_id),
-        Ok(None) => {}
-        Err(e) => return Err(e.to_string()),
-    }
+        Ok(None) => Ok(()),
+        // An order id reused for another payment: refused below, after
+        // PREPARE, so the attempt is in the audit chain.
+        Err(e) => Err(e),
+    };
     let facts =
         json!({ "order_id": order_id, "from": from, "to": to, "amount": amount.to_string() });
     step("PREPARE", facts).await?;
@@ -228,6 +227,9 @@ pub(crate) async fn execute(
         let _ = step("ABORT", json!({ "order_id": order_id, "reason": reason })).await;
         Err::<String, String>(reason)
     };
+    if let Err(e) = known.and_then(|()| super::ledger::check_order_id(order_id)) {
+        return aborted(e.to_string()).await;
+    }
     if let Err(e) = ledger.prepare(tenant, from, to, amount) {
         return aborted(e.to_string()).await;
     }

@@ -36,6 +36,8 @@ pub enum TransferError {
     InsufficientFunds,
     /// No order id: without one a resend cannot be told from a new order.
     MissingOrderId,
+    /// An order id over 128 characters or outside visible ASCII.
+    InvalidOrderId,
     /// The order id was committed before for a different payment.
     OrderReused(String),
 }
@@ -47,6 +49,7 @@ impl std::fmt::Display for TransferError {
             Self::SameAccount => f.write_str("from and to are the same account"),
             Self::InsufficientFunds => f.write_str("insufficient funds"),
             Self::MissingOrderId => f.write_str("a transfer needs an order id"),
+            Self::InvalidOrderId => f.write_str("an order id is 1-128 visible ASCII characters"),
             Self::OrderReused(id) => {
                 write!(f, "order {id:?} was committed for a different transfer")
             }
@@ -61,6 +64,21 @@ pub struct Transfer {
     pub transfer_id: String,
     /// Final state.
     pub state: &'static str,
+}
+
+/// The longest order id kept (the telemetry layer's bound for `x-order-id`).
+pub const MAX_ORDER_ID_LEN: usize = 128;
+
+/// An order id must be 1–128 visible ASCII characters: it is a key kept
+/// for as long as the ledger lives, and it is written to the audit log.
+pub fn check_order_id(order_id: &str) -> Result<(), TransferError> {
+    if order_id.is_empty() {
+        return Err(TransferError::MissingOrderId);
+    }
+    if order_id.len() > MAX_ORDER_ID_LEN || !order_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(TransferError::InvalidOrderId);
+    }
+    Ok(())
 }
 
 /// What an order pays: compared when an order id comes again.
@@ -199,9 +217,7 @@ impl Ledger {
         to: &str,
         amount: Amount,
     ) -> Result<Transfer, TransferError> {
-        if order_id.is_empty() {
-            return Err(TransferError::MissingOrderId);
-        }
+        check_order_id(order_id)?;
         let payment = Payment::new(from, to, amount);
         // Lock order: orders, then accounts (the only place taking both).
         let mut orders = self.orders.lock().unwrap();

@@ -525,7 +525,8 @@ pub(crate) struct KeySet {
 pub(crate) enum NoKey {
     /// The token names a `kid` no key of its algorithm has.
     UnknownKid,
-    /// The token names no `kid` and several keys could verify it.
+    /// The token names no `kid` and several keys of its algorithm's
+    /// family are configured.
     Ambiguous,
     /// No key at all for the token's algorithm.
     NoneForAlgorithm,

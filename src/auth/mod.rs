@@ -86,7 +86,10 @@
 //!    `auth.invalid`.
 //! 4. **Key.** Only keys bound to the token's algorithm are candidates, so
 //!    an RSA public key is never used as an HMAC secret. A `kid` must name
-//!    one of them; without `kid`, exactly one candidate must exist. Keys
+//!    one of them; without `kid`, exactly one key of the algorithm's
+//!    family (RSA, P-256, P-384, Ed25519 or HMAC) may be configured, and it
+//!    must allow the algorithm: a rotation that adds a second key makes
+//!    kid-less tokens fail loudly rather than depend on key order. Keys
 //!    named by the token (`jku`, `x5u`, `jwk`, `x5c`) are ignored: nothing
 //!    is ever fetched on the request path. Failures are `auth.invalid`.
 //! 5. **Signature**, before any claim is believed: `auth.invalid`.

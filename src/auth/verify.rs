@@ -200,7 +200,9 @@ pub(crate) fn verify(
         .select(alg, header.kid.as_deref())
         .map_err(|e| match e {
             NoKey::UnknownKid => invalid("no key with the token's kid for its algorithm"),
-            NoKey::Ambiguous => invalid("the token names no kid and several keys match"),
+            NoKey::Ambiguous => {
+                invalid("the token names no kid and several keys of its algorithm family exist")
+            }
             NoKey::NoneForAlgorithm => invalid("no key for the token's algorithm"),
         })?;
 

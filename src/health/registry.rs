@@ -123,11 +123,13 @@ impl HealthReport {
 }
 
 type Outcome = Result<(), Arc<str>>;
+/// A run's outcome and when it finished (the cache window starts then).
+type Finished = (Instant, Outcome);
 type CheckFn = dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync;
 
 enum Slot {
     Idle,
-    Running(Shared<BoxFuture<'static, Outcome>>),
+    Running(Shared<BoxFuture<'static, Finished>>),
     Done { at: Instant, outcome: Outcome },
 }
 
@@ -145,27 +147,41 @@ impl Check {
     /// The check's outcome: the cached one while it is fresh, else the run
     /// in flight (shared by every concurrent caller), else a new run.
     async fn outcome(self: Arc<Self>, cache_for: Duration) -> Outcome {
-        let shared = {
-            let mut slot = lock(&self.slot);
-            match &*slot {
-                Slot::Done { at, outcome } if at.elapsed() < cache_for => return outcome.clone(),
-                Slot::Running(run) => run.clone(),
-                Slot::Idle | Slot::Done { .. } => {
-                    let run = self.start().shared();
-                    *slot = Slot::Running(run.clone());
-                    run
+        let asked = Instant::now();
+        loop {
+            let shared = {
+                let mut slot = lock(&self.slot);
+                match &*slot {
+                    Slot::Done { at, outcome } if at.elapsed() < cache_for => {
+                        return outcome.clone();
+                    }
+                    Slot::Running(run) => run.clone(),
+                    Slot::Idle | Slot::Done { .. } => {
+                        let run = self.start().shared();
+                        *slot = Slot::Running(run.clone());
+                        run
+                    }
+                }
+            };
+            let (at, outcome) = shared.clone().await;
+            {
+                let mut slot = lock(&self.slot);
+                if matches!(&*slot, Slot::Running(run) if run.ptr_eq(&shared)) {
+                    *slot = Slot::Done {
+                        at,
+                        outcome: outcome.clone(),
+                    };
                 }
             }
-        };
-        let outcome = shared.clone().await;
-        let mut slot = lock(&self.slot);
-        if matches!(&*slot, Slot::Running(run) if run.ptr_eq(&shared)) {
-            *slot = Slot::Done {
-                at: Instant::now(),
-                outcome: outcome.clone(),
-            };
+            // A run every earlier caller abandoned finishes on its own and
+            // waits in the slot. If it finished before this probe asked and
+            // is older than the cache allows, it is not this probe's
+            // answer: go round once more, and a fresh run starts.
+            if at < asked && at.elapsed() >= cache_for {
+                continue;
+            }
+            return outcome;
         }
-        outcome
     }
 
     /// One run of the check, bounded by its timeout. A panic or a timeout
@@ -177,16 +193,25 @@ impl Check {
     /// connection), the run still finishes on time. Left unpolled in the
     /// slot, it would be resumed by the next probe with its deadline long
     /// past and report a healthy dependency as timed out.
-    fn start(&self) -> BoxFuture<'static, Outcome> {
-        let run = self.run_bounded();
+    fn start(&self) -> BoxFuture<'static, Finished> {
+        use tracing::Instrument as _;
+        let run = self
+            .run_bounded()
+            .map(|outcome| (Instant::now(), outcome))
+            .in_current_span()
+            .boxed();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let task = runtime.spawn(run);
                 async move {
                     // The run catches its own panics; a join error means
                     // the runtime is shutting down.
-                    task.await
-                        .unwrap_or_else(|_| Err("check cancelled: runtime shutting down".into()))
+                    task.await.unwrap_or_else(|_| {
+                        (
+                            Instant::now(),
+                            Err("check cancelled: runtime shutting down".into()),
+                        )
+                    })
                 }
                 .boxed()
             }
@@ -631,31 +656,48 @@ impl HealthRegistry {
 }
 
 /// Resolves on SIGTERM (Unix) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+///
+/// Inside a Tokio runtime the Unix handlers are installed when this is
+/// called, not when the future is first polled: a SIGTERM that arrives
+/// while the server is still starting is then caught, instead of taking
+/// the default action and killing the process mid-start.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        let install = || {
+            (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            )
+        };
+        let installed = tokio::runtime::Handle::try_current().is_ok().then(install);
+        async move {
+            let (terminate, interrupt) = installed.unwrap_or_else(install);
+            let recv = |signal: std::io::Result<Signal>, name: &'static str| async move {
+                match signal {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot listen for {name}");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = recv(interrupt, "Ctrl-C") => tracing::info!("Ctrl-C received"),
+                () = recv(terminate, "SIGTERM") => tracing::info!("SIGTERM received"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = terminate => tracing::info!("SIGTERM received"),
+        tracing::info!("Ctrl-C received");
     }
 }
 
@@ -732,6 +774,9 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), 1);
         let report = r.readiness().await;
         assert!(report.is_healthy(), "{report:?}");
+        // Without a cache interval that finished run is not reused: the
+        // probe above started a fresh one.
+        assert_eq!(count.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]

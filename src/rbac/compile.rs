@@ -20,6 +20,7 @@ use std::sync::Arc;
 // caller cannot precompute colliding names; it is several times faster on
 // the short strings decided here. The keys come from the operator's policy.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 use super::attributes::{Action, Attributes, NonResourceAction, ResourceAction};
 use super::model::{
@@ -257,20 +258,27 @@ pub struct CompiledPolicy {
 
 /// The rules of each aggregated ClusterRole (by index), as Kubernetes'
 /// ClusterRole aggregation controller fills them in: the union, without
-/// duplicates, of the rules of every other ClusterRole a selector matches,
-/// in name order. An aggregated role's own `rules` are replaced, and
-/// aggregated roles feed each other (`admin` ⊇ `edit` ⊇ `view`): the sets
-/// only grow, so repeating until nothing changes ends after at most one
-/// round per aggregated role.
+/// duplicates, of the rules of every ClusterRole of another name that a
+/// selector matches, in name order. An aggregated role's own `rules` are
+/// replaced, and aggregated roles feed each other (`admin` ⊇ `edit` ⊇
+/// `view`).
+///
+/// Aggregated roles start empty and only grow, so repeating until nothing
+/// changes ends after at most one round per aggregated role, with the
+/// smallest consistent answer. Where roles select each other in a cycle
+/// this differs from the live controller deliberately: there, rules an
+/// aggregated role's manifest listed can survive by going round the cycle;
+/// here they never count.
 fn aggregate(roles: &[ClusterRole]) -> HashMap<usize, Vec<&PolicyRule>> {
     let sources: Vec<(usize, Vec<usize>)> = roles
         .iter()
         .enumerate()
         .filter_map(|(i, role)| {
             let selectors = &role.aggregation_rule.as_ref()?.cluster_role_selectors;
+            let name = role.metadata.name.as_str();
             let mut matched: Vec<usize> = (0..roles.len())
                 .filter(|&j| {
-                    j != i
+                    roles[j].metadata.name != name
                         && selectors
                             .iter()
                             .any(|s| s.matches(&roles[j].metadata.labels))
@@ -282,23 +290,29 @@ fn aggregate(roles: &[ClusterRole]) -> HashMap<usize, Vec<&PolicyRule>> {
         .collect();
     let mut current: HashMap<usize, Vec<&PolicyRule>> =
         sources.iter().map(|(i, _)| (*i, Vec::new())).collect();
+    let mut seen: HashSet<&PolicyRule> = HashSet::default();
     for _ in 0..=sources.len() {
-        let mut changed = false;
+        let mut next = Vec::with_capacity(sources.len());
         for (i, matched) in &sources {
+            seen.clear();
             let mut rules: Vec<&PolicyRule> = Vec::new();
             for j in matched {
-                let from: Vec<&PolicyRule> = match current.get(j) {
-                    Some(aggregated) => aggregated.clone(),
-                    None => roles[*j].rules.iter().collect(),
-                };
-                for rule in from {
-                    if !rules.contains(&rule) {
+                let mut add = |rule| {
+                    if seen.insert(rule) {
                         rules.push(rule);
                     }
+                };
+                match current.get(j) {
+                    Some(aggregated) => aggregated.iter().copied().for_each(&mut add),
+                    None => roles[*j].rules.iter().for_each(&mut add),
                 }
             }
-            if current.get(i) != Some(&rules) {
-                current.insert(*i, rules);
+            next.push((*i, rules));
+        }
+        let mut changed = false;
+        for (i, rules) in next {
+            if current.get(&i) != Some(&rules) {
+                current.insert(i, rules);
                 changed = true;
             }
         }

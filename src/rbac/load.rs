@@ -613,6 +613,15 @@ impl Loader {
                     .match_expressions
                     .push(LabelSelectorRequirement::new(key, operator, values));
             }
+            if selector.match_labels.is_empty() && selector.match_expressions.is_empty() {
+                // Valid in Kubernetes, and it means every ClusterRole,
+                // cluster-admin's `*` included: say so where operators look.
+                tracing::warn!(
+                    document = doc.index,
+                    field = %sp.render(),
+                    "an empty clusterRoleSelector aggregates every ClusterRole"
+                );
+            }
             selectors.push(selector);
         }
         if selectors.is_empty() {

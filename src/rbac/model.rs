@@ -22,7 +22,8 @@ pub struct ObjectMeta {
     /// `metadata.namespace`: required for `Role` and `RoleBinding`, absent
     /// for the cluster-scoped kinds.
     pub namespace: Option<String>,
-    /// `metadata.labels`, kept for tooling; RBAC does not read them.
+    /// `metadata.labels`: what a ClusterRole's `aggregationRule` selects
+    /// on; otherwise kept for tooling.
     pub labels: BTreeMap<String, String>,
     /// `metadata.annotations`, kept for tooling; RBAC does not read them.
     pub annotations: BTreeMap<String, String>,
@@ -53,7 +54,7 @@ impl ObjectMeta {
 /// `*` is a wildcard in `verbs`, `api_groups`, `resources` and
 /// `non_resource_urls`; `*/sub` in `resources` names a subresource of every
 /// resource. An empty `resource_names` means every name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct PolicyRule {
     /// `verbs`: `get`, `list`, `watch`, `create`, `update`, `patch`,

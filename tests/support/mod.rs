@@ -281,8 +281,10 @@ pub fn grpc_request<T>(msg: T, headers: &[(&'static str, &str)]) -> GrpcRequest<
 }
 pub mod redis_server;
 
-/// The path of an example binary. `cargo test` builds every example
-/// before it runs the tests, next to the test binaries' `deps/` folder.
+/// The path of an example binary. A plain `cargo test` builds every
+/// example before it runs the tests, next to the test binaries' `deps/`
+/// folder; `cargo test --test NAME` does not, and would run whatever build
+/// of the example is already there (`cargo build --examples` first).
 pub fn example_binary(name: &str) -> std::path::PathBuf {
     let mut dir = std::env::current_exe().expect("the test binary's path");
     dir.pop();
