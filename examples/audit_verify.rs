@@ -15,10 +15,18 @@ use std::process::ExitCode;
 use finmesh::audit::{VerifyError, verify};
 
 fn main() -> ExitCode {
+    const USAGE: &str = "usage: audit_verify <path/to/audit.log>\n\n\
+        Verifies the hash chain across the log and its rotated files\n\
+        (audit.log.1, audit.log.2, …). Exit 0: intact; 1: broken (the first\n\
+        broken link is printed); 2: unreadable.";
     let Some(path) = std::env::args_os().nth(1) else {
-        eprintln!("usage: audit_verify <path/to/audit.log>");
+        eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    if path == "-h" || path == "--help" {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     match verify(&path) {
         Ok(report) => {
             println!(

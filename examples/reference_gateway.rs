@@ -27,7 +27,25 @@ usage: reference_gateway [--addr ADDR] [--config DIR] [--message-timeout DUR]
                          [--audit-log PATH] [--drain-delay DUR]
        reference_gateway token <alice|bob|carol|dave>
 
-DUR is a number with a unit: 500ms, 2s, 1m.";
+  --addr ADDR            listen address, HTTP/1.1 and h2c gRPC (default 127.0.0.1:8080)
+  --config DIR           load DIR/tenants.yaml and DIR/rbac.yaml, hot-reloaded
+                         (default: the embedded demo policy, examples/gateway/config/)
+  --message-timeout DUR  per-message deadline on gRPC streams (default 2s)
+  --audit-log PATH       hash-chained audit log (default finmesh-audit.log)
+  --drain-delay DUR      on SIGTERM / Ctrl-C, how long readiness fails while
+                         requests are still served (default 5s)
+  token USER             print a demo JWT for USER, valid one hour
+
+DUR is a number with a unit: 500ms, 2s, 1m.
+
+Environment:
+  FINMESH_JWT_SECRET           HS256 secret, at least 32 bytes (default: a public demo secret)
+  OTEL_EXPORTER_OTLP_ENDPOINT  export traces over OTLP/gRPC to this endpoint
+  RUST_LOG                     log filter (default info)
+
+Routes: GET /v1/accounts, GET|PUT /v1/accounts/{id}, POST /v1/transfer,
+gRPC finmesh.gateway.v1.Ledger and grpc.health.v1.Health; /livez, /readyz,
+/healthz and /metrics need no token.";
 
 /// How long in-flight requests may run on after the listener closes.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
@@ -107,6 +125,15 @@ fn main() -> ExitCode {
         }
     };
     let (secret, demo_secret) = secret();
+    if secret.len() < finmesh::auth::MIN_HMAC_SECRET_LEN {
+        // The server would refuse it; a token signed with it is useless.
+        eprintln!(
+            "error: FINMESH_JWT_SECRET is {} bytes; at least {} are required",
+            secret.len(),
+            finmesh::auth::MIN_HMAC_SECRET_LEN
+        );
+        return ExitCode::from(2);
+    }
     match command {
         Command::Help => {
             println!("{USAGE}");
@@ -142,7 +169,8 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // The SDK announces itself at info; that is noise here.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,opentelemetry=warn")),
         )
         .init();
     if demo_secret {
@@ -161,7 +189,12 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
             .filter(|s| !s.is_empty()),
     };
     let gw = gateway::build(&options)?;
-    let listener = tokio::net::TcpListener::bind(cli.addr).await?;
+    let listener = tokio::net::TcpListener::bind(cli.addr).await.map_err(|e| {
+        format!(
+            "cannot listen on {}: {e} (choose another with --addr)",
+            cli.addr
+        )
+    })?;
     let addr = listener.local_addr()?;
     // Ctrl-C / SIGTERM: readiness fails at once, requests are still served
     // for the drain delay, then the listener closes and in-flight requests
@@ -178,9 +211,13 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
          Get a token (alice, bob, carol or dave):\n\
          \x20 TOKEN=$(cargo run -q --example reference_gateway -- token alice)\n\
          Then:\n\
-         \x20 curl -s http://{addr}/v1/accounts -H \"authorization: Bearer $TOKEN\" -H 'x-tenant-namespace: tenant-a'\n",
+         \x20 curl -s http://{addr}/v1/accounts -H \"authorization: Bearer $TOKEN\" -H 'x-tenant-namespace: tenant-a'\n\
+         Probes and metrics (no token): http://{addr}/readyz?verbose, /livez, /metrics\n\
+         gRPC: finmesh.gateway.v1.Ledger (examples/gateway/proto/ledger.proto), grpc.health.v1.Health\n\
+         SIGTERM or Ctrl-C drains for {:?}, then exits.\n",
         cli.audit_log.display(),
         cli.message_timeout,
+        cli.drain_delay,
     );
 
     let drain_delay = cli.drain_delay;

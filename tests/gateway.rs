@@ -779,6 +779,14 @@ mod cli {
             "bob"
         );
 
+        // A secret the server would refuse mints nothing.
+        let out = gateway_command()
+            .env("FINMESH_JWT_SECRET", "too-short")
+            .args(["token", "alice"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(out.stdout.is_empty());
         // An unknown user: nothing on stdout, exit 2.
         let out = gateway_command()
             .args(["token", "mallory"])

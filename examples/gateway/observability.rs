@@ -29,11 +29,18 @@ impl Observability {
         let reader = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
             .build()?;
-        let meter_provider = SdkMeterProvider::builder().with_reader(reader).build();
+        // OTEL_SERVICE_NAME still wins when set (the SDK reads it).
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name("finmesh-reference-gateway")
+            .build();
+        let meter_provider = SdkMeterProvider::builder()
+            .with_resource(resource.clone())
+            .with_reader(reader)
+            .build();
         // The stream-deadline counter reports through the global meter.
         opentelemetry::global::set_meter_provider(meter_provider.clone());
 
-        let mut tracer = SdkTracerProvider::builder();
+        let mut tracer = SdkTracerProvider::builder().with_resource(resource);
         if let Some(endpoint) = otlp_endpoint {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
