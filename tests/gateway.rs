@@ -49,6 +49,17 @@ fn token(user: &str) -> String {
     gateway::mint_token(user, SECRET, SystemTime::now()).expect("demo user")
 }
 
+/// Alice's headers for `POST /v1/transfer` of `order`, under a fresh
+/// idempotency key.
+fn alice_transfer(order: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("authorization", format!("Bearer {}", token("alice"))),
+        ("x-tenant-namespace", "tenant-a".to_owned()),
+        ("x-order-id", order.to_owned()),
+        ("idempotency-key", unique("key")),
+    ]
+}
+
 static KEYS: AtomicU64 = AtomicU64::new(1);
 
 fn unique(prefix: &str) -> String {
@@ -602,12 +613,7 @@ async fn a_resent_order_is_answered_with_its_first_transfer_and_paid_once() {
     assert_eq!(first.state, "COMMITTED");
     assert_eq!(second.transfer_id, first.transfer_id);
     // And over HTTP under a fresh idempotency key: still the same transfer.
-    let headers = vec![
-        ("authorization", format!("Bearer {}", token("alice"))),
-        ("x-tenant-namespace", "tenant-a".to_owned()),
-        ("x-order-id", "ord-resent".to_owned()),
-        ("idempotency-key", unique("key")),
-    ];
+    let headers = alice_transfer("ord-resent");
     let res = http(
         &gw.server,
         "POST",
@@ -666,12 +672,7 @@ async fn a_reused_order_id_or_an_empty_one_moves_no_money() {
     );
     // Over HTTP, under a fresh idempotency key, the same order id for
     // another payment is a 422.
-    let headers = vec![
-        ("authorization", format!("Bearer {}", token("alice"))),
-        ("x-tenant-namespace", "tenant-a".to_owned()),
-        ("x-order-id", "ord-once".to_owned()),
-        ("idempotency-key", unique("key")),
-    ];
+    let headers = alice_transfer("ord-once");
     let res = http(
         &gw.server,
         "POST",

@@ -62,6 +62,19 @@ type Row = (
     bool,
 );
 
+/// Asserts each row's decision.
+fn check_rows(compiled: &finmesh::rbac::CompiledPolicy, rows: Vec<Row>) {
+    for (user, groups, ns, action, want) in rows {
+        let groups: Vec<Arc<str>> = groups.iter().map(|g| Arc::from(*g)).collect();
+        let d = compiled.authorize(&Attributes::new(user, &groups, ns, &action));
+        assert_eq!(
+            d.is_allowed(),
+            want,
+            "{user} {groups:?} in {ns:?}: {action} ({d})"
+        );
+    }
+}
+
 fn res(verb: &str, resource: &str) -> Action {
     Action::resource(verb, resource)
 }
@@ -244,15 +257,7 @@ fn kubernetes_documentation_examples_load_unchanged_and_decide_as_kubernetes_wou
             false,
         ),
     ];
-    for (user, groups, ns, action, want) in rows {
-        let groups: Vec<Arc<str>> = groups.iter().map(|g| Arc::from(*g)).collect();
-        let d = compiled.authorize(&Attributes::new(user, &groups, ns, &action));
-        assert_eq!(
-            d.is_allowed(),
-            want,
-            "{user} {groups:?} in {ns:?}: {action} ({d})"
-        );
-    }
+    check_rows(&compiled, rows);
 }
 
 #[test]
@@ -315,15 +320,7 @@ fn aggregated_cluster_roles_decide_as_the_aggregation_controller_fills_them() {
         // An aggregated role's own (empty) rules grant nothing else.
         ("op", &["ops"], Some("x"), res("get", "secrets"), false),
     ];
-    for (user, groups, ns, action, want) in rows {
-        let groups: Vec<Arc<str>> = groups.iter().map(|g| Arc::from(*g)).collect();
-        let d = compiled.authorize(&Attributes::new(user, &groups, ns, &action));
-        assert_eq!(
-            d.is_allowed(),
-            want,
-            "{user} {groups:?} in {ns:?}: {action} ({d})"
-        );
-    }
+    check_rows(&compiled, rows);
     // A decision names the aggregated role the binding granted.
     let d = compiled.authorize(&Attributes::new(
         "ada",

@@ -99,6 +99,22 @@ impl Payment {
     }
 }
 
+type Orders = BTreeMap<(String, String), (Payment, Transfer)>;
+
+/// The transfer an order committed before, if any; an error when the same
+/// order id now names another payment.
+fn prior(
+    orders: &Orders,
+    key: &(String, String),
+    payment: &Payment,
+) -> Result<Option<Transfer>, TransferError> {
+    match orders.get(key) {
+        None => Ok(None),
+        Some((paid, done)) if paid == payment => Ok(Some(done.clone())),
+        Some(_) => Err(TransferError::OrderReused(key.1.clone())),
+    }
+}
+
 /// All tenants' accounts.
 #[derive(Debug)]
 pub struct Ledger {
@@ -108,7 +124,7 @@ pub struct Ledger {
     /// idempotency key) is answered with its first outcome, never paid twice.
     /// The payment is kept with it: the same order id for another payment
     /// is refused, not answered with a transfer that never happened.
-    orders: Mutex<BTreeMap<(String, String), (Payment, Transfer)>>,
+    orders: Mutex<Orders>,
     next_transfer: AtomicU64,
 }
 
@@ -199,11 +215,8 @@ impl Ledger {
         amount: Amount,
     ) -> Result<Option<Transfer>, TransferError> {
         let orders = self.orders.lock().unwrap();
-        match orders.get(&(tenant.to_owned(), order_id.to_owned())) {
-            None => Ok(None),
-            Some((paid, done)) if *paid == Payment::new(from, to, amount) => Ok(Some(done.clone())),
-            Some(_) => Err(TransferError::OrderReused(order_id.to_owned())),
-        }
+        let key = (tenant.to_owned(), order_id.to_owned());
+        prior(&orders, &key, &Payment::new(from, to, amount))
     }
 
     /// Moves the money atomically (the COMMIT step). An order committed
@@ -222,12 +235,8 @@ impl Ledger {
         // Lock order: orders, then accounts (the only place taking both).
         let mut orders = self.orders.lock().unwrap();
         let order_key = (tenant.to_owned(), order_id.to_owned());
-        if let Some((paid, done)) = orders.get(&order_key) {
-            return if *paid == payment {
-                Ok(done.clone())
-            } else {
-                Err(TransferError::OrderReused(order_id.to_owned()))
-            };
+        if let Some(done) = prior(&orders, &order_key, &payment)? {
+            return Ok(done);
         }
         let mut accounts = self.accounts.lock().unwrap();
         let from_key = (tenant.to_owned(), from.to_owned());
