@@ -527,6 +527,9 @@ impl<T> Shared<T> {
 
         match guarded_parse(&*self.parse, &bytes) {
             Ok(value) => {
+                // Before the store: whoever sees the new value must not
+                // also see the error of the version it replaces.
+                *lock(&self.last_error) = None;
                 let value = Arc::new(value);
                 self.value.store(Arc::clone(&value));
                 // After the store, so whoever sees the new generation reads
@@ -535,7 +538,6 @@ impl<T> Shared<T> {
                 self.changes.send_replace(value);
                 state.last_good = fingerprint;
                 state.last_failed = None;
-                *lock(&self.last_error) = None;
                 tracing::info!(path = %self.path.display(), generation, "config file reloaded");
                 Ok(true)
             }
