@@ -41,7 +41,7 @@ DUR is a number with a unit: 500ms, 2s, 1m.
 Environment:
   FINMESH_JWT_SECRET           HS256 secret, at least 32 bytes (default: a public demo secret)
   OTEL_EXPORTER_OTLP_ENDPOINT  export traces over OTLP/gRPC to this endpoint
-  RUST_LOG                     log filter (default info)
+  RUST_LOG                     log filter (default info, SDK internals at warn)
 
 Routes: GET /v1/accounts, GET|PUT /v1/accounts/{id}, POST /v1/transfer,
 gRPC finmesh.gateway.v1.Ledger and grpc.health.v1.Health; /livez, /readyz,
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
         }
     };
     let (secret, demo_secret) = secret();
-    if secret.len() < finmesh::auth::MIN_HMAC_SECRET_LEN {
+    if secret.len() < finmesh::auth::MIN_HMAC_SECRET_LEN && !matches!(command, Command::Help) {
         // The server would refuse it; a token signed with it is useless.
         eprintln!(
             "error: FINMESH_JWT_SECRET is {} bytes; at least {} are required",

@@ -788,6 +788,13 @@ mod cli {
             .unwrap();
         assert_eq!(out.status.code(), Some(2));
         assert!(out.stdout.is_empty());
+        // ... but `--help` still answers.
+        let out = gateway_command()
+            .env("FINMESH_JWT_SECRET", "too-short")
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
         // An unknown user: nothing on stdout, exit 2.
         let out = gateway_command()
             .args(["token", "mallory"])

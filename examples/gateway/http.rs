@@ -227,7 +227,8 @@ pub(crate) async fn execute(
         let _ = step("ABORT", json!({ "order_id": order_id, "reason": reason })).await;
         Err::<String, String>(reason)
     };
-    if let Err(e) = known.and_then(|()| super::ledger::check_order_id(order_id)) {
+    // (A missing or malformed order id is refused by `commit`, below.)
+    if let Err(e) = known {
         return aborted(e.to_string()).await;
     }
     if let Err(e) = ledger.prepare(tenant, from, to, amount) {

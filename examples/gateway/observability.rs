@@ -29,10 +29,13 @@ impl Observability {
         let reader = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
             .build()?;
-        // OTEL_SERVICE_NAME still wins when set (the SDK reads it).
-        let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name("finmesh-reference-gateway")
-            .build();
+        // The SDK's detectors read OTEL_SERVICE_NAME; an explicit name would
+        // override it, so it is only the default.
+        let mut resource = opentelemetry_sdk::Resource::builder();
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            resource = resource.with_service_name("finmesh-reference-gateway");
+        }
+        let resource = resource.build();
         let meter_provider = SdkMeterProvider::builder()
             .with_resource(resource.clone())
             .with_reader(reader)

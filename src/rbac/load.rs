@@ -88,8 +88,8 @@ impl Policy {
     /// ClusterRoleBinding to a Role, a namespaced kind without
     /// `metadata.namespace` (or a cluster kind with one), an
     /// `aggregationRule` without selectors or with a malformed expression,
-    /// and two objects of the same kind and name. A policy typo must not silently grant or
-    /// revoke.
+    /// and two objects of the same kind and name. A policy typo must not
+    /// silently grant or revoke.
     ///
     /// Empty documents are skipped. A roleRef naming a role that does not
     /// exist is *not* an error: as in Kubernetes it grants nothing.
