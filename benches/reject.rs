@@ -5,10 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use finmesh::{Protocol, Rejection, RejectionKind, ResponseBody};
-use http_body_util::Empty;
-
-type B = Empty<bytes::Bytes>;
+use finmesh::{Protocol, Rejection, RejectionBody, RejectionKind};
 
 fn render(c: &mut Criterion) {
     let rejection = Rejection::new(
@@ -18,12 +15,12 @@ fn render(c: &mut Criterion) {
     );
     let mut group = c.benchmark_group("rejection");
     group.bench_function("grpc", |b| {
-        b.iter(|| -> http::Response<ResponseBody<B>> {
+        b.iter(|| -> http::Response<RejectionBody> {
             black_box(&rejection).render(Protocol::Grpc, None)
         })
     });
     group.bench_function("problem_json", |b| {
-        b.iter(|| -> http::Response<ResponseBody<B>> {
+        b.iter(|| -> http::Response<RejectionBody> {
             black_box(&rejection).render(Protocol::Http, Some("4bf92f3577b34da6a3ce929d0e0e4736"))
         })
     });

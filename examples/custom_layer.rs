@@ -56,7 +56,7 @@ where
             "example.version_missing",
             "send x-api-version",
         );
-        ResponseFuture::rejected(rejection.to_response(&req))
+        ResponseFuture::rejected(rejection.respond(&req))
     }
 }
 

@@ -1,4 +1,5 @@
-//! [`ResponseBody`]: the inner service's body, or the bytes of a rejection.
+//! [`ResponseBody`]: the inner service's body, or the bytes of a rejection
+//! ([`RejectionBody`]).
 //!
 //! Every finmesh layer that can refuse a request wraps the inner response
 //! body in this type instead of boxing it. The inner variant forwards every
@@ -50,6 +51,56 @@ impl<B> ResponseBody<B> {
         Self {
             kind: Kind::Full { data: None },
         }
+    }
+}
+
+impl<B> From<RejectionBody> for ResponseBody<B> {
+    fn from(body: RejectionBody) -> Self {
+        Self {
+            kind: Kind::Full { data: body.data },
+        }
+    }
+}
+
+/// The body of a rendered [`Rejection`](crate::Rejection): a few bytes of
+/// problem+json, or nothing (a gRPC trailers-only answer). It never fails.
+/// Every layer's body converts from it with `From`.
+#[derive(Debug, Default, Clone)]
+pub struct RejectionBody {
+    data: Option<Bytes>,
+}
+
+impl RejectionBody {
+    /// A body of exactly these bytes.
+    pub fn new(data: Bytes) -> Self {
+        Self {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+
+    /// The bytes (empty for a gRPC rejection).
+    pub fn into_bytes(self) -> Bytes {
+        self.data.unwrap_or_default()
+    }
+}
+
+impl Body for RejectionBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.data.take().map(|d| Ok(Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
     }
 }
 

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use crate::body::ResponseBody;
+use crate::body::{RejectionBody, ResponseBody};
 
 pin_project! {
     /// Response future of the finmesh layers that decide before calling the
@@ -38,11 +38,11 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    /// Answers with a ready response (a rendered rejection).
-    pub fn rejected(response: Response<ResponseBody<B>>) -> Self {
+    /// Answers with a rendered rejection.
+    pub fn rejected(response: Response<RejectionBody>) -> Self {
         Self {
             kind: Kind::Rejected {
-                response: Some(response),
+                response: Some(response.map(ResponseBody::from)),
             },
         }
     }

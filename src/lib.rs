@@ -83,7 +83,7 @@
 //!             "tenant.missing",
 //!             "no tenant namespace",
 //!         );
-//!         return Ok::<_, Infallible>(rejection.to_response(&req));
+//!         return Ok::<_, Infallible>(rejection.respond(&req));
 //!     }
 //!     Ok(Response::new(ResponseBody::new(Full::new(Bytes::from("hello")))))
 //! });
@@ -123,6 +123,7 @@ pub mod audit;
 #[cfg(feature = "_jwt")]
 pub mod auth;
 pub mod body;
+pub mod codes;
 #[cfg(feature = "config")]
 pub mod config;
 #[cfg(feature = "deadline")]
@@ -133,6 +134,7 @@ pub mod health;
 #[cfg(feature = "idempotency")]
 pub mod idempotency;
 pub mod labels;
+mod macros;
 pub mod optional;
 pub mod principal;
 #[cfg(feature = "rbac")]
@@ -143,7 +145,7 @@ pub mod stack;
 pub mod telemetry;
 pub mod tenant;
 
-pub use body::ResponseBody;
+pub use body::{RejectionBody, ResponseBody};
 pub use labels::RequestLabels;
 pub use principal::{Principal, RiskLevel};
 pub use reject::{Protocol, Rejection, RejectionKind};

@@ -160,6 +160,35 @@ impl FromStr for RiskLevel {
     }
 }
 
+crate::codes::rejection_codes! {
+    /// The stable codes of authentication refusals (the JWT layer's, and
+    /// any layer's that needs a principal and finds none). Declared here,
+    /// beside [`Principal`], so layers that only read a principal can
+    /// refuse with `auth.missing` without the JWT layer compiled in;
+    /// re-exported as `finmesh::auth::AuthCode`.
+    pub enum AuthCode {
+        /// No bearer token: no `Authorization` header, or a scheme other
+        /// than `Bearer`.
+        Missing = ("auth.missing", Unauthenticated),
+        /// Not a well-formed token: several `Authorization` headers, an
+        /// empty token, over the size limit, not three base64url segments,
+        /// a header or claims set that is not a JSON object.
+        Malformed = ("auth.malformed", Unauthenticated),
+        /// Well-formed but not trusted: signature, algorithm, `kid`, `typ`,
+        /// `iss` or `aud`.
+        Invalid = ("auth.invalid", Unauthenticated),
+        /// `exp` is past, beyond the leeway.
+        Expired = ("auth.expired", Unauthenticated),
+        /// `nbf` is ahead, beyond the leeway.
+        NotYetValid = ("auth.not_yet_valid", Unauthenticated),
+        /// A signed claim has an unusable value: a missing or non-string
+        /// `sub`, a missing `exp`, a time claim that is not a non-negative
+        /// integer, a tenant that is not a namespace, an unknown risk level,
+        /// a missing required claim.
+        ClaimInvalid = ("auth.claim_invalid", Unauthenticated),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,10 +20,11 @@
 //!
 //! # Response bodies for any inner body type
 //!
-//! A layer wrapping `S: Service<Request<ReqB>, Response = Response<B>>`
-//! answers with `Response<ResponseBody<B>>`: either the inner body, passed
-//! through without boxing, or the few bytes of a rendered rejection.
-//! [`ResponseBody`] keeps `B::Error`, so it satisfies axum
+//! A rejection renders as a `Response<`[`RejectionBody`]`>`. A layer
+//! wrapping `S: Service<Request<ReqB>, Response = Response<B>>` answers
+//! with `Response<`[`ResponseBody`](crate::ResponseBody)`<B>>`: either the
+//! inner body, passed through without boxing, or the rejection's bytes
+//! (`ResponseBody::from(rejection_body)`). `ResponseBody` keeps `B::Error`, so it satisfies axum
 //! (`IntoResponse` for any `Body<Data = Bytes>`) and tonic (any body whose
 //! error converts into a boxed error) alike, and nested layers nest their
 //! body types at zero cost. A layer whose decision is synchronous returns
@@ -44,14 +45,14 @@
 //!     "tenant.suspended",
 //!     "tenant \"acme\" is suspended",
 //! );
-//! let res = rejection.to_response::<_, http_body_util::Empty<bytes::Bytes>>(&req);
+//! let res = rejection.respond(&req);
 //! assert_eq!(res.status(), 200);
 //! assert_eq!(res.headers()["grpc-status"], "7");
 //! assert_eq!(res.headers()["grpc-message"], "tenant \"acme\" is suspended");
 //! assert_eq!(res.headers()["finmesh-code"], "tenant.suspended");
 //!
 //! let req = http::Request::new(());
-//! let res = rejection.to_response::<_, http_body_util::Empty<bytes::Bytes>>(&req);
+//! let res = rejection.respond(&req);
 //! assert_eq!(res.status(), 403);
 //! assert_eq!(res.headers()["content-type"], "application/problem+json");
 //! ```
@@ -64,7 +65,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use http::{HeaderMap, Request, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
-use crate::body::ResponseBody;
+use crate::body::RejectionBody;
 use crate::labels::RequestLabels;
 
 /// The gRPC metadata key (a response header or trailer) that carries a
@@ -251,13 +252,14 @@ impl Rejection {
         self.kind.grpc_code()
     }
 
-    /// Renders this rejection as the answer to `req`.
+    /// Answers `req` with this rejection, and records it on the request.
     ///
     /// The protocol is read from the request's `content-type`; the trace id
-    /// from the [`RequestLabels`] in its extensions, where the rejection is
-    /// also recorded, so that the telemetry and audit layers see which
-    /// layer refused the request and why.
-    pub fn to_response<ReqB, B>(&self, req: &Request<ReqB>) -> Response<ResponseBody<B>> {
+    /// from the [`RequestLabels`] in its extensions. The rejection is also
+    /// recorded in those labels, so that the telemetry and audit layers see
+    /// which layer refused the request and why. Every finmesh body type
+    /// converts from the [`RejectionBody`] with `From`.
+    pub fn respond<ReqB>(&self, req: &Request<ReqB>) -> Response<RejectionBody> {
         let labels = req.extensions().get::<RequestLabels>();
         if let Some(labels) = labels {
             labels.record_rejection(self);
@@ -268,20 +270,16 @@ impl Rejection {
 
     /// Renders this rejection for `protocol`, with an optional trace id in
     /// the problem+json body. Does not touch any request state; most
-    /// callers want [`Rejection::to_response`].
-    pub fn render<B>(
-        &self,
-        protocol: Protocol,
-        trace_id: Option<&str>,
-    ) -> Response<ResponseBody<B>> {
+    /// callers want [`Rejection::respond`].
+    pub fn render(&self, protocol: Protocol, trace_id: Option<&str>) -> Response<RejectionBody> {
         match protocol {
             Protocol::Grpc => self.render_grpc(),
             Protocol::Http => self.render_problem(trace_id),
         }
     }
 
-    fn render_grpc<B>(&self) -> Response<ResponseBody<B>> {
-        let mut res = Response::new(ResponseBody::empty());
+    fn render_grpc(&self) -> Response<RejectionBody> {
+        let mut res = Response::new(RejectionBody::default());
         let headers = res.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         headers.insert(
@@ -312,7 +310,7 @@ impl Rejection {
         }
     }
 
-    fn render_problem<B>(&self, trace_id: Option<&str>) -> Response<ResponseBody<B>> {
+    fn render_problem(&self, trace_id: Option<&str>) -> Response<RejectionBody> {
         let status = self.kind.http_status();
         let body = serde_json::to_vec(&Problem {
             r#type: format_args!("{PROBLEM_TYPE_PREFIX}{}", self.code),
@@ -323,7 +321,7 @@ impl Rejection {
             trace_id,
         })
         .unwrap_or_default();
-        let mut res = Response::new(ResponseBody::full(Bytes::from(body)));
+        let mut res = Response::new(RejectionBody::new(Bytes::from(body)));
         *res.status_mut() = status;
         let headers = res.headers_mut();
         headers.insert(
@@ -428,9 +426,7 @@ impl Protocol {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, Empty};
-
-    type B = Empty<Bytes>;
+    use http_body_util::BodyExt;
 
     const ALL: [RejectionKind; 12] = [
         RejectionKind::InvalidArgument,
@@ -461,7 +457,7 @@ mod tests {
     #[test]
     fn grpc_message_is_percent_encoded() {
         let r = Rejection::new(RejectionKind::Internal, "x.y", "100% Überweisung\n");
-        let res = r.render::<B>(Protocol::Grpc, None);
+        let res = r.render(Protocol::Grpc, None);
         assert_eq!(res.headers()["grpc-message"], "100%25 %C3%9Cberweisung%0A");
         assert_eq!(res.headers()["grpc-status"], "13");
         assert_eq!(res.headers()["content-type"], "application/grpc");
@@ -474,7 +470,7 @@ mod tests {
             "idempotency.in_flight",
             "busy \"now\"",
         );
-        let res = r.render::<B>(Protocol::Http, Some("abc"));
+        let res = r.render(Protocol::Http, Some("abc"));
         assert_eq!(res.status(), 409);
         let body = res.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -489,7 +485,7 @@ mod tests {
     #[test]
     fn unauthenticated_carries_www_authenticate() {
         let missing = Rejection::new(RejectionKind::Unauthenticated, "auth.missing", "no token");
-        let res = missing.render::<B>(Protocol::Http, None);
+        let res = missing.render(Protocol::Http, None);
         assert_eq!(res.headers()[WWW_AUTHENTICATE], "Bearer");
         let bad = Rejection::new(
             RejectionKind::Unauthenticated,
@@ -497,7 +493,7 @@ mod tests {
             "bad \"sig\"\\",
         )
         .with_bearer_error("invalid_token");
-        let res = bad.render::<B>(Protocol::Http, None);
+        let res = bad.render(Protocol::Http, None);
         assert_eq!(
             res.headers()[WWW_AUTHENTICATE],
             "Bearer error=\"invalid_token\", error_description=\"bad sig\""
@@ -505,7 +501,7 @@ mod tests {
         let denied = Rejection::new(RejectionKind::PermissionDenied, "rbac.denied", "no");
         assert!(
             denied
-                .render::<B>(Protocol::Http, None)
+                .render(Protocol::Http, None)
                 .headers()
                 .get(WWW_AUTHENTICATE)
                 .is_none()
@@ -513,7 +509,7 @@ mod tests {
         let scope = Rejection::new(RejectionKind::PermissionDenied, "x.scope", "needs scope")
             .with_bearer_error("insufficient_scope");
         assert_eq!(
-            scope.render::<B>(Protocol::Http, None).headers()[WWW_AUTHENTICATE],
+            scope.render(Protocol::Http, None).headers()[WWW_AUTHENTICATE],
             "Bearer error=\"insufficient_scope\", error_description=\"needs scope\""
         );
     }

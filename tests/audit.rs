@@ -90,7 +90,7 @@ where
                 code.to_owned(),
                 "refused by the test layer",
             );
-            return ResponseFuture::rejected(rejection.to_response(&req));
+            return ResponseFuture::rejected(rejection.respond(&req));
         }
         ResponseFuture::inner(self.inner.call(req))
     }

@@ -61,7 +61,7 @@ where
                 if req.headers().contains_key("x-bearer-error") {
                     rejection = rejection.with_bearer_error("invalid_token");
                 }
-                ResponseFuture::rejected(rejection.to_response(&req))
+                ResponseFuture::rejected(rejection.respond(&req))
             }
             None => ResponseFuture::inner(self.inner.call(req)),
         }

@@ -185,7 +185,7 @@ fn refusing(
     rejection: Rejection,
 ) -> impl Fn(Request, Next) -> std::future::Ready<Response> + Clone + Send + Sync + 'static {
     move |req: Request, _next: Next| {
-        let res = rejection.to_response::<_, axum::body::Body>(&req);
+        let res = rejection.respond(&req);
         std::future::ready(res.map(axum::body::Body::new).into_response())
     }
 }
@@ -846,7 +846,7 @@ async fn metric_attributes_never_contain_order_id_trace_id_or_subject() {
             "/v1/refuse",
             axum::routing::post(|req: Request| async move {
                 Rejection::new(RejectionKind::PermissionDenied, "rbac.denied", "no")
-                    .to_response::<_, axum::body::Body>(&req)
+                    .respond(&req)
                     .map(axum::body::Body::new)
             }),
         )

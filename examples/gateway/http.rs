@@ -36,7 +36,7 @@ fn refuse(labels: &Labels, kind: RejectionKind, code: &'static str, detail: Stri
         l.trace_id()
     });
     rejection
-        .render::<axum::body::Body>(Protocol::Http, trace_id.as_deref())
+        .render(Protocol::Http, trace_id.as_deref())
         .into_response()
 }
 

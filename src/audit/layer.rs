@@ -15,11 +15,13 @@ use tokio::sync::mpsc::{self, OwnedPermit};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::AuditCode;
 use super::record::Outcome;
 use super::writer::{AuditHandle, Auditor, Detail, Entry, Msg, Shared};
 use crate::body::ResponseBody;
+use crate::codes::RejectionCode;
 use crate::labels::RequestLabels;
-use crate::reject::{Protocol, Rejection, RejectionKind};
+use crate::reject::Protocol;
 
 /// Writes one audit record per request; see the [module docs](super).
 #[derive(Clone, Debug)]
@@ -212,16 +214,13 @@ fn refuse<ReqB, ResB>(req: &Request<ReqB>, ctx: &Ctx) -> Response<AuditBody<ResB
         path = ctx.uri.path(),
         "audit log unavailable; request refused"
     );
-    Rejection::new(
-        RejectionKind::Unavailable,
-        "audit.unavailable",
-        "the audit log cannot take a record now",
-    )
-    .to_response(req)
-    .map(|body| AuditBody {
-        inner: body,
-        guard: None,
-    })
+    AuditCode::Unavailable
+        .reject("the audit log cannot take a record now")
+        .respond(req)
+        .map(|body| AuditBody {
+            inner: body.into(),
+            guard: None,
+        })
 }
 
 impl Pending {

@@ -117,12 +117,14 @@
 //! # }
 //! ```
 
+mod codes;
 mod layer;
 mod record;
 mod sink;
 mod verify;
 mod writer;
 
+pub use codes::AuditCode;
 pub use layer::{Audit, AuditBody, AuditLayer, ResponseFuture};
 pub use record::{AuditRecord, Decision, GENESIS, Outcome, RecordKind, rfc3339};
 pub use sink::{AuditSink, ChainHead, Durability, FileSink, FileSinkOptions, MemorySink, TornTail};

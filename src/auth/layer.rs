@@ -8,15 +8,16 @@ use http::{HeaderMap, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::AuthCode;
 use super::cache::VerifyCache;
-use super::codes;
 use super::config::{JwtAuthBuilder, KeySource, Settings};
 use super::verify::{Refusal, unix_now, verify};
 use crate::body::ResponseBody;
+use crate::codes::RejectionCode;
 use crate::future::ResponseFuture;
 use crate::labels::RequestLabels;
 use crate::principal::Principal;
-use crate::reject::{Rejection, RejectionKind};
+use crate::reject::Rejection;
 
 /// Verifies the bearer JWT of every request and puts the caller's
 /// [`Principal`] into the request extensions; refuses the request with 401
@@ -94,7 +95,7 @@ impl Shared {
         // Bound first: nothing longer is hashed, looked up or parsed.
         if token.len() > self.settings.max_token_len {
             return Err(Refusal {
-                code: codes::MALFORMED,
+                code: AuthCode::Malformed,
                 detail: "the token is longer than the configured limit",
             });
         }
@@ -114,9 +115,9 @@ impl Shared {
 }
 
 fn rejection(refusal: Refusal) -> Rejection {
-    let rejection = Rejection::new(RejectionKind::Unauthenticated, refusal.code, refusal.detail);
+    let rejection = refusal.code.reject(refusal.detail);
     // RFC 6750 §3.1: no error attribute when no credentials were presented.
-    if refusal.code == codes::MISSING {
+    if refusal.code == AuthCode::Missing {
         rejection
     } else {
         rejection.with_bearer_error("invalid_token")
@@ -135,18 +136,18 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(Refusal {
-            code: codes::MISSING,
+            code: AuthCode::Missing,
             detail: "no bearer token",
         });
     };
     if values.next().is_some() {
         return Err(Refusal {
-            code: codes::MALFORMED,
+            code: AuthCode::Malformed,
             detail: "several Authorization headers",
         });
     }
     let value = value.to_str().map_err(|_| Refusal {
-        code: codes::MALFORMED,
+        code: AuthCode::Malformed,
         detail: "the Authorization header is not visible ASCII",
     })?;
     let (scheme, rest) = match value.split_once(' ') {
@@ -155,20 +156,20 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
     };
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Refusal {
-            code: codes::MISSING,
+            code: AuthCode::Missing,
             detail: "the Authorization scheme is not Bearer",
         });
     }
     let token = rest.trim_matches(' ');
     if token.is_empty() {
         return Err(Refusal {
-            code: codes::MALFORMED,
+            code: AuthCode::Malformed,
             detail: "the bearer token is empty",
         });
     }
     if token.bytes().any(|b| b == b' ' || b == b'\t') {
         return Err(Refusal {
-            code: codes::MALFORMED,
+            code: AuthCode::Malformed,
             detail: "the bearer token contains whitespace",
         });
     }
@@ -251,7 +252,7 @@ where
                 req.extensions_mut().insert(principal);
                 ResponseFuture::inner(self.inner.call(req))
             }
-            Err(refusal) => ResponseFuture::rejected(rejection(refusal).to_response(&req)),
+            Err(refusal) => ResponseFuture::rejected(rejection(refusal).respond(&req)),
         }
     }
 }

@@ -13,7 +13,7 @@
 //! there. On failure the request is answered with 401 and
 //! `WWW-Authenticate: Bearer error="invalid_token"` (just `Bearer` when
 //! no token was sent), or gRPC `UNAUTHENTICATED` (16), with one of the
-//! stable [`codes`].
+//! stable [`AuthCode`]s.
 //!
 //! # Example
 //!
@@ -161,28 +161,7 @@ pub use jsonwebtoken::Algorithm;
 pub use key::{JwtKey, KeyError, KeyFamily, MIN_HMAC_SECRET_LEN};
 pub use layer::{JwtAuth, JwtAuthLayer};
 
-/// The stable codes of the rejections this layer answers with.
-pub mod codes {
-    /// No bearer token: no `Authorization` header, or a scheme other than
-    /// `Bearer`.
-    pub const MISSING: &str = "auth.missing";
-    /// Not a well-formed token: several `Authorization` headers, an empty
-    /// token, over the size limit, not three base64url segments, a header
-    /// or claims set that is not a JSON object.
-    pub const MALFORMED: &str = "auth.malformed";
-    /// Well-formed but not trusted: signature, algorithm, `kid`, `typ`,
-    /// `iss` or `aud`.
-    pub const INVALID: &str = "auth.invalid";
-    /// `exp` is past, beyond the leeway.
-    pub const EXPIRED: &str = "auth.expired";
-    /// `nbf` is ahead, beyond the leeway.
-    pub const NOT_YET_VALID: &str = "auth.not_yet_valid";
-    /// A signed claim has an unusable value: a missing or non-string `sub`,
-    /// a missing `exp`, a time claim that is not a non-negative integer, a
-    /// tenant that is not a namespace, an unknown risk level, a missing
-    /// required claim.
-    pub const CLAIM_INVALID: &str = "auth.claim_invalid";
-}
+pub use crate::principal::AuthCode;
 
 /// Makes sure jsonwebtoken has a crypto provider.
 ///

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::codes;
+use super::AuthCode;
 use super::config::{Settings, normalize_typ};
 use super::key::{KeySet, NoKey, algorithm_from_name};
 use crate::principal::{Principal, RiskLevel};
@@ -23,24 +23,24 @@ use crate::tenant::TenantNamespace;
 /// detail is always a static string, so it can never echo the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refusal {
-    pub(crate) code: &'static str,
+    pub(crate) code: AuthCode,
     pub(crate) detail: &'static str,
 }
 
-const fn refuse(code: &'static str, detail: &'static str) -> Refusal {
+const fn refuse(code: AuthCode, detail: &'static str) -> Refusal {
     Refusal { code, detail }
 }
 
 const fn malformed(detail: &'static str) -> Refusal {
-    refuse(codes::MALFORMED, detail)
+    refuse(AuthCode::Malformed, detail)
 }
 
 const fn invalid(detail: &'static str) -> Refusal {
-    refuse(codes::INVALID, detail)
+    refuse(AuthCode::Invalid, detail)
 }
 
 const fn claim_invalid(detail: &'static str) -> Refusal {
-    refuse(codes::CLAIM_INVALID, detail)
+    refuse(AuthCode::ClaimInvalid, detail)
 }
 
 /// The latest NumericDate accepted (9999-12-31T23:59:59Z): anything larger
@@ -251,10 +251,10 @@ pub(crate) fn verify(
     numeric_date(&claims, "iat")?;
     // RFC 7519 §4.1.4: not accepted on or after exp.
     if now >= exp.saturating_add(settings.leeway) {
-        return Err(refuse(codes::EXPIRED, "the token has expired"));
+        return Err(refuse(AuthCode::Expired, "the token has expired"));
     }
     if nbf.is_some_and(|nbf| nbf > now.saturating_add(settings.leeway)) {
-        return Err(refuse(codes::NOT_YET_VALID, "the token is not valid yet"));
+        return Err(refuse(AuthCode::NotYetValid, "the token is not valid yet"));
     }
 
     let subject = match claims.get("sub") {

@@ -221,10 +221,14 @@ pin_project! {
 
 impl<B> ResponseBody<B> {
     pub(crate) fn passthrough(body: B) -> Self {
-        Self::rejection(crate::body::ResponseBody::new(body))
+        Self::untimed(crate::body::ResponseBody::new(body))
     }
 
-    pub(crate) fn rejection(body: crate::body::ResponseBody<B>) -> Self {
+    pub(crate) fn rejection(body: crate::body::RejectionBody) -> Self {
+        Self::untimed(body.into())
+    }
+
+    fn untimed(body: crate::body::ResponseBody<B>) -> Self {
         Self {
             inner: Inner::Active { body },
             timer: Timer::Off,

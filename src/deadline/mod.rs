@@ -109,6 +109,7 @@
 //! ```
 
 mod body;
+mod codes;
 mod decoder;
 mod future;
 mod grpc_timeout;
@@ -120,6 +121,7 @@ mod stats;
 mod tests;
 
 pub use body::{RequestBody, ResponseBody};
+pub use codes::DeadlineCode;
 pub use decoder::{Fed, FrameEvent, GrpcFrameDecoder};
 pub use future::ResponseFuture;
 pub use grpc_timeout::{InvalidGrpcTimeout, parse_grpc_timeout};

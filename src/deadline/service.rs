@@ -6,14 +6,16 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
+use super::DeadlineCode;
 use super::body::{RequestBody, ResponseBody};
 use super::future::ResponseFuture;
 use super::grpc_timeout::parse_grpc_timeout;
 use super::layer::Config;
 use super::state::CallState;
 use super::stats::DeadlineStats;
+use crate::codes::RejectionCode;
 use crate::labels::RequestLabels;
-use crate::reject::{Protocol, Rejection, RejectionKind};
+use crate::reject::Protocol;
 
 /// Wraps request and response bodies with the call's deadlines. Made by
 /// [`StreamDeadlineLayer`](super::StreamDeadlineLayer).
@@ -76,13 +78,9 @@ where
                     total = Some(total.map_or(asked, |t| t.min(asked)));
                 }
                 Err(e) => {
-                    let rejection = Rejection::new(
-                        RejectionKind::InvalidArgument,
-                        "deadline.invalid_grpc_timeout",
-                        e.to_string(),
-                    );
+                    let rejection = DeadlineCode::InvalidGrpcTimeout.reject(e.to_string());
                     return ResponseFuture::rejected(
-                        rejection.to_response(&req).map(ResponseBody::rejection),
+                        rejection.respond(&req).map(ResponseBody::rejection),
                     );
                 }
             }

@@ -17,10 +17,12 @@ use http::{HeaderMap, HeaderValue, Uri};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use super::DeadlineCode;
 use super::layer::Deadlines;
 use super::stats::{DeadlineStats, Direction, TimeoutKind};
+use crate::codes::RejectionCode;
 use crate::labels::RequestLabels;
-use crate::reject::{Rejection, RejectionKind};
+use crate::reject::Rejection;
 
 /// How a call ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,25 +90,13 @@ impl Outcome {
     /// an HTTP expiry a 408 rather than a 504.
     pub(crate) fn rejection(self, stalled: bool) -> Rejection {
         match self {
-            Self::TooLarge => Rejection::new(
-                RejectionKind::ResourceExhausted,
-                "deadline.message_too_large",
-                self.message(),
-            ),
+            Self::TooLarge => DeadlineCode::MessageTooLarge.reject(self.message()),
             Self::Exceeded(Direction::Request, _) | Self::Exceeded(_, TimeoutKind::Idle)
                 if stalled =>
             {
-                Rejection::new(
-                    RejectionKind::RequestTimeout,
-                    "deadline.request_timeout",
-                    self.message(),
-                )
+                DeadlineCode::RequestTimeout.reject(self.message())
             }
-            Self::Exceeded(..) => Rejection::new(
-                RejectionKind::DeadlineExceeded,
-                "deadline.exceeded",
-                self.message(),
-            ),
+            Self::Exceeded(..) => DeadlineCode::Exceeded.reject(self.message()),
         }
     }
 

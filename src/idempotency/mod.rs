@@ -162,6 +162,7 @@
 //! ```
 
 mod body;
+mod codes;
 mod key;
 mod layer;
 mod memory;
@@ -171,6 +172,7 @@ mod service;
 mod store;
 
 pub use body::{IdempotencyBody, RequestBody};
+pub use codes::IdempotencyCode;
 pub use key::{IDEMPOTENCY_KEY, IDEMPOTENCY_REPLAYED, IdempotencyKey, KeyError, MAX_KEY_LEN};
 pub use layer::{DEFAULT_STORED_HEADERS, Governs, IdempotencyLayer, PostAndPatch};
 pub use memory::InMemoryStore;

@@ -16,15 +16,17 @@ use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::IdempotencyCode;
 use super::body::{IdempotencyBody, RequestBody};
 use super::key::{IDEMPOTENCY_REPLAYED, IdempotencyKey};
 use super::layer::Config;
 use super::store::{
     Claim, ClaimToken, Completed, Fingerprint, IdempotencyStore, StoreKey, StoredResponse, Subject,
 };
+use crate::codes::RejectionCode;
 use crate::labels::RequestLabels;
 use crate::principal::Principal;
-use crate::reject::{Protocol, Rejection, RejectionKind};
+use crate::reject::Protocol;
 use crate::tenant::Tenant;
 
 /// The idempotency middleware: see the [module docs](super).
@@ -160,19 +162,13 @@ where
             Ok(None) => {
                 return ready(reject(
                     parts,
-                    RejectionKind::InvalidArgument,
-                    "idempotency.key_missing",
+                    IdempotencyCode::KeyMissing,
                     "this request requires an Idempotency-Key",
                 ));
             }
             Err(e) => {
                 let detail = e.to_string();
-                return ready(reject(
-                    parts,
-                    RejectionKind::InvalidArgument,
-                    "idempotency.key_invalid",
-                    detail,
-                ));
+                return ready(reject(parts, IdempotencyCode::KeyInvalid, detail));
             }
         };
         if let Some(labels) = parts.extensions.get::<RequestLabels>() {
@@ -227,8 +223,7 @@ fn ready<F, B: Body, E>(response: Response<IdempotencyBody<B>>) -> ResponseFutur
 fn too_large<F, B: Body, E>(parts: Parts, limit: usize) -> ResponseFuture<F, B, E> {
     ready(reject(
         parts,
-        RejectionKind::PayloadTooLarge,
-        "idempotency.payload_too_large",
+        IdempotencyCode::PayloadTooLarge,
         format!("the request body is larger than {limit} bytes"),
     ))
 }
@@ -236,13 +231,11 @@ fn too_large<F, B: Body, E>(parts: Parts, limit: usize) -> ResponseFuture<F, B, 
 /// Renders a rejection for the request with these parts.
 fn reject<B: Body>(
     parts: Parts,
-    kind: RejectionKind,
-    code: &'static str,
+    code: IdempotencyCode,
     detail: impl Into<std::borrow::Cow<'static, str>>,
 ) -> Response<IdempotencyBody<B>> {
     let req = Request::from_parts(parts, ());
-    let res =
-        Rejection::new(kind, code, detail).to_response::<_, http_body_util::Empty<Bytes>>(&req);
+    let res = code.reject(detail).respond(&req);
     let (head, body) = res.into_parts();
     // A rendered rejection is whole bytes, ready at once.
     let bytes = body
@@ -377,16 +370,14 @@ where
             let limit = config.max_request_body;
             return Ok(reject(
                 parts,
-                RejectionKind::PayloadTooLarge,
-                "idempotency.payload_too_large",
+                IdempotencyCode::PayloadTooLarge,
                 format!("the request body is larger than {limit} bytes"),
             ));
         }
         Err(_) => {
             return Ok(reject(
                 parts,
-                RejectionKind::InvalidArgument,
-                "idempotency.body_unreadable",
+                IdempotencyCode::BodyUnreadable,
                 "the request body could not be read",
             ));
         }
@@ -409,8 +400,7 @@ where
         Ok(Claim::InFlight { .. }) => {
             return Ok(reject(
                 parts,
-                RejectionKind::Conflict,
-                "idempotency.in_flight",
+                IdempotencyCode::InFlight,
                 "a request with this Idempotency-Key is still being processed",
             ));
         }
@@ -427,8 +417,7 @@ where
                 }
                 None => reject(
                     parts,
-                    RejectionKind::Unprocessable,
-                    "idempotency.not_replayable",
+                    IdempotencyCode::NotReplayable,
                     "the request with this Idempotency-Key completed, but its response was too large to store",
                 ),
             });
@@ -437,8 +426,7 @@ where
             tracing::warn!(error = %e, "idempotency store unavailable; refusing the request");
             return Ok(reject(
                 parts,
-                RejectionKind::Unavailable,
-                "idempotency.store_unavailable",
+                IdempotencyCode::StoreUnavailable,
                 "the idempotency store cannot be reached; the request was not processed",
             ));
         }
@@ -556,8 +544,7 @@ async fn finish(config: &Config, guard: &mut ClaimGuard, record: Completed) {
 fn key_reused<B: Body>(parts: Parts) -> Response<IdempotencyBody<B>> {
     reject(
         parts,
-        RejectionKind::Unprocessable,
-        "idempotency.key_reused",
+        IdempotencyCode::KeyReused,
         "this Idempotency-Key was used with a different request",
     )
 }

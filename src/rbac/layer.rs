@@ -16,11 +16,13 @@ use super::mapper::{GrpcMethods, HttpRoutes, RequestMapper};
 
 /// The usual mapper: [`HttpRoutes`], then [`GrpcMethods`].
 pub type DefaultMapper = (HttpRoutes, GrpcMethods);
+use super::RbacCode;
 use crate::body::ResponseBody;
+use crate::codes::RejectionCode;
 use crate::future::ResponseFuture;
 use crate::labels::{Authorization, RequestLabels};
 use crate::principal::Principal;
-use crate::reject::{Rejection, RejectionKind};
+use crate::reject::Rejection;
 use crate::tenant::Tenant;
 
 /// Applies RBAC to every request: maps it to an [`Action`] with a
@@ -191,9 +193,7 @@ where
             return ResponseFuture::inner(self.inner.call(req));
         };
         match shared.check(&mut req) {
-            Err(rejection) if !shared.shadow => {
-                ResponseFuture::rejected(rejection.to_response(&req))
-            }
+            Err(rejection) if !shared.shadow => ResponseFuture::rejected(rejection.respond(&req)),
             _ => {
                 // The polled-ready service handles this request; the clone
                 // waits for the next poll_ready.
@@ -221,11 +221,7 @@ impl<M> Shared<M> {
             if shadow {
                 tracing::info!(target: "finmesh::rbac", shadow, path = req.uri().path(), "no principal: would refuse with auth.missing");
             }
-            return Err(Rejection::new(
-                RejectionKind::Unauthenticated,
-                "auth.missing",
-                "authentication required",
-            ));
+            return Err(crate::principal::AuthCode::Missing.reject("authentication required"));
         };
 
         let action = self.mapper.map(req).or_else(|| {
@@ -243,11 +239,7 @@ impl<M> Shared<M> {
             if shadow {
                 tracing::info!(target: "finmesh::rbac", shadow, user = %principal.subject, %detail, "would refuse with rbac.unmapped");
             }
-            return Err(Rejection::new(
-                RejectionKind::PermissionDenied,
-                "rbac.unmapped",
-                detail,
-            ));
+            return Err(RbacCode::Unmapped.reject(detail));
         };
 
         let namespace = req.extensions().get::<Tenant>().map(|t| t.namespace);
@@ -264,13 +256,8 @@ impl<M> Shared<M> {
         };
         counter.fetch_add(1, Ordering::Relaxed);
 
-        let rejection = (!allowed).then(|| {
-            Rejection::new(
-                RejectionKind::PermissionDenied,
-                "rbac.denied",
-                denial_detail(&principal.subject, &action, ns),
-            )
-        });
+        let rejection = (!allowed)
+            .then(|| RbacCode::Denied.reject(denial_detail(&principal.subject, &action, ns)));
         match &rejection {
             Some(r) if shadow => tracing::info!(
                 target: "finmesh::rbac", shadow, user = %principal.subject, namespace = ns, action = %action,

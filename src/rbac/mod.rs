@@ -156,6 +156,7 @@
 
 mod attributes;
 mod authorizer;
+mod codes;
 mod compile;
 mod layer;
 mod load;
@@ -167,6 +168,7 @@ mod tests;
 
 pub use attributes::{Action, Attributes, NonResourceAction, ResourceAction};
 pub use authorizer::Authorizer;
+pub use codes::RbacCode;
 pub use compile::{CompiledPolicy, Decision};
 pub use layer::{DefaultMapper, Rbac, RbacLayer, RbacStats};
 pub use load::{MAX_MANIFEST_BYTES, PolicyError};

@@ -123,6 +123,7 @@
 //! # }
 //! ```
 mod body;
+mod codes;
 mod extract;
 mod future;
 mod layer;
@@ -141,6 +142,7 @@ pub use self::metrics::{SERVER_DURATION, SERVER_REJECTIONS};
 pub use self::propagate::{Propagate, PropagateFuture, PropagateLayer};
 pub use self::service::{MAX_ORDER_ID_LEN, Telemetry};
 pub use crate::labels::RequestLabels;
+pub use codes::TelemetryCode;
 
 /// The W3C propagator: Trace Context and Baggage, composed — what to
 /// give [`TelemetryLayerBuilder::propagator`] and

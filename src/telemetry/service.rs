@@ -12,14 +12,16 @@ use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt, Tr
 use opentelemetry::{Context, KeyValue};
 use tower_service::Service;
 
+use super::TelemetryCode;
 use super::body::TelemetryBody;
 use super::extract::HeaderCarrier;
 use super::future::ResponseFuture;
 use super::layer::Config;
 use super::span::{CallKind, RequestSpan, method_label};
 use crate::body::ResponseBody;
+use crate::codes::RejectionCode;
 use crate::labels::RequestLabels;
-use crate::reject::{Protocol, Rejection, RejectionKind};
+use crate::reject::Protocol;
 
 /// Longest accepted order id, in characters.
 pub const MAX_ORDER_ID_LEN: usize = 128;
@@ -240,23 +242,21 @@ where
         let request_span = RequestSpan::new(config.clone(), otel_cx.clone(), labels, kind);
 
         let rejection = match order {
-            Err(OrderIdError::Invalid) => Some(Rejection::new(
-                RejectionKind::InvalidArgument,
-                "telemetry.order_id_invalid",
-                "order id must be 1 to 128 visible ASCII characters",
-            )),
-            Ok(None) if order_missing => Some(Rejection::new(
-                RejectionKind::InvalidArgument,
-                "telemetry.order_id_missing",
-                format!("{} requires an order id", req.uri().path()),
-            )),
+            Err(OrderIdError::Invalid) => Some(
+                TelemetryCode::OrderIdInvalid
+                    .reject("order id must be 1 to 128 visible ASCII characters"),
+            ),
+            Ok(None) if order_missing => Some(
+                TelemetryCode::OrderIdMissing
+                    .reject(format!("{} requires an order id", req.uri().path())),
+            ),
             Ok(_) => None,
         };
         if let Some(rejection) = rejection {
             // The labels already carry the trace id, so the problem+json
             // body names it.
-            let res = rejection.to_response(&req);
-            return ResponseFuture::rejected(res, request_span, echo);
+            let res = rejection.respond(&req);
+            return ResponseFuture::rejected(res.map(Into::into), request_span, echo);
         }
 
         let future = {

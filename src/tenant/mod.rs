@@ -174,6 +174,6 @@ pub use namespace::{InvalidNamespace, MAX_LEN as MAX_NAMESPACE_LEN, TenantNamesp
 #[cfg(feature = "tenant")]
 pub use registry::{StaticTenants, TenantRegistry};
 #[cfg(feature = "tenant")]
-pub use rejection::TenantRejection;
+pub use rejection::{TenantCode, TenantRejection};
 #[cfg(feature = "tenant")]
 pub use service::TenantService;

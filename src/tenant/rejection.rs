@@ -4,7 +4,24 @@ use std::borrow::Cow;
 use std::fmt;
 
 use super::{InvalidNamespace, TenantNamespace};
+use crate::codes::{RejectionCode, rejection_codes};
 use crate::reject::{Rejection, RejectionKind};
+
+rejection_codes! {
+    /// The stable codes of the tenant layer's refusals.
+    pub enum TenantCode {
+        /// No namespace from any source.
+        Missing = ("tenant.missing", InvalidArgument),
+        /// Not a DNS-1123 label, or sent more than once.
+        Malformed = ("tenant.malformed", InvalidArgument),
+        /// Well-formed, but not in the registry.
+        Unknown = ("tenant.unknown", PermissionDenied),
+        /// In the registry, but suspended.
+        Suspended = ("tenant.suspended", PermissionDenied),
+        /// The header names another tenant than the verified claim.
+        Mismatch = ("tenant.mismatch", PermissionDenied),
+    }
+}
 
 /// Why the tenant layer refused a request, with its stable code.
 ///
@@ -39,27 +56,20 @@ pub enum TenantRejection {
 }
 
 impl TenantRejection {
-    /// The stable machine code, e.g. `tenant.suspended`.
-    pub const fn code(&self) -> &'static str {
+    /// The stable code.
+    pub const fn code(&self) -> TenantCode {
         match self {
-            Self::Missing => "tenant.missing",
-            Self::Malformed(_) | Self::MultipleValues => "tenant.malformed",
-            Self::Unknown(_) => "tenant.unknown",
-            Self::Suspended(_) => "tenant.suspended",
-            Self::Mismatch => "tenant.mismatch",
+            Self::Missing => TenantCode::Missing,
+            Self::Malformed(_) | Self::MultipleValues => TenantCode::Malformed,
+            Self::Unknown(_) => TenantCode::Unknown,
+            Self::Suspended(_) => TenantCode::Suspended,
+            Self::Mismatch => TenantCode::Mismatch,
         }
     }
 
     /// The kind, which decides the HTTP status and gRPC code.
     pub const fn kind(&self) -> RejectionKind {
-        match self {
-            Self::Missing | Self::Malformed(_) | Self::MultipleValues => {
-                RejectionKind::InvalidArgument
-            }
-            Self::Unknown(_) | Self::Suspended(_) | Self::Mismatch => {
-                RejectionKind::PermissionDenied
-            }
-        }
+        self.code().kind()
     }
 
     /// The human-readable detail. Never echoes a malformed value (it is
@@ -81,7 +91,7 @@ impl TenantRejection {
 
     /// This refusal as a [`Rejection`], ready to render.
     pub fn to_rejection(&self) -> Rejection {
-        Rejection::new(self.kind(), self.code(), self.detail())
+        self.code().reject(self.detail())
     }
 }
 

@@ -40,22 +40,9 @@ impl<S, R> TenantService<S, R> {
             config: None,
         }
     }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
+
+crate::macros::inner_accessors!([S, R] TenantService<S, R>, inner: S);
 
 impl<S: Clone, R> Clone for TenantService<S, R> {
     fn clone(&self) -> Self {
@@ -102,7 +89,7 @@ where
                 // is the one called: no clone needed.
                 ResponseFuture::inner(self.inner.call(req))
             }
-            Err(rejection) => ResponseFuture::rejected(rejection.to_rejection().to_response(&req)),
+            Err(rejection) => ResponseFuture::rejected(rejection.to_rejection().respond(&req)),
         }
     }
 }
@@ -486,7 +473,9 @@ mod tests {
         assert!(!detail.contains("tenant-b"), "{detail}");
         assert!(!detail.contains("tenant-a"), "{detail}");
         assert_eq!(
-            TenantRejection::Malformed(InvalidNamespace::Empty).code(),
+            TenantRejection::Malformed(InvalidNamespace::Empty)
+                .code()
+                .as_str(),
             "tenant.malformed"
         );
     }
