@@ -322,7 +322,7 @@ async fn several_baggage_headers_are_combined_and_values_keep_their_equals_sign(
         attr(&span, "baggage.user_risk_level").as_deref(),
         Some("critical")
     );
-    // SAFETY check: no verified principal, so no user_risk_level at all.
+    // Security: no verified principal, so no user_risk_level at all.
     assert_eq!(attr(&span, "user_risk_level"), None);
 }
 

@@ -188,7 +188,7 @@ async fn transfer(
 /// PREPARE → COMMIT → POST_COMMIT_HOOK, each step in the audit chain.
 /// Shared by the HTTP route and the gRPC stream.
 ///
-/// SAFETY (money): before the commit, a refused audit write stops the
+/// Security: before the commit, a refused audit write stops the
 /// transfer — no money moves without its trail. After the commit the money
 /// has moved: the transfer is reported as done whatever the audit queue
 /// says (the failure is logged and the writer's stats count it), because

@@ -178,7 +178,7 @@ where
             grpc: Protocol::of(req.headers()).is_grpc(),
             shared: auditor.shared.clone(),
         };
-        // SAFETY-style note: the slot is reserved *before* the inner
+        // Security: the slot is reserved *before* the inner
         // service runs, so the record written when the response ends can
         // never find the queue full and can never be dropped.
         match auditor.tx.clone().try_reserve_owned() {

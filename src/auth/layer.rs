@@ -246,7 +246,7 @@ where
                         }
                     });
                 }
-                // SAFETY (trust): the principal comes from a verified
+                // Security: the principal comes from a verified
                 // signature; it replaces anything an outer layer or the
                 // caller may have put there.
                 req.extensions_mut().insert(principal);

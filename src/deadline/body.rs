@@ -381,7 +381,7 @@ fn end<B>(
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
     inner.set(Inner::Dropped);
     timer.stop();
-    // SAFETY(correctness): trailers are written only at a message boundary.
+    // Security: trailers are written only at a message boundary.
     // After half a message they would be read as the rest of its payload
     // and the client would decode garbage; a reset discards the partial
     // message instead.

@@ -89,7 +89,7 @@ pub(crate) fn render_report(
         let _ = match check.status {
             CheckStatus::Passed => writeln!(body, "[+]{} ok", check.name),
             CheckStatus::Excluded => writeln!(body, "[+]{} excluded: ok", check.name),
-            // SAFETY (information): the probe endpoints are unauthenticated,
+            // Security: the probe endpoints are unauthenticated,
             // so the reason goes to the log only.
             CheckStatus::Failed(_) => writeln!(body, "[-]{} failed: reason withheld", check.name),
         };

@@ -183,7 +183,7 @@ where
         if declared.is_some_and(|n| n > config.max_request_body as u64) {
             return too_large(parts, config.max_request_body);
         }
-        // SAFETY(scope): only verified facts name the scope — the tenant
+        // Security: only verified facts name the scope — the tenant
         // the tenant layer admitted (else the principal's tenant claim) and
         // the principal's issuer and subject. Without a principal the
         // request lands in the tenant's anonymous scope, which no

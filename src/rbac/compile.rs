@@ -16,7 +16,7 @@ use std::collections::HashMap as StdHashMap;
 use std::fmt;
 use std::sync::Arc;
 
-// SAFETY: foldhash is seeded randomly per map, like std's SipHash, so a
+// Security: foldhash is seeded randomly per map, like std's SipHash, so a
 // caller cannot precompute colliding names; it is several times faster on
 // the short strings decided here. The keys come from the operator's policy.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;

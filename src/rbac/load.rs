@@ -462,7 +462,7 @@ impl Loader {
                     .map_err(|e| doc.err(&Path::Key(&here, "namespace"), format!("{ns:?}: {e}")))?;
             }
             (Scope::Cluster, Some(ns)) if !ns.is_empty() => {
-                // SAFETY: a namespace on a cluster-scoped object usually
+                // Security: a namespace on a cluster-scoped object usually
                 // means the author expected a namespaced grant; refusing it
                 // keeps a cluster-wide grant from slipping in unnoticed.
                 return Err(doc.err(

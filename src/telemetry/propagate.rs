@@ -140,7 +140,7 @@ fn with_business_baggage(cx: &Context) -> Context {
     if order_id.is_none() && risk.is_none() && !caller_risk {
         return cx.clone();
     }
-    // SAFETY (trust): a risk level the caller put in baggage is never
+    // Security: a risk level the caller put in baggage is never
     // passed on as if it were ours; only the verified one is.
     let replace_order = order_id.is_some();
     let kept = cx

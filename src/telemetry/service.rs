@@ -190,7 +190,7 @@ where
         if let Ok(Some(order_id)) = &order {
             attrs.push(KeyValue::new("order_id", order_id.to_string()));
         }
-        // SAFETY (trust): baggage is caller-controlled. Its risk level is
+        // Security: baggage is caller-controlled. Its risk level is
         // recorded under its own name and never becomes `user_risk_level`,
         // which only a verified principal sets.
         if let Some(risk) = parent.baggage().get("user_risk_level") {

@@ -265,7 +265,7 @@ impl State {
 
 /// The business labels inner layers recorded, as span attributes.
 fn business_attributes(values: &LabelValues, attrs: &mut Vec<KeyValue>) {
-    // SAFETY (trust): `risk` is only ever set from a verified principal;
+    // Security: `risk` is only ever set from a verified principal;
     // a risk level from baggage is recorded apart as
     // `baggage.user_risk_level` when the span starts.
     if let Some(risk) = values.risk {

@@ -145,7 +145,7 @@ impl<R: TenantRegistry> TenantLayer<R> {
         let mut values = headers.get_all(&self.header).iter();
         let from_header = match (values.next(), values.next()) {
             (None, _) => None,
-            // SAFETY (security): two values are ambiguous — a proxy may
+            // Security: two values are ambiguous — a proxy may
             // forward the first while we would read another — so neither
             // is trusted.
             (Some(_), Some(_)) => return Err(TenantRejection::MultipleValues),
@@ -157,7 +157,7 @@ impl<R: TenantRegistry> TenantLayer<R> {
             ),
         };
         let claimed = principal.and_then(|p| p.tenant);
-        // SAFETY (security): a caller whose own tenant is suspended is
+        // Security: a caller whose own tenant is suspended is
         // refused as such whatever header it sends — suspension must not
         // be sidestepped, or turned into a `tenant.mismatch`, by naming
         // another tenant. Telling the caller its own tenant's status
@@ -171,7 +171,7 @@ impl<R: TenantRegistry> TenantLayer<R> {
             return Err(TenantRejection::Suspended(claim));
         }
         let namespace = match (from_header, claimed) {
-            // SAFETY (security): a verified claim outranks a header.
+            // Security: a verified claim outranks a header.
             (Some(header), Some(claim)) if header != claim => {
                 return Err(TenantRejection::Mismatch);
             }
