@@ -128,6 +128,7 @@ pub mod codes;
 pub mod config;
 #[cfg(feature = "deadline")]
 pub mod deadline;
+mod either;
 pub mod future;
 #[cfg(feature = "health")]
 pub mod health;
@@ -135,7 +136,6 @@ pub mod health;
 pub mod idempotency;
 pub mod labels;
 mod macros;
-pub mod optional;
 pub mod principal;
 #[cfg(feature = "rbac")]
 pub mod rbac;

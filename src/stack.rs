@@ -75,18 +75,26 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::optional::EitherBody;
+use crate::either::EitherBody;
 
-/// Stands in for a layer whose cargo feature is off. It has no values, so
-/// its slot in the stack is always absent.
-#[derive(Clone, Copy, Debug)]
-pub enum Absent {}
+use absent::Absent;
 
-impl<S> Layer<S> for Absent {
-    type Service = S;
+mod absent {
+    use tower_layer::Layer;
 
-    fn layer(&self, _inner: S) -> S {
-        match *self {}
+    /// Stands in for a layer whose cargo feature is off. It has no values,
+    /// so its slot in the stack is always absent. Public in a private
+    /// module: nameable by no user, yet allowed in `Governance<S>`.
+    #[derive(Clone, Copy, Debug)]
+    #[allow(dead_code)] // named only when some layer's feature is off
+    pub enum Absent {}
+
+    impl<S> Layer<S> for Absent {
+        type Service = S;
+
+        fn layer(&self, _inner: S) -> S {
+            match *self {}
+        }
     }
 }
 
@@ -347,7 +355,7 @@ where
 {
     type Response = Response<EitherBody<HB, SB>>;
     type Error = S::Error;
-    type Future = crate::optional::OptionalFuture<
+    type Future = crate::either::EitherFuture<
         futures_util::future::MapErr<H::Future, fn(Infallible) -> S::Error>,
         S::Future,
     >;
@@ -365,9 +373,9 @@ where
                 // readiness untouched.
                 let never: fn(Infallible) -> S::Error = |e| match e {};
                 let future = health.clone().call(req).map_err(never);
-                crate::optional::OptionalFuture::on(future)
+                crate::either::EitherFuture::a(future)
             }
-            _ => crate::optional::OptionalFuture::off(self.inner.call(req)),
+            _ => crate::either::EitherFuture::b(self.inner.call(req)),
         }
     }
 }

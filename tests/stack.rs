@@ -169,7 +169,7 @@ fn fixture() -> Fixture {
     let telemetry = TelemetryLayer::builder()
         .tracer_provider(&tracer)
         .propagator(w3c_propagator())
-        .echo_trace_id()
+        .echo_trace_id(true)
         .build();
     let audit = MemorySink::new();
     let auditor = Auditor::spawn(audit.clone()).unwrap();
@@ -674,19 +674,47 @@ fn the_stack_type_names_the_inner_service_once() {
     assert!(name.len() < 2_000, "{} bytes: {name}", name.len());
 }
 
-/// (case, stack, method, path, headers, status, refusal code or the
-/// subject/tenant the handler saw)
-type Case = (
-    &'static str,
-    GovernanceLayer,
-    Method,
-    &'static str,
-    Vec<(&'static str, String)>,
-    StatusCode,
-    Expect,
-);
+/// One row of the subset table: a stack, a request, and what it answers.
+struct Case {
+    name: &'static str,
+    layer: GovernanceLayer,
+    method: Method,
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    status: StatusCode,
+    expect: Expect,
+}
 
-#[derive(Debug)]
+impl Case {
+    fn new(name: &'static str, layer: GovernanceLayer) -> Self {
+        Self {
+            name,
+            layer,
+            method: Method::GET,
+            path: "/",
+            headers: vec![],
+            status: StatusCode::OK,
+            expect: Expect::Seen(None, None),
+        }
+    }
+
+    fn request(mut self, method: Method, path: &'static str) -> Self {
+        (self.method, self.path) = (method, path);
+        self
+    }
+
+    fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
+        self
+    }
+
+    fn answers(mut self, status: StatusCode, expect: Expect) -> Self {
+        (self.status, self.expect) = (status, expect);
+        self
+    }
+}
+
+/// The refusal code, or the subject and tenant the handler saw.
 enum Expect {
     Refused(&'static str),
     Seen(Option<&'static str>, Option<&'static str>),
@@ -695,132 +723,107 @@ enum Expect {
 fn subset_cases() -> Vec<Case> {
     let b = GovernanceLayer::builder;
     let auditor_token = bearer("ada", &["auditors"], "tenant-a");
-    let h = |k: &'static str, v: &str| vec![(k, v.to_owned())];
     let health = || HealthLayer::new(HealthRegistry::new());
     vec![
-        (
-            "nothing configured passes everything through",
-            b().build(),
-            Method::GET,
-            "/v1/accounts",
-            vec![],
-            StatusCode::OK,
-            Expect::Seen(None, None),
-        ),
-        (
+        Case::new("nothing configured passes everything through", b().build())
+            .request(Method::GET, "/v1/accounts")
+            .answers(StatusCode::OK, Expect::Seen(None, None)),
+        Case::new(
             "only tenants: a request naming no tenant is refused",
             b().tenants(tenants()).build(),
-            Method::GET,
-            "/v1/accounts",
-            vec![],
-            StatusCode::BAD_REQUEST,
-            Expect::Refused("tenant.missing"),
-        ),
-        (
+        )
+        .request(Method::GET, "/v1/accounts")
+        .answers(StatusCode::BAD_REQUEST, Expect::Refused("tenant.missing")),
+        Case::new(
             "only tenants: a known tenant reaches the handler",
             b().tenants(tenants()).build(),
-            Method::GET,
-            "/v1/accounts",
-            h("x-tenant-namespace", "tenant-b"),
-            StatusCode::OK,
-            Expect::Seen(None, Some("tenant-b")),
-        ),
-        (
-            "only jwt: no token is refused",
-            b().jwt(jwt()).build(),
-            Method::GET,
-            "/v1/accounts",
-            vec![],
-            StatusCode::UNAUTHORIZED,
-            Expect::Refused("auth.missing"),
-        ),
-        (
+        )
+        .request(Method::GET, "/v1/accounts")
+        .header("x-tenant-namespace", "tenant-b")
+        .answers(StatusCode::OK, Expect::Seen(None, Some("tenant-b"))),
+        Case::new("only jwt: no token is refused", b().jwt(jwt()).build())
+            .request(Method::GET, "/v1/accounts")
+            .answers(StatusCode::UNAUTHORIZED, Expect::Refused("auth.missing")),
+        Case::new(
             "only jwt: a valid token reaches the handler",
             b().jwt(jwt()).build(),
-            Method::GET,
-            "/v1/accounts",
-            h("authorization", &alice()),
-            StatusCode::OK,
-            Expect::Seen(Some("alice"), None),
-        ),
-        (
+        )
+        .request(Method::GET, "/v1/accounts")
+        .header("authorization", &alice())
+        .answers(StatusCode::OK, Expect::Seen(Some("alice"), None)),
+        Case::new(
             "jwt+rbac: a cluster-wide binding allows without a tenant layer",
             b().jwt(jwt()).rbac(rbac()).build(),
-            Method::GET,
-            "/v1/accounts",
-            h("authorization", &auditor_token),
-            StatusCode::OK,
-            Expect::Seen(Some("ada"), None),
-        ),
-        (
+        )
+        .request(Method::GET, "/v1/accounts")
+        .header("authorization", &auditor_token)
+        .answers(StatusCode::OK, Expect::Seen(Some("ada"), None)),
+        Case::new(
             "jwt+rbac: without a tenant, a namespaced binding does not apply",
             b().jwt(jwt()).rbac(rbac()).build(),
-            Method::GET,
-            "/v1/accounts",
-            h("authorization", &alice()),
-            StatusCode::FORBIDDEN,
-            Expect::Refused("rbac.denied"),
-        ),
-        (
+        )
+        .request(Method::GET, "/v1/accounts")
+        .header("authorization", &alice())
+        .answers(StatusCode::FORBIDDEN, Expect::Refused("rbac.denied")),
+        Case::new(
             "rbac before jwt in the builder: still authenticated first",
             b().rbac(rbac()).jwt(jwt()).build(),
-            Method::GET,
-            "/v1/accounts",
-            h("authorization", &auditor_token),
-            StatusCode::OK,
-            Expect::Seen(Some("ada"), None),
-        ),
-        (
+        )
+        .request(Method::GET, "/v1/accounts")
+        .header("authorization", &auditor_token)
+        .answers(StatusCode::OK, Expect::Seen(Some("ada"), None)),
+        Case::new(
             "jwt+tenant+rbac: the tenant's binding applies",
             b().rbac(rbac()).tenants(tenants()).jwt(jwt()).build(),
-            Method::DELETE,
-            "/v1/accounts/acc-1",
-            h("authorization", &alice()),
+        )
+        .request(Method::DELETE, "/v1/accounts/acc-1")
+        .header("authorization", &alice())
+        .answers(
             StatusCode::OK,
             Expect::Seen(Some("alice"), Some("tenant-a")),
         ),
-        (
+        Case::new(
             "only health: other requests are untouched",
             b().health(health()).build(),
-            Method::GET,
-            "/v1/accounts",
-            vec![],
-            StatusCode::OK,
-            Expect::Seen(None, None),
-        ),
-        (
+        )
+        .request(Method::GET, "/v1/accounts")
+        .answers(StatusCode::OK, Expect::Seen(None, None)),
+        Case::new(
             "health+jwt: probes need no token",
             b().jwt(jwt()).health(health()).build(),
-            Method::GET,
-            "/readyz",
-            vec![],
-            StatusCode::OK,
-            Expect::Seen(None, None),
-        ),
-        (
+        )
+        .request(Method::GET, "/readyz")
+        .answers(StatusCode::OK, Expect::Seen(None, None)),
+        Case::new(
             "only idempotency: a POST without a key is refused",
             b().idempotency(idempotency()).build(),
-            Method::POST,
-            "/v1/accounts",
-            vec![],
+        )
+        .request(Method::POST, "/v1/accounts")
+        .answers(
             StatusCode::BAD_REQUEST,
             Expect::Refused("idempotency.key_missing"),
         ),
-        (
+        Case::new(
             "only deadlines: plain HTTP passes through",
             b().deadlines(StreamDeadlineLayer::new()).build(),
-            Method::GET,
-            "/v1/accounts",
-            vec![],
-            StatusCode::OK,
-            Expect::Seen(None, None),
-        ),
+        )
+        .request(Method::GET, "/v1/accounts")
+        .answers(StatusCode::OK, Expect::Seen(None, None)),
     ]
 }
 
 #[tokio::test]
 async fn any_subset_of_layers_works_over_axum() {
-    for (name, layer, method, path, headers, status, expect) in subset_cases() {
+    for Case {
+        name,
+        layer,
+        method,
+        path,
+        headers,
+        status,
+        expect,
+    } in subset_cases()
+    {
         let srv = spawn(http_routes().layer(layer)).await;
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let res = call(method, &srv.url(path), &headers, "").await;
@@ -853,7 +856,7 @@ async fn telemetry_and_audit_alone_trace_and_record_every_request() {
         .telemetry(
             TelemetryLayer::builder()
                 .tracer_provider(&tracer)
-                .echo_trace_id()
+                .echo_trace_id(true)
                 .build(),
         )
         .build();

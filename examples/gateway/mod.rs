@@ -205,7 +205,7 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         .tracer_provider(&observability.tracer_provider)
         .meter_provider(&observability.meter_provider)
         .propagator(w3c_propagator())
-        .echo_trace_id()
+        .echo_trace_id(true)
         .require_order_id_on(::http::Method::POST, "/v1/transfer")
         .route_template(
             |_: &::http::Method, _: &::http::Uri, ext: &::http::Extensions| {

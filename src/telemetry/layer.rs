@@ -257,9 +257,12 @@ impl TelemetryLayerBuilder {
         self
     }
 
-    /// Echoes the trace id to the caller in `x-trace-id`.
-    pub fn echo_trace_id(self) -> Self {
-        self.trace_id_header(HeaderName::from_static(TRACE_ID_HEADER))
+    /// Whether to echo the trace id to the caller in `x-trace-id`
+    /// (default: no). `false` also undoes a
+    /// [`trace_id_header`](Self::trace_id_header).
+    pub fn echo_trace_id(mut self, echo: bool) -> Self {
+        self.trace_id_header = echo.then(|| HeaderName::from_static(TRACE_ID_HEADER));
+        self
     }
 
     /// Echoes the trace id to the caller in `header`.

@@ -96,7 +96,7 @@
 //!         TelemetryLayer::builder()
 //!             .tracer_provider(&provider)
 //!             .propagator(w3c_propagator())
-//!             .echo_trace_id()
+//!             .echo_trace_id(true)
 //!             .build(),
 //!     )
 //!     .service_fn(|req: Request<Full<Bytes>>| async move {

@@ -122,6 +122,8 @@ pub struct Propagate<S> {
     config: Arc<Config>,
 }
 
+crate::macros::inner_accessors!([S] Propagate<S>, inner: S);
+
 impl<S: fmt::Debug> fmt::Debug for Propagate<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Propagate")

@@ -61,12 +61,9 @@ impl<S> Telemetry<S> {
             config: None,
         }
     }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
+
+crate::macros::inner_accessors!([S] Telemetry<S>, inner: S);
 
 /// Why an order id was not accepted.
 #[derive(Debug, PartialEq, Eq)]
