@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use axum::routing::post;
 use finmesh::audit::{
-    AuditHandle, AuditLayer, AuditRecord, Auditor, BreakKind, Decision, Durability, FileSink,
-    FileSinkOptions, MemorySink, Outcome, RecordKind, VerifyError, verify,
+    AuditHandle, AuditLayer, AuditRecord, Auditor, BreakKind, Durability, FileSink,
+    FileSinkOptions, MemorySink, Outcome, RecordKind, Verdict, VerifyError, verify,
 };
 use finmesh::future::ResponseFuture;
 use finmesh::labels::Authorization;
@@ -423,7 +423,7 @@ async fn rejections_are_audited_with_their_codes() {
     sink.verify().unwrap();
     assert_eq!(records.len(), 3);
     let r = &records[0];
-    assert_eq!(r.decision, Some(Decision::Deny));
+    assert_eq!(r.decision, Some(Verdict::Deny));
     assert_eq!(r.code.as_deref(), Some("rbac.denied"));
     assert_eq!(r.http_status, Some(403));
     assert_eq!(r.subject.as_deref(), Some("mallory"));
@@ -432,7 +432,7 @@ async fn rejections_are_audited_with_their_codes() {
         Some("4bf92f3577b34da6a3ce929d0e0e4736")
     );
     let r = &records[1];
-    assert_eq!(r.decision, Some(Decision::Allow));
+    assert_eq!(r.decision, Some(Verdict::Allow));
     assert_eq!(r.code, None);
     assert_eq!(r.binding.as_deref(), Some("RoleBinding/tenant-a/payers"));
     assert_eq!(
@@ -442,7 +442,7 @@ async fn rejections_are_audited_with_their_codes() {
     assert_eq!(r.tenant.as_deref(), Some("tenant-a"));
     assert_eq!(r.risk, Some(RiskLevel::Medium));
     let r = &records[2];
-    assert_eq!(r.decision, Some(Decision::Deny));
+    assert_eq!(r.decision, Some(Verdict::Deny));
     assert_eq!(r.code.as_deref(), Some("tenant.suspended"));
     assert_eq!(r.route.as_deref(), Some("/finmesh.test.v1.Echo/Unary"));
     assert_eq!((r.http_status, r.grpc_status), (Some(200), Some(7)));

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
-use finmesh::deadline::{RequestBody, StreamDeadlineLayer};
+use finmesh::deadline::{DeadlineRequestBody, StreamDeadlineLayer};
 use http::{Request, Response};
 use http_body_util::Empty;
 use opentelemetry::Value;
@@ -25,7 +25,7 @@ async fn expiries_increment_the_otel_counter_by_direction_kind_and_method() {
 
     let svc = ServiceBuilder::new()
         .layer(StreamDeadlineLayer::new().max_duration(Duration::from_millis(20)))
-        .service_fn(|_req: Request<RequestBody<Empty<Bytes>>>| async {
+        .service_fn(|_req: Request<DeadlineRequestBody<Empty<Bytes>>>| async {
             std::future::pending::<()>().await;
             Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
         });

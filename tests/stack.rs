@@ -20,7 +20,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use finmesh::audit::{AuditLayer, AuditRecord, Auditor, Decision, MemorySink, Outcome};
+use finmesh::audit::{AuditLayer, AuditRecord, Auditor, MemorySink, Outcome, Verdict};
 use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
 use finmesh::deadline::StreamDeadlineLayer;
 use finmesh::health::{HealthLayer, HealthRegistry, HealthService};
@@ -242,7 +242,7 @@ fn assert_complete(records: &[AuditRecord]) {
     );
 }
 
-fn summary(records: &[AuditRecord]) -> Vec<(Option<Decision>, Option<String>, Option<String>)> {
+fn summary(records: &[AuditRecord]) -> Vec<(Option<Verdict>, Option<String>, Option<String>)> {
     records
         .iter()
         .map(|r| (r.decision, r.code.clone(), r.subject.clone()))
@@ -349,11 +349,11 @@ async fn http_scenario(addr: SocketAddr) -> usize {
 }
 
 /// What the audit log must hold after [`http_scenario`], in order.
-fn http_scenario_audit() -> Vec<(Option<Decision>, Option<String>, Option<String>)> {
-    let allow = |s: &str| (Some(Decision::Allow), None, Some(s.to_owned()));
+fn http_scenario_audit() -> Vec<(Option<Verdict>, Option<String>, Option<String>)> {
+    let allow = |s: &str| (Some(Verdict::Allow), None, Some(s.to_owned()));
     let deny = |code: &str, s: Option<&str>| {
         (
-            Some(Decision::Deny),
+            Some(Verdict::Deny),
             Some(code.to_owned()),
             s.map(str::to_owned),
         )

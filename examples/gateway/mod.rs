@@ -196,7 +196,7 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
     {
         let auditor = auditor.clone();
         health.add_readiness_check("audit", Duration::from_secs(1), move || {
-            let error = auditor.last_error();
+            let error = auditor.last_error().map(|e| e.to_string());
             async move { error.map_or(Ok(()), Err) }
         })?;
     }

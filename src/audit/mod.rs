@@ -23,9 +23,9 @@
 //!
 //! Each record carries time (RFC 3339 UTC), `seq`, trace id, order id,
 //! tenant, subject, risk, HTTP method and route (or gRPC method), RBAC
-//! verb/resource/name and binding, the decision (`allow`/`deny`) with the
-//! rejection `code`, HTTP and gRPC status, latency, idempotency key and
-//! `replayed`. See [`AuditRecord`] for every field and the exact canonical
+//! verb/resource/name and binding, the [`Verdict`] (`allow`/`deny`, under
+//! the key `decision`) with the rejection `code`, HTTP and gRPC status,
+//! latency, idempotency key and `replayed`. See [`AuditRecord`] for every field and the exact canonical
 //! encoding the hash covers.
 //!
 //! # Handler events
@@ -117,16 +117,37 @@
 //! # }
 //! ```
 
+mod auditor;
+mod batch;
+mod body;
+mod builder;
 mod codes;
+mod entry;
+mod error;
+mod future;
+mod handle;
 mod layer;
+mod pending;
 mod record;
+mod service;
 mod sink;
+mod slot;
+mod stats;
+#[cfg(test)]
+mod tests;
 mod verify;
 mod writer;
 
+pub use auditor::Auditor;
+pub use body::AuditBody;
+pub use builder::AuditorBuilder;
 pub use codes::AuditCode;
-pub use layer::{Audit, AuditBody, AuditLayer, ResponseFuture};
-pub use record::{AuditRecord, Decision, GENESIS, Outcome, RecordKind, rfc3339};
+pub use error::AuditError;
+pub use future::ResponseFuture;
+pub use handle::AuditHandle;
+pub use layer::AuditLayer;
+pub use record::{AuditRecord, GENESIS, Outcome, RecordKind, Verdict, rfc3339};
+pub use service::Audit;
 pub use sink::{AuditSink, ChainHead, Durability, FileSink, FileSinkOptions, MemorySink, TornTail};
+pub use stats::AuditStats;
 pub use verify::{BreakKind, BrokenLink, VerifyError, VerifyReport, verify};
-pub use writer::{AuditError, AuditHandle, AuditStats, Auditor, AuditorBuilder};

@@ -25,10 +25,12 @@ pub enum RecordKind {
     Event,
 }
 
-/// The governance decision of a request record.
+/// The verdict of a request record: did the governance layers let it
+/// through? (Written as the record's `decision` field; not to be confused
+/// with `rbac::Decision`, one RBAC check's answer.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Decision {
+pub enum Verdict {
     /// No layer refused it (an RBAC shadow-mode deny is also `allow`,
     /// with `shadow: true`).
     Allow,
@@ -108,8 +110,8 @@ pub struct AuditRecord {
     pub resource: Option<String>,
     /// RBAC resource name.
     pub name: Option<String>,
-    /// Allow or deny (request records).
-    pub decision: Option<Decision>,
+    /// Allow or deny (request records); the JSON key is `decision`.
+    pub decision: Option<Verdict>,
     /// The rejection code, when a layer refused (`rbac.denied`).
     pub code: Option<String>,
     /// The RBAC binding that allowed the request.

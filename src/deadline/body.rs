@@ -13,9 +13,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
+use tower::BoxError;
 
 use super::decoder::{FrameEvent, GrpcFrameDecoder};
-use super::state::{BoxError, CallState, Outcome, Timer, earliest};
+use super::state::{CallState, Outcome, Timer, earliest};
 use super::stats::{Direction, TimeoutKind};
 
 pin_project! {
@@ -25,7 +26,7 @@ pin_project! {
     /// [`tonic::Status`] (`DEADLINE_EXCEEDED`, or `RESOURCE_EXHAUSTED` for
     /// a message over `max_message_bytes`) on gRPC calls, with a
     /// [`StreamDeadlineError`](super::StreamDeadlineError) otherwise.
-    pub struct RequestBody<B> {
+    pub struct DeadlineRequestBody<B> {
         #[pin]
         inner: B,
         #[pin]
@@ -38,7 +39,7 @@ pin_project! {
     }
 }
 
-impl<B> RequestBody<B> {
+impl<B> DeadlineRequestBody<B> {
     pub(crate) fn passthrough(inner: B) -> Self {
         Self {
             inner,
@@ -67,16 +68,16 @@ impl<B> RequestBody<B> {
     }
 }
 
-impl<B> std::fmt::Debug for RequestBody<B> {
+impl<B> std::fmt::Debug for DeadlineRequestBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestBody")
+        f.debug_struct("DeadlineRequestBody")
             .field("governed", &self.call.is_some())
             .field("deadline", &self.deadline)
             .finish()
     }
 }
 
-impl<B> Body for RequestBody<B>
+impl<B> Body for DeadlineRequestBody<B>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -207,7 +208,7 @@ pin_project! {
     /// before. If a message is half-sent, the body fails instead, and the
     /// server resets the stream rather than deliver a truncated message.
     /// A non-gRPC response is aborted the same way.
-    pub struct ResponseBody<B> {
+    pub struct DeadlineResponseBody<B> {
         #[pin]
         inner: Inner<B>,
         #[pin]
@@ -219,13 +220,9 @@ pin_project! {
     }
 }
 
-impl<B> ResponseBody<B> {
+impl<B> DeadlineResponseBody<B> {
     pub(crate) fn passthrough(body: B) -> Self {
         Self::untimed(crate::body::ResponseBody::new(body))
-    }
-
-    pub(crate) fn rejection(body: crate::body::RejectionBody) -> Self {
-        Self::untimed(body.into())
     }
 
     fn untimed(body: crate::body::ResponseBody<B>) -> Self {
@@ -256,16 +253,22 @@ impl<B> ResponseBody<B> {
     }
 }
 
-impl<B> std::fmt::Debug for ResponseBody<B> {
+impl<B> From<crate::body::RejectionBody> for DeadlineResponseBody<B> {
+    fn from(body: crate::body::RejectionBody) -> Self {
+        Self::untimed(body.into())
+    }
+}
+
+impl<B> std::fmt::Debug for DeadlineResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseBody")
+        f.debug_struct("DeadlineResponseBody")
             .field("governed", &self.call.is_some())
             .field("ended", &matches!(self.inner, Inner::Dropped))
             .finish()
     }
 }
 
-impl<B> Body for ResponseBody<B>
+impl<B> Body for DeadlineResponseBody<B>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,

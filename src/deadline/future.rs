@@ -10,7 +10,7 @@ use http::Response;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use super::body::ResponseBody;
+use super::body::DeadlineResponseBody;
 use super::state::{CallState, Outcome, Timer, earliest};
 use super::stats::{Direction, TimeoutKind};
 use crate::reject::Protocol;
@@ -37,7 +37,7 @@ pin_project! {
             #[pin] timer: Timer,
             call: Arc<CallState>,
         },
-        Rejected { response: Option<Response<ResponseBody<B>>> },
+        Rejected { response: Option<Response<DeadlineResponseBody<B>>> },
     }
 }
 
@@ -58,7 +58,7 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    pub(crate) fn rejected(response: Response<ResponseBody<B>>) -> Self {
+    pub(crate) fn rejected(response: Response<DeadlineResponseBody<B>>) -> Self {
         Self {
             kind: Kind::Rejected {
                 response: Some(response),
@@ -68,7 +68,7 @@ impl<F, B> ResponseFuture<F, B> {
 }
 
 /// The answer when the call ends before its response started.
-fn early_answer<B>(call: &CallState, outcome: Outcome) -> Response<ResponseBody<B>> {
+fn early_answer<B>(call: &CallState, outcome: Outcome) -> Response<DeadlineResponseBody<B>> {
     let protocol = if call.grpc {
         Protocol::Grpc
     } else {
@@ -79,20 +79,20 @@ fn early_answer<B>(call: &CallState, outcome: Outcome) -> Response<ResponseBody<
     outcome
         .rejection(!call.grpc && !call.request_closed())
         .render(protocol, None)
-        .map(ResponseBody::rejection)
+        .map(DeadlineResponseBody::from)
 }
 
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Result<Response<DeadlineResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Passthrough { future } => future
                 .poll(cx)
-                .map(|res| res.map(|r| r.map(ResponseBody::passthrough))),
+                .map(|res| res.map(|r| r.map(DeadlineResponseBody::passthrough))),
             KindProj::Rejected { response } => Poll::Ready(Ok(response
                 .take()
                 .expect("ResponseFuture polled after completion"))),
@@ -112,7 +112,9 @@ where
                     if let Some(outcome) = call.outcome() {
                         return Poll::Ready(Ok(early_answer(call, outcome)));
                     }
-                    return Poll::Ready(res.map(|r| r.map(|b| ResponseBody::new(b, call.clone()))));
+                    return Poll::Ready(
+                        res.map(|r| r.map(|b| DeadlineResponseBody::new(b, call.clone()))),
+                    );
                 }
                 loop {
                     // Idle does not run while a unary handler works: the

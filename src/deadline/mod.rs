@@ -68,7 +68,7 @@
 //! use std::convert::Infallible;
 //! use std::time::Duration;
 //! use bytes::Bytes;
-//! use finmesh::deadline::{RequestBody, StreamDeadlineLayer};
+//! use finmesh::deadline::{DeadlineRequestBody, StreamDeadlineLayer};
 //! use http::{Request, Response};
 //! use http_body_util::Full;
 //! use tower::{ServiceBuilder, ServiceExt};
@@ -82,7 +82,7 @@
 //! let stats = layer.stats();
 //! let svc = ServiceBuilder::new()
 //!     .layer(layer)
-//!     .service_fn(|_req: Request<RequestBody<Full<Bytes>>>| async {
+//!     .service_fn(|_req: Request<DeadlineRequestBody<Full<Bytes>>>| async {
 //!         // A handler that never answers.
 //!         std::future::pending::<()>().await;
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
@@ -120,7 +120,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use body::{RequestBody, ResponseBody};
+pub use body::{DeadlineRequestBody, DeadlineResponseBody};
 pub use codes::DeadlineCode;
 pub use decoder::{Fed, FrameEvent, GrpcFrameDecoder};
 pub use future::ResponseFuture;

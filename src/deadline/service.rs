@@ -7,7 +7,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::DeadlineCode;
-use super::body::{RequestBody, ResponseBody};
+use super::body::{DeadlineRequestBody, DeadlineResponseBody};
 use super::future::ResponseFuture;
 use super::grpc_timeout::parse_grpc_timeout;
 use super::layer::Config;
@@ -38,11 +38,6 @@ impl<S> StreamDeadline<S> {
         }
     }
 
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// Counters of the calls this service ended (always zero for the
     /// pass-through a `GovernanceLayer` without deadlines builds).
     pub fn stats(&self) -> DeadlineStats {
@@ -50,11 +45,13 @@ impl<S> StreamDeadline<S> {
     }
 }
 
+crate::macros::inner_accessors!([S] StreamDeadline<S>, inner: S);
+
 impl<S, ReqB, ResB> Service<Request<ReqB>> for StreamDeadline<S>
 where
-    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>,
+    S: Service<Request<DeadlineRequestBody<ReqB>>, Response = Response<ResB>>,
 {
-    type Response = Response<ResponseBody<ResB>>;
+    type Response = Response<DeadlineResponseBody<ResB>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResB>;
 
@@ -80,7 +77,7 @@ where
                 Err(e) => {
                     let rejection = DeadlineCode::InvalidGrpcTimeout.reject(e.to_string());
                     return ResponseFuture::rejected(
-                        rejection.respond(&req).map(ResponseBody::rejection),
+                        rejection.respond(&req).map(DeadlineResponseBody::from),
                     );
                 }
             }
@@ -96,7 +93,7 @@ where
             req.extensions().get::<RequestLabels>().cloned(),
             self.stats.clone(),
         ));
-        let req = req.map(|body| RequestBody::new(body, call.clone()));
+        let req = req.map(|body| DeadlineRequestBody::new(body, call.clone()));
         // Called at once: the service polled ready is the one called.
         ResponseFuture::governed(self.inner.call(req), call)
     }
@@ -105,10 +102,10 @@ where
 impl<S> StreamDeadline<S> {
     fn passthrough<ReqB, ResB>(&mut self, req: Request<ReqB>) -> ResponseFuture<S::Future, ResB>
     where
-        S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>,
+        S: Service<Request<DeadlineRequestBody<ReqB>>, Response = Response<ResB>>,
     {
         // Called at once, so the service polled ready is the one called:
         // no clone needed.
-        ResponseFuture::passthrough(self.inner.call(req.map(RequestBody::passthrough)))
+        ResponseFuture::passthrough(self.inner.call(req.map(DeadlineRequestBody::passthrough)))
     }
 }

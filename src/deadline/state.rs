@@ -16,6 +16,7 @@ use futures_util::task::AtomicWaker;
 use http::{HeaderMap, HeaderValue, Uri};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
+use tower::BoxError;
 
 use super::DeadlineCode;
 use super::layer::Deadlines;
@@ -152,9 +153,6 @@ impl std::fmt::Display for StreamDeadlineError {
 }
 
 impl std::error::Error for StreamDeadlineError {}
-
-/// A boxed error, what the wrapped bodies fail with.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One call's deadlines and shared state.
 pub(crate) struct CallState {

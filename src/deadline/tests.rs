@@ -39,7 +39,7 @@ fn streaming_service(
     ChunkTx,
     impl tower::Service<
         Request<Empty<Bytes>>,
-        Response = Response<ResponseBody<Chunks>>,
+        Response = Response<DeadlineResponseBody<Chunks>>,
         Error = Infallible,
     >,
 ) {
@@ -48,7 +48,7 @@ fn streaming_service(
     let svc = tower::ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(
-            move |_req: Request<RequestBody<Empty<Bytes>>>| {
+            move |_req: Request<DeadlineRequestBody<Empty<Bytes>>>| {
                 let rx = rx.lock().unwrap().take().unwrap();
                 async move {
                     Ok::<_, Infallible>(Response::new(StreamBody::new(ReceiverStream::new(rx))))
@@ -142,7 +142,7 @@ async fn expiry_before_the_response_starts_is_a_trailers_only_deadline_exceeded(
     let svc = tower::ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(
-            |_req: Request<RequestBody<Empty<Bytes>>>| async {
+            |_req: Request<DeadlineRequestBody<Empty<Bytes>>>| async {
                 std::future::pending::<()>().await;
                 Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
             },
@@ -166,12 +166,14 @@ async fn handler_read_fails_with_a_boxed_tonic_status() {
     let layer = StreamDeadlineLayer::new().request_message_timeout(Duration::from_millis(100));
     let svc = tower::ServiceBuilder::new()
         .layer(layer)
-        .service(service_fn(|req: Request<RequestBody<Chunks>>| async move {
-            let err = req.into_body().collect().await.expect_err("late");
-            let status = err.downcast::<tonic::Status>().expect("a tonic::Status");
-            assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-        }));
+        .service(service_fn(
+            |req: Request<DeadlineRequestBody<Chunks>>| async move {
+                let err = req.into_body().collect().await.expect_err("late");
+                let status = err.downcast::<tonic::Status>().expect("a tonic::Status");
+                assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+                Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+            },
+        ));
     let (tx, rx) = mpsc::channel(1);
     let body = StreamBody::new(ReceiverStream::new(rx));
     let res = svc.oneshot(grpc_request(body)).await.unwrap();
@@ -193,7 +195,7 @@ async fn half_close_stops_the_request_clock_and_idle_pauses_for_a_unary_handler(
     let svc = tower::ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(
-            |req: Request<RequestBody<http_body_util::Full<Bytes>>>| async move {
+            |req: Request<DeadlineRequestBody<http_body_util::Full<Bytes>>>| async move {
                 let body = req.into_body().collect().await.unwrap().to_bytes();
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 Ok::<_, Infallible>(Response::new(http_body_util::Full::new(body)))
@@ -212,7 +214,7 @@ async fn oversized_prefix_fails_the_read_with_resource_exhausted() {
     let svc = tower::ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(
-            |req: Request<RequestBody<http_body_util::Full<Bytes>>>| async move {
+            |req: Request<DeadlineRequestBody<http_body_util::Full<Bytes>>>| async move {
                 let err = req.into_body().collect().await.expect_err("too large");
                 let status = err.downcast::<tonic::Status>().unwrap();
                 assert_eq!(status.code(), tonic::Code::ResourceExhausted);
@@ -229,7 +231,7 @@ async fn oversized_prefix_fails_the_read_with_resource_exhausted() {
 
 #[tokio::test(start_paused = true)]
 async fn stalled_http_request_body_is_a_408_only_when_asked() {
-    let handler = |req: Request<RequestBody<Chunks>>| async move {
+    let handler = |req: Request<DeadlineRequestBody<Chunks>>| async move {
         let _ = req.into_body().collect().await;
         Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
     };
@@ -261,7 +263,7 @@ async fn calls_without_any_deadline_pass_through_ungoverned() {
     let svc = tower::ServiceBuilder::new()
         .layer(StreamDeadlineLayer::new())
         .service(service_fn(
-            |req: Request<RequestBody<Empty<Bytes>>>| async move {
+            |req: Request<DeadlineRequestBody<Empty<Bytes>>>| async move {
                 assert!(format!("{:?}", req.body()).contains("governed: false"));
                 Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
             },
@@ -275,7 +277,7 @@ async fn malformed_grpc_timeout_is_refused_before_the_handler_runs() {
     let svc = tower::ServiceBuilder::new()
         .layer(StreamDeadlineLayer::new())
         .service(service_fn(
-            |_req: Request<RequestBody<Empty<Bytes>>>| async move {
+            |_req: Request<DeadlineRequestBody<Empty<Bytes>>>| async move {
                 panic!("the handler must not run");
                 #[allow(unreachable_code)]
                 Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))

@@ -1,0 +1,80 @@
+//! [`Pending`]: the record of one request in flight, written whenever and
+//! however the request ends.
+
+use std::time::{Instant, SystemTime};
+
+use http::{HeaderMap, Method, Uri};
+
+use super::entry::{Detail, Entry};
+use super::record::Outcome;
+use super::slot::Slot;
+use crate::labels::RequestLabels;
+
+/// What a request record needs besides the labels.
+pub(super) struct Ctx {
+    pub(super) labels: RequestLabels,
+    pub(super) start: Instant,
+    pub(super) method: Method,
+    pub(super) uri: Uri,
+    pub(super) grpc: bool,
+}
+
+/// The record of one request, with the queue slot reserved for it.
+/// Whatever path the request takes, dropping this writes the record:
+/// after the body ends, when the body or the future is dropped early, or
+/// when the inner service fails.
+pub(super) struct Pending {
+    slot: Option<Slot>,
+    pub(super) ctx: Ctx,
+    pub(super) http_status: Option<u16>,
+    pub(super) grpc_status: Option<i32>,
+    pub(super) outcome: Outcome,
+}
+
+impl Pending {
+    pub(super) fn new(slot: Slot, ctx: Ctx) -> Self {
+        Self {
+            slot: Some(slot),
+            ctx,
+            http_status: None,
+            grpc_status: None,
+            outcome: Outcome::Cancelled,
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        let entry = Entry {
+            at: SystemTime::now(),
+            labels: self.ctx.labels.snapshot(),
+            detail: Detail::Request {
+                method: std::mem::take(&mut self.ctx.method),
+                path: Some(self.ctx.uri.path().to_owned()),
+                http_status: self.http_status,
+                grpc_status: self.grpc_status,
+                latency: self.ctx.start.elapsed(),
+                outcome: self.outcome,
+            },
+        };
+        if !slot.send(entry) {
+            tracing::error!(
+                path = self.ctx.uri.path(),
+                "audit writer stopped; record of a request in flight lost"
+            );
+        }
+    }
+}
+
+/// The `grpc-status` of trailers (or of a trailers-only response's
+/// headers), if it is a well-formed one.
+pub(super) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    let v = headers.get("grpc-status")?.to_str().ok()?;
+    if v.is_empty() || v.len() > 3 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}

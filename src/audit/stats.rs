@@ -1,0 +1,108 @@
+//! [`AuditStats`], and the state the writer shares with every
+//! [`Auditor`](super::Auditor) clone.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::sink::TornTail;
+
+/// Counters of an [`Auditor`](super::Auditor), read with
+/// [`Auditor::stats`](super::Auditor::stats).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditStats {
+    /// Records written to the sink.
+    pub written: u64,
+    /// Requests refused with 503 `audit.unavailable` because no queue slot
+    /// could be reserved in time. Such a refusal has no record (there was
+    /// no slot to write it with); this counter and an `error!` log are its
+    /// trace.
+    pub refused: u64,
+    /// Handler events refused (queue full or writer stopped).
+    pub events_refused: u64,
+    /// Records lost because the sink failed: queued but never written.
+    pub lost: u64,
+    /// Whether the writer stopped after a sink error.
+    pub failed: bool,
+}
+
+/// Counters and the writer's fate, shared by the writer thread, every
+/// `Auditor` clone and every reserved slot. Lock-free but for the error
+/// that stopped the writer, which is written once and read rarely.
+#[derive(Default)]
+pub(super) struct Shared {
+    written: AtomicU64,
+    refused: AtomicU64,
+    events_refused: AtomicU64,
+    lost: AtomicU64,
+    failed: AtomicBool,
+    recovery: Option<TornTail>,
+    last_error: Mutex<Option<Arc<io::Error>>>,
+}
+
+impl Shared {
+    /// State for a writer whose sink repaired `recovery` when it opened.
+    pub(super) fn new(recovery: Option<TornTail>) -> Self {
+        Self {
+            recovery,
+            ..Self::default()
+        }
+    }
+
+    pub(super) fn stats(&self) -> AuditStats {
+        AuditStats {
+            written: self.written.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            events_refused: self.events_refused.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
+            failed: self.failed(),
+        }
+    }
+
+    pub(super) fn count_written(&self) {
+        self.written.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_event_refused(&self) {
+        self.events_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_lost(&self, n: u64) {
+        self.lost.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer stopped after a sink error.
+    pub(super) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Marks the writer failed by `e` and keeps `e` for
+    /// [`last_error`](Self::last_error).
+    pub(super) fn fail(&self, e: io::Error) -> Arc<io::Error> {
+        let e = Arc::new(e);
+        self.failed.store(true, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+        e
+    }
+
+    /// The sink error that stopped the writer, if one did.
+    pub(super) fn last_error(&self) -> Option<Arc<io::Error>> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(super) fn recovery(&self) -> Option<&TornTail> {
+        self.recovery.as_ref()
+    }
+}
