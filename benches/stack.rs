@@ -31,7 +31,7 @@ use finmesh::GovernanceLayer;
 use finmesh::audit::{AuditLayer, AuditRecord, AuditSink, Auditor, ChainHead};
 use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
 use finmesh::deadline::StreamDeadlineLayer;
-use finmesh::health::{HealthLayer, HealthRegistry, HealthService};
+use finmesh::health::{HealthLayer, HealthRegistry};
 use finmesh::idempotency::{IdempotencyLayer, InMemoryStore};
 use finmesh::rbac::{Authorizer, GrpcMethods, HttpRoutes, RbacLayer};
 use finmesh::telemetry::{TelemetryLayer, w3c_propagator};
@@ -118,7 +118,6 @@ fn app() -> axum::Router {
 /// The configured layers, to add one at a time.
 struct Parts {
     health: HealthLayer,
-    grpc_health: HealthService,
     telemetry: TelemetryLayer,
     audit: AuditLayer,
     deadlines: StreamDeadlineLayer,
@@ -154,8 +153,7 @@ fn parts() -> Parts {
         GrpcMethods::new(),
     );
     Parts {
-        health: HealthLayer::new(health.clone()),
-        grpc_health: HealthService::new(health),
+        health: HealthLayer::new(health),
         telemetry,
         audit: AuditLayer::new(Auditor::spawn(Discard).unwrap()),
         deadlines: StreamDeadlineLayer::new()
@@ -172,9 +170,8 @@ fn parts() -> Parts {
 /// The stack with the first `n` layers (in stack order) configured.
 fn stack(p: &Parts, n: usize) -> GovernanceLayer {
     let mut b = GovernanceLayer::builder();
-    let steps: [&dyn Fn(finmesh::GovernanceBuilder) -> finmesh::GovernanceBuilder; 9] = [
+    let steps: [&dyn Fn(finmesh::GovernanceBuilder) -> finmesh::GovernanceBuilder; 8] = [
         &|b| b.health(p.health.clone()),
-        &|b| b.grpc_health(p.grpc_health.clone()),
         &|b| b.telemetry(p.telemetry.clone()),
         &|b| b.audit(p.audit.clone()),
         &|b| b.deadlines(p.deadlines.clone()),
@@ -189,10 +186,9 @@ fn stack(p: &Parts, n: usize) -> GovernanceLayer {
     b.build()
 }
 
-const STEPS: [&str; 10] = [
+const STEPS: [&str; 9] = [
     "governance: no layer",
     "+ health",
-    "+ grpc_health",
     "+ telemetry",
     "+ audit",
     "+ deadlines",

@@ -128,7 +128,6 @@ pub mod codes;
 pub mod config;
 #[cfg(feature = "deadline")]
 pub mod deadline;
-mod either;
 pub mod future;
 #[cfg(feature = "health")]
 pub mod health;

@@ -17,7 +17,7 @@
 //! The layers cooperate only through the request extensions (`Principal`,
 //! `Tenant`, `RequestLabels`, `Decision`, the audit handle). A layer that is
 //! not configured is built in its pass-through mode, which forwards the
-//! request untouched (all nine switched off add 0.5 µs, see BENCHMARKS.md):
+//! request untouched (all of them switched off add 0.5 µs, see BENCHMARKS.md):
 //! the stack's type is the same whatever subset is configured
 //! ([`Governance<S>`]), it names your service once, and no body is boxed.
 //!
@@ -68,14 +68,7 @@
 //! # }
 //! ```
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
-
-use http::{Request, Response};
 use tower_layer::Layer;
-use tower_service::Service;
-
-use crate::either::EitherBody;
 
 use absent::Absent;
 
@@ -107,7 +100,6 @@ macro_rules! slot_type {
     };
 }
 
-slot_type!(GrpcHealthL, "grpc", GrpcHealthLayer);
 slot_type!(HealthL, "health", crate::health::HealthLayer);
 slot_type!(TelemetryL, "telemetry", crate::telemetry::TelemetryLayer);
 slot_type!(AuditL, "audit", crate::audit::AuditLayer);
@@ -126,7 +118,7 @@ slot_type!(
 /// their slot of [`Governance<S>`] with one type, and that type names the
 /// inner service once per layer. (Choosing between `L::Service<S>` and
 /// `S` at each level, as `tower::util::Either` would, names `S` twice per
-/// level: 2^9 copies for nine layers, which the compiler takes minutes to
+/// level: 2^8 copies for eight layers, which the compiler takes minutes to
 /// check and debuginfo gigabytes to describe.)
 trait Slot<S>: Layer<S> {
     fn pass_through(inner: S) -> Self::Service;
@@ -157,7 +149,6 @@ macro_rules! slot_impl {
     };
 }
 
-slot_impl!("grpc", GrpcHealthLayer);
 slot_impl!("health", crate::health::HealthLayer);
 slot_impl!("telemetry", crate::telemetry::TelemetryLayer);
 slot_impl!("audit", crate::audit::AuditLayer);
@@ -173,13 +164,10 @@ type Svc<L, S> = <L as Layer<S>>::Service;
 /// of layers is configured (an absent layer's service passes through),
 /// naming `S` once.
 pub type Governance<S> = Svc<
-    GrpcHealthL,
+    HealthL,
     Svc<
-        HealthL,
-        Svc<
-            TelemetryL,
-            Svc<AuditL, Svc<DeadlineL, Svc<JwtL, Svc<TenantL, Svc<RbacL, Svc<IdempotencyL, S>>>>>>,
-        >,
+        TelemetryL,
+        Svc<AuditL, Svc<DeadlineL, Svc<JwtL, Svc<TenantL, Svc<RbacL, Svc<IdempotencyL, S>>>>>>,
     >,
 >;
 
@@ -187,7 +175,6 @@ pub type Governance<S> = Svc<
 /// [`GovernanceLayer::builder`]; see the [module docs](self).
 #[derive(Clone, Debug, Default)]
 pub struct GovernanceLayer {
-    grpc_health: Option<GrpcHealthL>,
     health: Option<HealthL>,
     telemetry: Option<TelemetryL>,
     audit: Option<AuditL>,
@@ -217,8 +204,7 @@ impl<S> Layer<S> for GovernanceLayer {
         let s = slot(self.deadlines.as_ref(), s);
         let s = slot(self.audit.as_ref(), s);
         let s = slot(self.telemetry.as_ref(), s);
-        let s = slot(self.health.as_ref(), s);
-        slot(self.grpc_health.as_ref(), s)
+        slot(self.health.as_ref(), s)
     }
 }
 
@@ -231,18 +217,12 @@ pub struct GovernanceBuilder {
 }
 
 impl GovernanceBuilder {
-    /// Answers `/livez`, `/readyz`, `/healthz` before anything else.
+    /// Answers `/livez`, `/readyz`, `/healthz` — and, with feature `grpc`,
+    /// `grpc.health.v1.Health` — before anything else, so probes (kubelet
+    /// `grpc` probes included) need no token.
     #[cfg(feature = "health")]
     pub fn health(mut self, layer: crate::health::HealthLayer) -> Self {
         self.layer.health = Some(layer);
-        self
-    }
-
-    /// Answers `grpc.health.v1.Health` before anything else, so kubelet
-    /// gRPC probes need no token either.
-    #[cfg(feature = "grpc")]
-    pub fn grpc_health(mut self, service: crate::health::HealthService) -> Self {
-        self.layer.grpc_health = Some(GrpcHealthLayer { service });
         self
     }
 
@@ -301,81 +281,5 @@ impl GovernanceBuilder {
     /// The stack.
     pub fn build(self) -> GovernanceLayer {
         self.layer
-    }
-}
-
-/// Routes `grpc.health.v1.Health` calls to a health service and everything
-/// else to the inner service.
-#[derive(Clone, Debug)]
-pub struct GrpcHealthLayer<H = DefaultHealthService> {
-    service: H,
-}
-
-#[cfg(feature = "grpc")]
-type DefaultHealthService = crate::health::HealthService;
-#[cfg(not(feature = "grpc"))]
-type DefaultHealthService = Absent;
-
-impl<H: Clone, S> Layer<S> for GrpcHealthLayer<H> {
-    type Service = GrpcHealthRoute<H, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        GrpcHealthRoute {
-            health: Some(self.service.clone()),
-            inner,
-        }
-    }
-}
-
-/// The service of [`GrpcHealthLayer`].
-#[derive(Clone, Debug)]
-pub struct GrpcHealthRoute<H, S> {
-    // `None`: switched off inside a `GovernanceLayer` without gRPC health.
-    health: Option<H>,
-    inner: S,
-}
-
-impl<H, S> GrpcHealthRoute<H, S> {
-    /// Routes everything to `inner`.
-    #[cfg(feature = "grpc")]
-    fn pass_through(inner: S) -> Self {
-        Self {
-            health: None,
-            inner,
-        }
-    }
-}
-
-const GRPC_HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
-
-impl<H, S, ReqB, HB, SB> Service<Request<ReqB>> for GrpcHealthRoute<H, S>
-where
-    H: Service<Request<ReqB>, Response = Response<HB>, Error = Infallible> + Clone,
-    S: Service<Request<ReqB>, Response = Response<SB>>,
-{
-    type Response = Response<EitherBody<HB, SB>>;
-    type Error = S::Error;
-    type Future = crate::either::EitherFuture<
-        futures_util::future::MapErr<H::Future, fn(Infallible) -> S::Error>,
-        S::Future,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        use futures_util::TryFutureExt;
-        match &self.health {
-            Some(health) if req.uri().path().starts_with(GRPC_HEALTH_PREFIX) => {
-                // The health service is always ready (it holds no
-                // resources); a fresh clone keeps the inner service's
-                // readiness untouched.
-                let never: fn(Infallible) -> S::Error = |e| match e {};
-                let future = health.clone().call(req).map_err(never);
-                crate::either::EitherFuture::a(future)
-            }
-            _ => crate::either::EitherFuture::b(self.inner.call(req)),
-        }
     }
 }

@@ -1,5 +1,6 @@
-//! HealthLayer and the grpc.health.v1 service over real HTTP/1.1 and gRPC
-//! clients, against a real axum + tonic server on loopback.
+//! HealthLayer — HTTP probes and grpc.health.v1 from one registry — over
+//! real HTTP/1.1 and gRPC clients, against real axum, tonic and hyper
+//! servers on loopback.
 
 #![cfg(all(feature = "health", feature = "grpc"))]
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use finmesh::health::grpc::pb::health_check_response::ServingStatus;
 use finmesh::health::grpc::pb::{HealthCheckRequest, HealthListRequest, HealthListResponse};
-use finmesh::health::{HealthLayer, HealthRegistry, HealthService};
+use finmesh::health::{GrpcHealthService, HealthLayer, HealthRegistry};
 use http::Method;
 use http_body_util::Full;
 use support::HttpAnswer;
@@ -22,13 +23,13 @@ use tonic_health::pb::health_client::HealthClient;
 
 const T: Duration = Duration::from_secs(2);
 
-/// The echo app plus the gRPC health service, behind `HealthLayer`, with a
-/// counter of every request that reaches a route (handler or fallback).
+/// The echo app behind `HealthLayer`, which alone answers the probes and
+/// grpc.health.v1, with a counter of every request that reaches a route
+/// (handler or fallback).
 fn app(registry: &HealthRegistry) -> (axum::Router, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&hits);
-    let grpc = tonic::service::Routes::new(support::EchoServer::new(support::EchoService))
-        .add_service(HealthService::new(registry.clone()));
+    let grpc = tonic::service::Routes::new(support::EchoServer::new(support::EchoService));
     let router = support::http_routes()
         .merge(grpc.into_axum_router())
         // An app route on a probe path must not shadow the probe.
@@ -499,7 +500,7 @@ async fn grpc_check_answers_serving_not_serving_and_not_found() {
     let registry = HealthRegistry::new();
     registry.set_serving("finmesh.test.v1.Echo", true);
     registry.set_serving("finmesh.test.v1.Ledger", false);
-    let (server, _) = serve(&registry).await;
+    let (server, hits) = serve(&registry).await;
     let mut client = grpc_client(&server).await;
 
     let status =
@@ -546,6 +547,8 @@ async fn grpc_check_answers_serving_not_serving_and_not_found() {
         status(client.check(check_request("")).await.unwrap()),
         ServingStatus::NotServing
     );
+    // HealthLayer answered every call; none reached the app's routes.
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
@@ -593,7 +596,11 @@ async fn grpc_watch_on_an_unknown_service_streams_service_unknown_and_stays_open
 }
 
 async fn list(server: &support::TestServer) -> Result<HealthListResponse, tonic::Status> {
-    let channel = Channel::from_shared(format!("http://{}", server.addr))
+    list_at(server.addr).await
+}
+
+async fn list_at(addr: std::net::SocketAddr) -> Result<HealthListResponse, tonic::Status> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
@@ -682,4 +689,161 @@ async fn grpc_watch_of_the_whole_server_follows_readiness() {
         stream.next().await.unwrap().unwrap().status(),
         ServingStatus::NotServing
     );
+}
+
+/// `HealthLayer` over a plain hyper service that knows nothing of gRPC:
+/// the layer alone answers Check, Watch and List; nothing reaches the
+/// service but what is not health.
+#[tokio::test]
+async fn health_layer_alone_answers_grpc_check_watch_and_list_in_front_of_any_service() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceBuilder;
+
+    let registry = HealthRegistry::new();
+    registry.set_serving("finmesh.test.v1.Echo", true);
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let svc = ServiceBuilder::new()
+        .layer(HealthLayer::new(registry.clone()))
+        .service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                let res = http::Response::builder()
+                    .status(404)
+                    .body(Full::new(Bytes::from("inner")))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(res)
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let svc = TowerToHyperService::new(svc.clone());
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC connect");
+    let mut client = HealthClient::new(channel.clone());
+    let check = |r: tonic::Response<tonic_health::pb::HealthCheckResponse>| r.into_inner().status();
+    assert_eq!(
+        check(client.check(check_request("")).await.unwrap()),
+        ServingStatus::Serving
+    );
+    assert_eq!(
+        check(
+            client
+                .check(check_request("finmesh.test.v1.Echo"))
+                .await
+                .unwrap()
+        ),
+        ServingStatus::Serving
+    );
+    let err = client
+        .check(check_request("nope.v1.Nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    let listed = list_at(addr).await.unwrap().statuses;
+    let mut names: Vec<_> = listed.keys().cloned().collect();
+    names.sort();
+    assert_eq!(names, ["", "finmesh.test.v1.Echo"]);
+    assert_eq!(
+        listed["finmesh.test.v1.Echo"].status(),
+        ServingStatus::Serving
+    );
+
+    let mut stream = client
+        .watch(check_request("finmesh.test.v1.Echo"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+    registry.begin_shutdown();
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        check(client.check(check_request("")).await.unwrap()),
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a health call reached the service"
+    );
+
+    // An unknown method of the health service is still the layer's.
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let err = grpc
+        .unary::<HealthListRequest, HealthListResponse, _>(
+            tonic::Request::new(HealthListRequest {}),
+            http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Nope"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+
+    // Everything else is the service's, HTTP probes aside.
+    let req = |path: &str| {
+        http::Request::get(format!("http://{addr}{path}"))
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    assert_eq!(support::send(req("/readyz")).await.status, 503);
+    let other = support::send(req("/orders")).await;
+    assert_eq!(
+        (other.status.as_u16(), &other.body[..]),
+        (404, &b"inner"[..])
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    server.abort();
+}
+
+/// `serve_grpc_health(false)` hands grpc.health.v1 to the inner service
+/// (here a `GrpcHealthService` of another registry); HTTP probes stay.
+#[tokio::test]
+async fn serve_grpc_health_false_passes_grpc_health_calls_through() {
+    let outer = HealthRegistry::new();
+    outer.set_serving("outer.v1.Only", true);
+    let inner = HealthRegistry::new();
+    inner.set_serving("inner.v1.Only", true);
+    let app = |serve: bool| {
+        tonic::service::Routes::new(GrpcHealthService::new(inner.clone()))
+            .into_axum_router()
+            .layer(HealthLayer::new(outer.clone()).serve_grpc_health(serve))
+    };
+    for (serve, known, unknown) in [
+        (true, "outer.v1.Only", "inner.v1.Only"),
+        (false, "inner.v1.Only", "outer.v1.Only"),
+    ] {
+        let server = support::spawn(app(serve)).await;
+        let mut client = grpc_client(&server).await;
+        let res = client.check(check_request(known)).await.unwrap();
+        assert_eq!(res.into_inner().status(), ServingStatus::Serving, "{serve}");
+        let err = client.check(check_request(unknown)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{serve}");
+        assert_eq!(get(&server, "/readyz").await.status, 200, "{serve}");
+        server.shutdown().await;
+    }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use finmesh::audit::{AuditLayer, AuditRecord, Auditor, MemorySink, Outcome, Verdict};
 use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
 use finmesh::deadline::StreamDeadlineLayer;
-use finmesh::health::{HealthLayer, HealthRegistry, HealthService};
+use finmesh::health::{HealthLayer, HealthRegistry};
 use finmesh::idempotency::{IdempotencyLayer, InMemoryStore};
 use finmesh::rbac::{Authorizer, GrpcMethods, HttpRoutes, RbacLayer};
 use finmesh::stack::Governance;
@@ -174,8 +174,7 @@ fn fixture() -> Fixture {
     let audit = MemorySink::new();
     let auditor = Auditor::spawn(audit.clone()).unwrap();
     let governance = GovernanceLayer::builder()
-        .health(HealthLayer::new(health.clone()))
-        .grpc_health(HealthService::new(health))
+        .health(HealthLayer::new(health))
         .telemetry(telemetry)
         .audit(AuditLayer::new(auditor.clone()))
         .deadlines(
@@ -567,6 +566,71 @@ async fn tonic_server_builder_layer_governs_unary_bidi_and_health() {
             Some(7)
         ]
     );
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+/// One `.health(HealthLayer::new(reg))` is all it takes for the stack to
+/// answer grpc.health.v1 (Check and List), ahead of authentication.
+#[tokio::test]
+async fn health_alone_answers_grpc_health_ahead_of_jwt() {
+    let registry = HealthRegistry::new();
+    registry.set_serving("finmesh.test.v1.Echo", true);
+    let governance = GovernanceLayer::builder()
+        .jwt(jwt())
+        .health(HealthLayer::new(registry.clone()))
+        .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(governance)
+            .add_service(EchoServer::new(EchoService))
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+
+    let channel = grpc_channel(addr).await;
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "finmesh.test.v1.Echo"] {
+        let res = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check without a token");
+        assert_eq!(
+            res.into_inner().status(),
+            ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let listed: finmesh::health::grpc::pb::HealthListResponse = grpc
+        .unary(
+            tonic::Request::new(finmesh::health::grpc::pb::HealthListRequest {}),
+            http::uri::PathAndQuery::from_static(finmesh::health::grpc::LIST_PATH),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .expect("list without a token")
+        .into_inner();
+    assert_eq!(listed.statuses.len(), 2);
+    assert_eq!(
+        listed.statuses["finmesh.test.v1.Echo"].status(),
+        ServingStatus::Serving
+    );
+    // The application itself still needs a token.
+    let status = EchoClient::new(channel)
+        .unary(grpc_request(EchoRequest::default(), &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();

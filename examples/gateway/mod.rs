@@ -27,7 +27,7 @@ use finmesh::GovernanceLayer;
 use finmesh::audit::{AuditLayer, Auditor, FileSink};
 use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
 use finmesh::deadline::StreamDeadlineLayer;
-use finmesh::health::{HealthLayer, HealthRegistry, HealthService};
+use finmesh::health::{HealthLayer, HealthRegistry};
 use finmesh::idempotency::{IdempotencyLayer, InMemoryStore};
 use finmesh::rbac::{Authorizer, GrpcMethods, HttpRoutes, RbacLayer};
 use finmesh::telemetry::{TelemetryLayer, w3c_propagator};
@@ -216,8 +216,8 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         .build();
 
     let governance = GovernanceLayer::builder()
+        // One registry answers /livez, /readyz, /healthz and grpc.health.v1.
         .health(HealthLayer::new(health.clone()))
-        .grpc_health(HealthService::new(health.clone()))
         .telemetry(telemetry)
         .audit(AuditLayer::new(auditor.clone()))
         .deadlines(

@@ -97,9 +97,16 @@
 //! create a [`Watched`]. Clones share everything; when the last one is
 //! dropped, the watcher and the thread stop.
 
+mod error;
+mod options;
+mod parse;
+mod published;
+mod read;
+mod reload;
 mod watched;
+mod watcher;
 
-pub use watched::{
-    ConfigError, ConfigErrorKind, DEFAULT_DEBOUNCE, DEFAULT_MAX_BYTES, WatchOptions, Watched,
-    parse_yaml_or_json,
-};
+pub use error::{ConfigError, ConfigErrorKind};
+pub use options::{DEFAULT_DEBOUNCE, DEFAULT_MAX_BYTES, WatchOptions};
+pub use parse::parse_yaml_or_json;
+pub use watched::Watched;

@@ -1,15 +1,14 @@
-//! [`ResponseFuture`]: the inner service's future, or a probe being answered.
+//! [`ResponseFuture`]: the inner service's future, or the layer's own answer.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::Response;
 use pin_project_lite::pin_project;
 
-use crate::body::ResponseBody;
+use super::body::{Answer, HealthBody};
 
 pin_project! {
     /// Response future of [`Health`](super::Health).
@@ -25,7 +24,7 @@ pin_project! {
         Inner { #[pin] future: F },
         // Probes are rare next to traffic; boxing here keeps the
         // pass-through path allocation-free.
-        Probe { future: BoxFuture<'static, Response<Bytes>> },
+        Answer { future: BoxFuture<'static, Response<Answer>> },
     }
 }
 
@@ -36,9 +35,9 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn probe(future: BoxFuture<'static, Response<Bytes>>) -> Self {
+    pub(crate) fn answer(future: BoxFuture<'static, Response<Answer>>) -> Self {
         Self {
-            kind: Kind::Probe { future },
+            kind: Kind::Answer { future },
         }
     }
 }
@@ -47,17 +46,17 @@ impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Result<Response<HealthBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Inner { future } => future
                 .poll(cx)
-                .map(|res| res.map(|r| r.map(ResponseBody::new))),
-            KindProj::Probe { future } => future
+                .map(|res| res.map(|r| r.map(HealthBody::inner))),
+            KindProj::Answer { future } => future
                 .as_mut()
                 .poll(cx)
-                .map(|res| Ok(res.map(ResponseBody::full))),
+                .map(|res| Ok(res.map(HealthBody::answer))),
         }
     }
 }

@@ -12,7 +12,7 @@
 //!   change. An unknown service gets `SERVICE_UNKNOWN` and the stream stays
 //!   open; if the service becomes known later, its status follows.
 //!   Watchers of `""` re-run readiness every
-//!   [`readiness_poll_interval`](HealthService::readiness_poll_interval)
+//!   [`readiness_poll_interval`](GrpcHealthService::readiness_poll_interval)
 //!   and see any readiness result an HTTP probe produced in between.
 //! - **List** answers every known service, `""` included, and
 //!   `RESOURCE_EXHAUSTED` past [`MAX_LIST_SERVICES`].
@@ -22,14 +22,14 @@
 //! Messages are tonic-health's generated types, plus `HealthListRequest`
 //! and `HealthListResponse` (tonic-health 0.14 has no List) in [`pb`].
 //!
-//! The probes a load balancer or the kubelet sends (`grpc:` probes) carry
-//! no token, so mount the service where no authenticating layer wraps it,
-//! like [`HealthLayer`](super::HealthLayer): merge its routes
-//! (`tonic::service::Routes::new(HealthService::new(..)).into_axum_router()`)
-//! beside application routes that carry the governance layers, or, with
-//! `tonic::transport::Server`, authenticate the application services
-//! themselves rather than the whole server (`Server::layer` wraps every
-//! service, this one included).
+//! [`HealthLayer`](super::HealthLayer) answers these calls itself, from
+//! the same registry as its HTTP probes, before any inner layer: the probes
+//! a load balancer or the kubelet sends (`grpc:` probes) carry no token.
+//! [`GrpcHealthService`] is the same service on its own, for a tonic
+//! `Server` without `HealthLayer` (`Server::builder().add_service(..)`,
+//! below). Mounted that way behind an authenticating `Server::layer`, it
+//! would need a token: `Server::layer` wraps every service, this one
+//! included.
 //!
 //! [gRPC Health Checking Protocol]: https://github.com/grpc/grpc/blob/master/doc/health-checking.md
 //!
@@ -37,7 +37,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use finmesh::health::{HealthRegistry, HealthService};
+//! use finmesh::health::{HealthRegistry, GrpcHealthService};
 //! use finmesh::health::grpc::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 //! use tonic_health::pb::health_client::HealthClient;
 //!
@@ -55,7 +55,7 @@
 //! let shutdown = registry.graceful_shutdown_on(stopped, Duration::from_millis(10));
 //! let server = tokio::spawn(
 //!     tonic::transport::Server::builder()
-//!         .add_service(HealthService::new(registry.clone()))
+//!         .add_service(GrpcHealthService::new(registry.clone()))
 //!         .serve_with_incoming_shutdown(incoming, shutdown),
 //! );
 //!
@@ -80,6 +80,7 @@
 //! ```
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -119,6 +120,8 @@ pub mod pb {
 
 /// The fully qualified gRPC service name.
 pub const SERVICE_NAME: &str = "grpc.health.v1.Health";
+/// Every method of the service starts with this path.
+pub const PATH_PREFIX: &str = "/grpc.health.v1.Health/";
 /// Path of the Check method.
 pub const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
 /// Path of the Watch method.
@@ -133,16 +136,16 @@ pub const MAX_LIST_SERVICES: usize = 100;
 /// `Server::builder().add_service(..)` or
 /// `tonic::service::Routes::new(..)`.
 #[derive(Clone, Debug)]
-pub struct HealthService {
+pub struct GrpcHealthService {
     registry: HealthRegistry,
     poll: Duration,
 }
 
-impl HealthService {
+impl GrpcHealthService {
     /// The service for `registry`; watchers of `""` re-run readiness every
     /// five seconds.
     pub fn new(registry: HealthRegistry) -> Self {
-        HealthService {
+        GrpcHealthService {
             registry,
             poll: Duration::from_secs(5),
         }
@@ -158,7 +161,7 @@ impl HealthService {
     }
 }
 
-impl NamedService for HealthService {
+impl NamedService for GrpcHealthService {
     const NAME: &'static str = SERVICE_NAME;
 }
 
@@ -273,7 +276,59 @@ fn watch_stream(registry: HealthRegistry, service: String, poll: Duration) -> Wa
     futures_util::stream::unfold(watcher, Watcher::next).boxed()
 }
 
-impl<B> Service<http::Request<B>> for HealthService
+impl GrpcHealthService {
+    /// Answers one call: `Check`, `Watch` or `List`, else `UNIMPLEMENTED`.
+    /// Unboxed, so `HealthLayer` boxes it once.
+    pub(crate) fn answer<B>(
+        &self,
+        req: http::Request<B>,
+    ) -> impl Future<Output = http::Response<tonic::body::Body>> + Send + 'static
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        let registry = self.registry.clone();
+        let poll = self.poll;
+        async move {
+            match req.uri().path() {
+                CHECK_PATH => {
+                    let method = service_fn(move |req: tonic::Request<HealthCheckRequest>| {
+                        let registry = registry.clone();
+                        async move {
+                            check(registry, req.into_inner().service)
+                                .await
+                                .map(tonic::Response::new)
+                        }
+                    });
+                    Grpc::new(tonic_prost::ProstCodec::default())
+                        .unary(method, req)
+                        .await
+                }
+                WATCH_PATH => {
+                    let method = service_fn(move |req: tonic::Request<HealthCheckRequest>| {
+                        let stream = watch_stream(registry.clone(), req.into_inner().service, poll);
+                        std::future::ready(Ok::<_, Status>(tonic::Response::new(stream)))
+                    });
+                    Grpc::new(tonic_prost::ProstCodec::default())
+                        .server_streaming(method, req)
+                        .await
+                }
+                LIST_PATH => {
+                    let method = service_fn(move |_req: tonic::Request<HealthListRequest>| {
+                        let registry = registry.clone();
+                        async move { list(registry).await.map(tonic::Response::new) }
+                    });
+                    Grpc::new(tonic_prost::ProstCodec::default())
+                        .unary(method, req)
+                        .await
+                }
+                _ => Status::unimplemented("").into_http(),
+            }
+        }
+    }
+}
+
+impl<B> Service<http::Request<B>> for GrpcHealthService
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
@@ -287,45 +342,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let registry = self.registry.clone();
-        let poll = self.poll;
-        match req.uri().path() {
-            CHECK_PATH => async move {
-                let method = service_fn(move |req: tonic::Request<HealthCheckRequest>| {
-                    let registry = registry.clone();
-                    async move {
-                        check(registry, req.into_inner().service)
-                            .await
-                            .map(tonic::Response::new)
-                    }
-                });
-                Ok(Grpc::new(tonic_prost::ProstCodec::default())
-                    .unary(method, req)
-                    .await)
-            }
-            .boxed(),
-            WATCH_PATH => async move {
-                let method = service_fn(move |req: tonic::Request<HealthCheckRequest>| {
-                    let stream = watch_stream(registry.clone(), req.into_inner().service, poll);
-                    std::future::ready(Ok::<_, Status>(tonic::Response::new(stream)))
-                });
-                Ok(Grpc::new(tonic_prost::ProstCodec::default())
-                    .server_streaming(method, req)
-                    .await)
-            }
-            .boxed(),
-            LIST_PATH => async move {
-                let method = service_fn(move |_req: tonic::Request<HealthListRequest>| {
-                    let registry = registry.clone();
-                    async move { list(registry).await.map(tonic::Response::new) }
-                });
-                Ok(Grpc::new(tonic_prost::ProstCodec::default())
-                    .unary(method, req)
-                    .await)
-            }
-            .boxed(),
-            _ => std::future::ready(Ok(Status::unimplemented("").into_http())).boxed(),
-        }
+        self.answer(req).map(Ok).boxed()
     }
 }
 

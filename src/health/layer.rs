@@ -1,14 +1,19 @@
-//! [`HealthLayer`]: which paths are probes, and the registry behind them.
+//! [`HealthLayer`]: which paths are probes, whether `grpc.health.v1` is
+//! answered too, and the registry behind them.
 
 use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::registry::{HealthRegistry, ProbeKind};
+#[cfg(feature = "grpc")]
+use super::grpc::GrpcHealthService;
+use super::registry::HealthRegistry;
+use super::report::ProbeKind;
 use super::service::Health;
 
-/// Answers the probe endpoints from a [`HealthRegistry`] and passes every
-/// other request through untouched. See the [module docs](super).
+/// Answers the probe endpoints (and, with feature `grpc`, the
+/// `grpc.health.v1.Health` service) from one [`HealthRegistry`] and passes
+/// every other request through untouched. See the [module docs](super).
 #[derive(Clone, Debug)]
 pub struct HealthLayer {
     config: Arc<ProbeConfig>,
@@ -19,6 +24,11 @@ pub struct HealthLayer {
 pub(crate) struct ProbeConfig {
     pub(crate) registry: HealthRegistry,
     pub(crate) endpoints: [Endpoint; 3],
+    /// Answers `grpc.health.v1` calls when `serve_grpc` is on.
+    #[cfg(feature = "grpc")]
+    pub(crate) grpc: GrpcHealthService,
+    #[cfg(feature = "grpc")]
+    pub(crate) serve_grpc: bool,
 }
 
 /// One probe endpoint: its path and the probe it runs.
@@ -54,10 +64,16 @@ const READYZ: usize = 1;
 const HEALTHZ: usize = 2;
 
 impl HealthLayer {
-    /// Probes at `/livez`, `/readyz` and `/healthz` (an alias of liveness).
+    /// Probes at `/livez`, `/readyz` and `/healthz` (an alias of liveness)
+    /// and, with feature `grpc`, `grpc.health.v1.Health` (`Check`, `Watch`,
+    /// `List`), all answered from `registry`.
     pub fn new(registry: HealthRegistry) -> Self {
         HealthLayer {
             config: Arc::new(ProbeConfig {
+                #[cfg(feature = "grpc")]
+                grpc: GrpcHealthService::new(registry.clone()),
+                #[cfg(feature = "grpc")]
+                serve_grpc: true,
                 registry,
                 endpoints: [
                     Endpoint::new("/livez", ProbeKind::Liveness),
@@ -66,6 +82,24 @@ impl HealthLayer {
                 ],
             }),
         }
+    }
+
+    /// Whether calls under `/grpc.health.v1.Health/` are answered here
+    /// (`true`, the default) or passed to the inner service like any other
+    /// request, for an application that serves its own health service.
+    #[cfg(feature = "grpc")]
+    pub fn serve_grpc_health(mut self, serve: bool) -> Self {
+        Arc::make_mut(&mut self.config).serve_grpc = serve;
+        self
+    }
+
+    /// How often a gRPC `Watch("")` stream re-runs the readiness checks;
+    /// see [`GrpcHealthService::readiness_poll_interval`].
+    #[cfg(feature = "grpc")]
+    pub fn grpc_readiness_poll_interval(mut self, every: std::time::Duration) -> Self {
+        let config = Arc::make_mut(&mut self.config);
+        config.grpc = config.grpc.clone().readiness_poll_interval(every);
+        self
     }
 
     fn set(mut self, index: usize, path: &str) -> Self {

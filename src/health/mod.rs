@@ -32,6 +32,18 @@
 //! - Other methods and paths pass through untouched. The paths are
 //!   configurable ([`HealthLayer::livez_path`] and friends).
 //!
+//! # gRPC health (feature `grpc`)
+//!
+//! Every call under `/grpc.health.v1.Health/` (`Check`, `Watch`, `List`) is
+//! answered by the same layer from the same registry, so one
+//! `HealthLayer::new(registry)` serves the kubelet's `httpGet` and `grpc`
+//! probes alike, on the port the application already listens on; the
+//! `grpc` module describes the protocol. The inner service may be any
+//! service taking an `http_body::Body<Data = Bytes>` request body — it
+//! need not speak gRPC. `HealthLayer::serve_grpc_health(false)` passes
+//! those calls through instead; `GrpcHealthService` is the service on its
+//! own, for a tonic `Server` without the layer.
+//!
 //! Checks run concurrently, each bounded by its own timeout, so a probe
 //! answers within the longest timeout even when a dependency hangs;
 //! concurrent probes share one run of each check, and
@@ -122,23 +134,29 @@
 //! ```
 //!
 //! With tonic the same future goes to
-//! `Server::builder().add_service(..).serve_with_shutdown(addr, registry.graceful_shutdown(delay))`;
+//! `Server::builder().layer(HealthLayer::new(..)).add_service(..).serve_with_shutdown(addr, registry.graceful_shutdown(delay))`;
 //! the `grpc` module (feature `grpc`) shows it with the health service.
 
+mod body;
+mod check;
+mod error;
 mod future;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 mod layer;
 mod probe;
 mod registry;
+mod report;
 mod service;
+mod serving;
+mod shutdown;
 
+pub use body::HealthBody;
+pub use error::RegisterError;
 pub use future::ResponseFuture;
 #[cfg(feature = "grpc")]
-pub use grpc::HealthService;
+pub use grpc::GrpcHealthService;
 pub use layer::HealthLayer;
-pub use registry::{
-    CheckReport, CheckStatus, HealthRegistry, HealthReport, MAX_CHECK_NAME_LEN, PING_CHECK,
-    ProbeKind, RegisterError, SHUTDOWN_CHECK,
-};
+pub use registry::{HealthRegistry, MAX_CHECK_NAME_LEN};
+pub use report::{CheckReport, CheckStatus, HealthReport, PING_CHECK, ProbeKind, SHUTDOWN_CHECK};
 pub use service::Health;

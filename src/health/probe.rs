@@ -9,7 +9,8 @@ use http::header::{
 use http::{Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
-use super::registry::{CheckStatus, HealthReport, MAX_CHECK_NAME_LEN};
+use super::registry::MAX_CHECK_NAME_LEN;
+use super::report::{CheckStatus, HealthReport};
 
 /// At most this many `exclude` values are honoured per probe; the rest are
 /// ignored (the query comes from the network).
@@ -152,7 +153,7 @@ pub(crate) fn text_response(status: StatusCode, body: String, head: bool) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::registry::CheckReport;
+    use crate::health::report::CheckReport;
 
     fn report(checks: &[(&str, CheckStatus)], unknown: &[&str]) -> HealthReport {
         HealthReport {

@@ -4,18 +4,26 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use http::{Method, Request, Response};
 use tower_service::Service;
 
+use super::body::{Answer, HealthBody};
 use super::future::ResponseFuture;
 use super::layer::ProbeConfig;
 use super::probe::{ProbeQuery, render_report, render_single, text_response};
+use crate::macros::inner_accessors;
 
 /// The service built by [`HealthLayer`](super::HealthLayer).
 ///
 /// `GET` and `HEAD` on a probe path are answered here and never reach the
-/// inner service; every other request (other paths, other methods) goes to
-/// the inner service untouched.
+/// inner service; with feature `grpc`, so is every call under
+/// `/grpc.health.v1.Health/`. Every other request (other paths, other
+/// methods) goes to the inner service untouched.
+///
+/// With feature `grpc` the request body must be an
+/// `http_body::Body<Data = Bytes>` (the gRPC answer decodes it); without
+/// it, any request body will do.
 #[derive(Clone, Debug)]
 pub struct Health<S> {
     inner: S,
@@ -40,62 +48,19 @@ impl<S> Health<S> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-/// Which endpoint a path names, and the check for `/<endpoint>/<check>`.
-fn route<'a>(config: &ProbeConfig, path: &'a str) -> Option<(usize, Option<&'a str>)> {
-    config.endpoints.iter().enumerate().find_map(|(i, ep)| {
-        let rest = path.strip_prefix(ep.path.as_str())?;
-        if rest.is_empty() {
-            Some((i, None))
-        } else {
-            rest.strip_prefix('/').map(|check| (i, Some(check)))
-        }
-    })
-}
-
-impl<S, ReqB, ResB> Service<Request<ReqB>> for Health<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-{
-    type Response = Response<crate::ResponseBody<ResB>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let Some(config) = &self.config else {
-            return ResponseFuture::inner(self.inner.call(req));
-        };
+    /// The probe answer for `req`, or `None` when it is not a probe.
+    fn probe<ReqB>(&self, req: &Request<ReqB>) -> Option<BoxFuture<'static, Response<Answer>>> {
+        let config = self.config.as_ref()?;
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
-            _ => return ResponseFuture::inner(self.inner.call(req)),
+            _ => return None,
         };
-        let Some((index, check)) = route(config, req.uri().path()) else {
-            return ResponseFuture::inner(self.inner.call(req));
-        };
+        let (index, check) = route(config, req.uri().path())?;
         let check = check.map(str::to_owned);
         let query = ProbeQuery::parse(req.uri().query());
         let config = Arc::clone(config);
-        ResponseFuture::probe(
+        Some(
             async move {
                 let endpoint = &config.endpoints[index];
                 let registry = &config.registry;
@@ -110,10 +75,82 @@ where
                         render_report(&report, &endpoint.name, query.verbose)
                     }
                 };
-                text_response(status, body, head)
+                text_response(status, body, head).map(Answer::text)
             }
             .boxed(),
         )
+    }
+}
+
+inner_accessors!([S] Health<S>, inner: S);
+
+/// Which endpoint a path names, and the check for `/<endpoint>/<check>`.
+fn route<'a>(config: &ProbeConfig, path: &'a str) -> Option<(usize, Option<&'a str>)> {
+    config.endpoints.iter().enumerate().find_map(|(i, ep)| {
+        let rest = path.strip_prefix(ep.path.as_str())?;
+        if rest.is_empty() {
+            Some((i, None))
+        } else {
+            rest.strip_prefix('/').map(|check| (i, Some(check)))
+        }
+    })
+}
+
+#[cfg(not(feature = "grpc"))]
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Health<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Response = Response<HealthBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        match self.probe(&req) {
+            Some(answer) => ResponseFuture::answer(answer),
+            None => ResponseFuture::inner(self.inner.call(req)),
+        }
+    }
+}
+
+// The same service, plus `grpc.health.v1`: the gRPC answer decodes the
+// request body, hence the bounds on it.
+#[cfg(feature = "grpc")]
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Health<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ReqB: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ReqB::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = Response<HealthBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        if let Some(config) = &self.config
+            && config.serve_grpc
+            && req.uri().path().starts_with(super::grpc::PATH_PREFIX)
+        {
+            // Security: answered before any authenticating layer, like the
+            // HTTP probes: kubelet and load-balancer gRPC probes carry no token.
+            let answer = config
+                .grpc
+                .answer(req)
+                .map(|res| res.map(|body| Answer::Grpc(Some(body))));
+            return ResponseFuture::answer(answer.boxed());
+        }
+        match self.probe(&req) {
+            Some(answer) => ResponseFuture::answer(answer),
+            None => ResponseFuture::inner(self.inner.call(req)),
+        }
     }
 }
 
@@ -134,7 +171,7 @@ mod tests {
     where
         S: Service<
                 Request<Full<Bytes>>,
-                Response = Response<crate::ResponseBody<Full<Bytes>>>,
+                Response = Response<HealthBody<Full<Bytes>>>,
                 Error = Infallible,
             >,
     {
