@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use finmesh::idempotency::{IdempotencyLayer, InMemoryStore, RequestBody};
+use finmesh::idempotency::{IdempotencyLayer, IdempotencyRequestBody, InMemoryStore};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -63,14 +63,14 @@ fn idempotency(c: &mut Criterion) {
     let layer = IdempotencyLayer::new(InMemoryStore::new()).retention(Duration::ZERO);
     let first = ServiceBuilder::new()
         .layer(layer)
-        .service_fn(handler::<RequestBody<Full<Bytes>>>);
+        .service_fn(handler::<IdempotencyRequestBody<Full<Bytes>>>);
     group.bench_function("first_request", |b| {
         b.to_async(&rt).iter(|| drive(first.clone(), request("k")))
     });
 
     let replay = ServiceBuilder::new()
         .layer(IdempotencyLayer::new(InMemoryStore::new()))
-        .service_fn(handler::<RequestBody<Full<Bytes>>>);
+        .service_fn(handler::<IdempotencyRequestBody<Full<Bytes>>>);
     rt.block_on(drive(replay.clone(), request("k")));
     group.bench_function("replay", |b| {
         b.to_async(&rt).iter(|| {
@@ -86,7 +86,7 @@ fn idempotency(c: &mut Criterion) {
     // An ungoverned GET through the layer: the cost of passing through.
     let pass = ServiceBuilder::new()
         .layer(IdempotencyLayer::new(InMemoryStore::new()))
-        .service_fn(handler::<RequestBody<Full<Bytes>>>);
+        .service_fn(handler::<IdempotencyRequestBody<Full<Bytes>>>);
     group.bench_function("passthrough_get", |b| {
         b.to_async(&rt).iter(|| {
             let req = Request::get("/v1/transfers/1")

@@ -683,7 +683,7 @@ mod redis {
 
     #[tokio::test]
     async fn a_replica_whose_claim_expired_cannot_overwrite_or_release() {
-        use finmesh::idempotency::{Claim, Completed, Fingerprint, StoreKey, Subject};
+        use finmesh::idempotency::{Caller, Claim, Completed, Fingerprint, StoreKey};
         let Some(redis) =
             RedisServer::start("a_replica_whose_claim_expired_cannot_overwrite_or_release")
         else {
@@ -693,7 +693,7 @@ mod redis {
         let live_replica = RedisStore::open(&redis.url()).unwrap();
         let key = StoreKey {
             tenant: Some("acme".parse().unwrap()),
-            subject: Subject::verified("https://issuer.test", "alice"),
+            caller: Caller::verified("https://issuer.test", "alice"),
             key: "k".parse().unwrap(),
         };
         let fp = Fingerprint([3; 32]);
@@ -748,7 +748,7 @@ mod redis {
         }
         // Another subject's scope is untouched.
         let bob = StoreKey {
-            subject: Subject::verified("https://issuer.test", "bob"),
+            caller: Caller::verified("https://issuer.test", "bob"),
             ..key.clone()
         };
         assert!(matches!(

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
-use super::key::{AlgSet, JwtKey, KeyError, KeySet};
+use super::algorithm::AlgSet;
+use super::key::{JwtKey, KeyError};
+use super::key_set::{KeySet, KeySource};
 use super::layer::JwtAuthLayer;
-use crate::config::{ConfigError, WatchOptions, Watched};
+use crate::config::{ConfigError, WatchOptions};
 
 /// Default clock-skew allowance for `exp` and `nbf`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
@@ -69,11 +71,6 @@ pub enum AuthConfigError {
     Key(KeyError),
     /// The JWKS file could not be loaded.
     JwksFile(ConfigError),
-    /// jsonwebtoken has no usable crypto provider: both backends are
-    /// compiled in and jsonwebtoken was used before the first layer was
-    /// built. Call [`install_default_crypto_provider`](super::install_default_crypto_provider)
-    /// (or jsonwebtoken's `CryptoProvider::install_default`) at startup.
-    NoCryptoProvider,
 }
 
 impl fmt::Display for AuthConfigError {
@@ -99,11 +96,6 @@ impl fmt::Display for AuthConfigError {
             Self::InvalidSetting(what) => f.write_str(what),
             Self::Key(e) => e.fmt(f),
             Self::JwksFile(e) => write!(f, "JWKS file: {e}"),
-            Self::NoCryptoProvider => f.write_str(
-                "jsonwebtoken has no usable crypto provider: with both the `auth` and \
-                 `auth-rust-crypto` features, call finmesh::auth::install_default_crypto_provider() \
-                 before any other use of jsonwebtoken",
-            ),
         }
     }
 }
@@ -315,11 +307,20 @@ impl JwtAuthBuilder {
 
     /// Checks everything and builds the layer. Loads (and starts watching)
     /// the JWKS file, if one was given.
+    ///
+    /// With both the `auth` and `auth-rust-crypto` features, this also
+    /// installs aws-lc-rs as jsonwebtoken's process default if none is
+    /// installed yet (see [`install_default_crypto_provider`]): the layer
+    /// does not need it, but code that mints tokens with jsonwebtoken
+    /// after building a layer keeps working.
+    ///
+    /// [`install_default_crypto_provider`]: super::install_default_crypto_provider
     pub fn build(self) -> Result<JwtAuthLayer, AuthConfigError> {
-        super::install_default_crypto_provider();
-        if !super::crypto_provider_usable() {
-            return Err(AuthConfigError::NoCryptoProvider);
-        }
+        // Unit tests: lock a panicking process default first, so that they
+        // prove verification never uses it.
+        #[cfg(test)]
+        super::crypto::panicking_process_default();
+        super::crypto::install_default_crypto_provider();
         if let Some(e) = self.key_errors.into_iter().next() {
             return Err(e.into());
         }
@@ -419,38 +420,5 @@ impl JwtAuthBuilder {
             keys,
             self.cache_capacity,
         ))
-    }
-}
-
-/// Where the current [`KeySet`] comes from.
-#[derive(Debug, Clone)]
-pub(crate) enum KeySource {
-    Static(Arc<KeySet>),
-    Watched(Watched<KeySet>),
-}
-
-impl KeySource {
-    /// The current key set, for the duration of one verification.
-    pub(crate) fn current(&self) -> KeysGuard<'_> {
-        match self {
-            Self::Static(keys) => KeysGuard::Static(keys),
-            Self::Watched(w) => KeysGuard::Watched(w.borrow()),
-        }
-    }
-}
-
-pub(crate) enum KeysGuard<'a> {
-    Static(&'a KeySet),
-    Watched(arc_swap::Guard<Arc<KeySet>>),
-}
-
-impl std::ops::Deref for KeysGuard<'_> {
-    type Target = KeySet;
-
-    fn deref(&self) -> &KeySet {
-        match self {
-            Self::Static(k) => k,
-            Self::Watched(g) => g,
-        }
     }
 }

@@ -20,8 +20,10 @@ const INVALID: &str = "auth.invalid";
 const EXPIRED: &str = "auth.expired";
 const NOT_YET_VALID: &str = "auth.not_yet_valid";
 const CLAIM_INVALID: &str = "auth.claim_invalid";
+use super::algorithm::AlgSet;
 use super::config::{Settings, normalize_typ};
-use super::key::{AlgSet, JwtKey, KeySet};
+use super::key::JwtKey;
+use super::key_set::KeySet;
 use super::verify::verify;
 use super::{Algorithm, JwtAuthLayer};
 use crate::{RiskLevel, TenantNamespace};
@@ -64,6 +66,8 @@ fn settings() -> Settings {
 }
 
 fn keys() -> KeySet {
+    // Verification must never reach jsonwebtoken's process default.
+    super::crypto::panicking_process_default();
     KeySet::new(vec![
         JwtKey::hmac(HMAC_SECRET).unwrap().with_kid("h1"),
         JwtKey::rsa_pem(RSA_PUB).unwrap().with_kid("r1"),
@@ -90,7 +94,6 @@ enum Signer {
 }
 
 fn encoding_key(signer: Signer) -> Option<(Algorithm, EncodingKey)> {
-    super::install_default_crypto_provider();
     Some(match signer {
         Signer::Hs => (Algorithm::HS256, EncodingKey::from_secret(HMAC_SECRET)),
         Signer::HsWithRsaPublic => (
@@ -122,7 +125,9 @@ fn encoding_key(signer: Signer) -> Option<(Algorithm, EncodingKey)> {
 fn raw(header: &str, claims: &str, signer: Signer) -> String {
     let message = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
     let sig = match encoding_key(signer) {
-        Some((alg, key)) => jsonwebtoken::crypto::sign(message.as_bytes(), &key, alg).unwrap(),
+        // Through finmesh's provider: jsonwebtoken's process default
+        // panics in these tests (see `crypto::panicking_process_default`).
+        Some((alg, key)) => super::crypto::sign(message.as_bytes(), &key, alg),
         None => String::new(),
     };
     format!("{message}.{sig}")
@@ -948,7 +953,8 @@ fn build_refuses_incomplete_or_weak_configs() {
 }
 
 /// With both crypto backends compiled in (`--all-features`), jsonwebtoken
-/// panics unless a provider is installed; building a layer installs one.
+/// has no usable process default (here it panics); finmesh verifies
+/// through aws-lc-rs regardless.
 #[cfg(all(feature = "auth", feature = "auth-rust-crypto"))]
 #[test]
 fn rs256_and_es256_verify_with_both_backends_compiled_in() {

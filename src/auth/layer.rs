@@ -10,7 +10,8 @@ use tower_service::Service;
 
 use super::AuthCode;
 use super::cache::VerifyCache;
-use super::config::{JwtAuthBuilder, KeySource, Settings};
+use super::config::{JwtAuthBuilder, Settings};
+use super::key_set::KeySource;
 use super::verify::{Refusal, unix_now, verify};
 use crate::body::ResponseBody;
 use crate::codes::RejectionCode;
@@ -76,16 +77,16 @@ impl JwtAuthLayer {
     /// in force are then the last good ones). `None` without a JWKS file.
     pub fn jwks_last_error(&self) -> Option<crate::config::ConfigError> {
         match &self.shared.keys {
-            super::config::KeySource::Watched(watched) => watched.last_error(),
-            super::config::KeySource::Static(_) => None,
+            KeySource::Watched(watched) => watched.last_error(),
+            KeySource::Static(_) => None,
         }
     }
 
     /// How many reloads of the JWKS file have failed (0 without one).
     pub fn jwks_error_count(&self) -> u64 {
         match &self.shared.keys {
-            super::config::KeySource::Watched(watched) => watched.error_count(),
-            super::config::KeySource::Static(_) => 0,
+            KeySource::Watched(watched) => watched.error_count(),
+            KeySource::Static(_) => 0,
         }
     }
 }
@@ -201,22 +202,9 @@ impl<S> JwtAuth<S> {
     pub(crate) fn pass_through(inner: S) -> Self {
         Self { inner, layer: None }
     }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
+
+crate::macros::inner_accessors!([S] JwtAuth<S>, inner: S);
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for JwtAuth<S>
 where

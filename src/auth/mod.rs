@@ -128,74 +128,44 @@
 //!
 //! # Crypto backend
 //!
-//! The `auth` feature uses jsonwebtoken's aws-lc-rs backend (several times
-//! faster than the pure-Rust one for RS256/ES256); `auth-rust-crypto`
-//! selects the RustCrypto backend instead. With both enabled, building a
-//! layer installs the aws-lc-rs provider as jsonwebtoken's process default
-//! (see [`install_default_crypto_provider`]), unless the application
-//! installed one first. jsonwebtoken fixes its provider at first use, so
-//! code that calls jsonwebtoken before the first layer is built must call
-//! [`install_default_crypto_provider`] first; otherwise
-//! [`JwtAuthBuilder::build`] fails with
-//! [`AuthConfigError::NoCryptoProvider`] rather than serving a layer that
-//! would panic on every request.
+//! The `auth` feature verifies with jsonwebtoken's aws-lc-rs backend
+//! (several times faster than the pure-Rust one for RS256/ES256);
+//! `auth-rust-crypto` alone selects the RustCrypto backend. With both
+//! enabled (say `--all-features`), aws-lc-rs is used. Either way finmesh
+//! verifies through that backend directly, never through jsonwebtoken's
+//! process-wide default provider, so no setup call is needed and what the
+//! application installs does not matter. Code that calls jsonwebtoken
+//! itself with both backends compiled in (to mint tokens, say) needs a
+//! process default: building a layer installs aws-lc-rs when none is
+//! installed yet, and [`install_default_crypto_provider`] does the same
+//! before any layer is built.
 //!
 //! [`max_token_len`]: JwtAuthBuilder::max_token_len
 //! [`cache_capacity`]: JwtAuthBuilder::cache_capacity
 //! [required claim]: JwtAuthBuilder::require_claim
 
+mod algorithm;
 mod cache;
 mod config;
+mod crypto;
+mod jwks;
 mod key;
+mod key_set;
 mod layer;
+mod pem;
 mod verify;
 
 #[cfg(test)]
 mod hostile_tests;
 
+pub use algorithm::KeyFamily;
 pub use config::{
     AuthConfigError, DEFAULT_ALGORITHMS, DEFAULT_CACHE_CAPACITY, DEFAULT_LEEWAY,
     DEFAULT_MAX_TOKEN_LEN, JwtAuthBuilder, MAX_LEEWAY,
 };
+pub use crypto::install_default_crypto_provider;
 pub use jsonwebtoken::Algorithm;
-pub use key::{JwtKey, KeyError, KeyFamily, MIN_HMAC_SECRET_LEN};
+pub use key::{JwtKey, KeyError, MIN_HMAC_SECRET_LEN};
 pub use layer::{JwtAuth, JwtAuthLayer};
 
 pub use crate::principal::AuthCode;
-
-/// Makes sure jsonwebtoken has a crypto provider.
-///
-/// With exactly one of the `auth` / `auth-rust-crypto` features, the
-/// provider follows from the features and this does nothing. With both
-/// (`--all-features`), jsonwebtoken would panic at first use; this installs
-/// the aws-lc-rs provider as the process default, unless one is installed
-/// already (the application's choice wins). [`JwtAuthBuilder::build`]
-/// calls it; call it yourself before using `jsonwebtoken` directly (to
-/// mint tokens in tests, say) if no layer has been built yet.
-pub fn install_default_crypto_provider() {
-    #[cfg(feature = "auth")]
-    {
-        // `Err` means a provider is already installed: keep it.
-        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
-    }
-}
-
-/// Whether jsonwebtoken can verify at all. With both backends compiled in,
-/// any jsonwebtoken call made before the first layer was built locks in a
-/// placeholder provider that panics on every use (jsonwebtoken's process
-/// default is set once); a layer built then would panic on every request,
-/// so [`JwtAuthBuilder::build`] refuses instead.
-#[cfg(all(feature = "auth", feature = "auth-rust-crypto"))]
-pub(crate) fn crypto_provider_usable() -> bool {
-    std::panic::catch_unwind(|| {
-        let key = jsonwebtoken::DecodingKey::from_secret(&[0; 32]);
-        jsonwebtoken::crypto::verify("AA", b"probe", &key, Algorithm::HS256)
-    })
-    .is_ok()
-}
-
-/// With one backend, jsonwebtoken picks it itself.
-#[cfg(not(all(feature = "auth", feature = "auth-rust-crypto")))]
-pub(crate) fn crypto_provider_usable() -> bool {
-    true
-}

@@ -14,8 +14,10 @@ use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::AuthCode;
+use super::algorithm::algorithm_from_name;
 use super::config::{Settings, normalize_typ};
-use super::key::{KeySet, NoKey, algorithm_from_name};
+use super::crypto::verify_signature;
+use super::key_set::{KeySet, NoKey};
 use crate::principal::{Principal, RiskLevel};
 use crate::tenant::TenantNamespace;
 
@@ -208,9 +210,8 @@ pub(crate) fn verify(
 
     // --- Signature, before any claim is believed.
     let message = &token[..h64.len() + 1 + p64.len()];
-    match jsonwebtoken::crypto::verify(s64, message.as_bytes(), key.decoding_key(), alg) {
-        Ok(true) => {}
-        _ => return Err(invalid("the signature does not verify")),
+    if !verify_signature(s64, message.as_bytes(), key.decoding_key(), alg) {
+        return Err(invalid("the signature does not verify"));
     }
 
     // --- Claims.

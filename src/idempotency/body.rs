@@ -8,11 +8,13 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::body::RejectionBody;
+
 pin_project! {
     /// The request body the inner service sees: the caller's body passed
     /// through untouched (requests the layer does not govern) or the bytes
     /// the layer buffered to fingerprint it, with any trailers.
-    pub struct RequestBody<B> {
+    pub struct IdempotencyRequestBody<B> {
         #[pin]
         kind: ReqKind<B>,
     }
@@ -26,7 +28,7 @@ pin_project! {
     }
 }
 
-impl<B> RequestBody<B> {
+impl<B> IdempotencyRequestBody<B> {
     /// The caller's body, untouched.
     pub fn new(body: B) -> Self {
         Self {
@@ -45,19 +47,19 @@ impl<B> RequestBody<B> {
     }
 }
 
-impl<B> std::fmt::Debug for RequestBody<B> {
+impl<B> std::fmt::Debug for IdempotencyRequestBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
-            ReqKind::Inner { .. } => f.write_str("RequestBody::Inner"),
+            ReqKind::Inner { .. } => f.write_str("IdempotencyRequestBody::Inner"),
             ReqKind::Buffered { data, .. } => f
-                .debug_struct("RequestBody::Buffered")
+                .debug_struct("IdempotencyRequestBody::Buffered")
                 .field("len", &data.as_ref().map_or(0, Bytes::len))
                 .finish(),
         }
     }
 }
 
-impl<B: Body<Data = Bytes>> Body for RequestBody<B> {
+impl<B: Body<Data = Bytes>> Body for IdempotencyRequestBody<B> {
     type Data = Bytes;
     type Error = B::Error;
 
@@ -158,6 +160,13 @@ impl<B: Body> IdempotencyBody<B> {
     }
 }
 
+impl<B: Body> From<RejectionBody> for IdempotencyBody<B> {
+    /// A rendered rejection: whole bytes, no trailers.
+    fn from(body: RejectionBody) -> Self {
+        Self::full(body.into_bytes(), None)
+    }
+}
+
 impl<B: Body> std::fmt::Debug for IdempotencyBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
@@ -241,7 +250,7 @@ mod tests {
         assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
         assert_eq!(collected.to_bytes(), "abc");
 
-        let req = RequestBody::<Full<Bytes>>::buffered(Bytes::new(), None);
+        let req = IdempotencyRequestBody::<Full<Bytes>>::buffered(Bytes::new(), None);
         assert!(req.is_end_stream());
     }
 

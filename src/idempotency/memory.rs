@@ -239,12 +239,12 @@ impl IdempotencyStore for InMemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::idempotency::store::Subject;
+    use crate::idempotency::store::Caller;
 
     fn key(k: &str) -> StoreKey {
         StoreKey {
             tenant: None,
-            subject: Subject::verified("iss", "alice"),
+            caller: Caller::verified("iss", "alice"),
             key: k.parse().unwrap(),
         }
     }

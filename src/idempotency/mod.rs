@@ -28,7 +28,7 @@
 //!    [`Principal`](crate::Principal)'s issuer and subject. One caller never
 //!    sees another's response, and headers never choose a scope. Requests
 //!    without a principal share one *anonymous* scope per tenant, separate
-//!    from every subject (see [`Subject`]); put the layer behind
+//!    from every subject (see [`Caller`]); put the layer behind
 //!    authentication if anonymous callers must not share keys.
 //! 4. **Fingerprint.** SHA-256 over the method, the path **with its query**
 //!    (a different query is a different request) and the body. The body is
@@ -96,7 +96,7 @@
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicUsize, Ordering};
 //! use bytes::Bytes;
-//! use finmesh::idempotency::{IdempotencyLayer, InMemoryStore, RequestBody};
+//! use finmesh::idempotency::{IdempotencyLayer, InMemoryStore, IdempotencyRequestBody};
 //! use http::{Request, Response};
 //! use http_body_util::{BodyExt, Full};
 //! use tower::{ServiceBuilder, ServiceExt};
@@ -107,7 +107,7 @@
 //! let counter = payments.clone();
 //! let svc = ServiceBuilder::new()
 //!     .layer(IdempotencyLayer::new(InMemoryStore::new()))
-//!     .service_fn(move |req: Request<RequestBody<Full<Bytes>>>| {
+//!     .service_fn(move |req: Request<IdempotencyRequestBody<Full<Bytes>>>| {
 //!         let counter = counter.clone();
 //!         async move {
 //!             let body = req.into_body().collect().await.unwrap().to_bytes();
@@ -162,24 +162,30 @@
 //! ```
 
 mod body;
+mod buffer;
 mod codes;
+mod future;
+mod governed;
+mod guard;
 mod key;
 mod layer;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis_store;
+mod respond;
 mod service;
 mod store;
 
-pub use body::{IdempotencyBody, RequestBody};
+pub use body::{IdempotencyBody, IdempotencyRequestBody};
 pub use codes::IdempotencyCode;
+pub use future::ResponseFuture;
 pub use key::{IDEMPOTENCY_KEY, IDEMPOTENCY_REPLAYED, IdempotencyKey, KeyError, MAX_KEY_LEN};
 pub use layer::{DEFAULT_STORED_HEADERS, Governs, IdempotencyLayer, PostAndPatch};
 pub use memory::InMemoryStore;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
-pub use service::{Idempotency, ResponseFuture};
+pub use service::Idempotency;
 pub use store::{
-    Claim, ClaimToken, Completed, Fingerprint, IdempotencyStore, StoreError, StoreFuture, StoreKey,
-    StoredResponse, Subject,
+    Caller, Claim, ClaimToken, Completed, Fingerprint, IdempotencyStore, StoreError, StoreFuture,
+    StoreKey, StoredResponse,
 };

@@ -318,7 +318,7 @@ impl IdempotencyStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::idempotency::store::Subject;
+    use crate::idempotency::store::Caller;
 
     #[test]
     fn claim_values_and_their_prefix() {
@@ -353,7 +353,7 @@ mod tests {
             .key_prefix("p:");
         let key = StoreKey {
             tenant: None,
-            subject: Subject::Anonymous,
+            caller: Caller::Anonymous,
             key: "k".parse().unwrap(),
         };
         let name = store.redis_key(&key);
@@ -375,7 +375,7 @@ mod tests {
             .timeout(Duration::from_secs(2));
         let key = StoreKey {
             tenant: None,
-            subject: Subject::Anonymous,
+            caller: Caller::Anonymous,
             key: "k".parse().unwrap(),
         };
         assert!(

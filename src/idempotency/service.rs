@@ -1,29 +1,27 @@
-//! [`Idempotency`]: the service, and its response future.
+//! [`Idempotency`]: the service. It decides whether a request is governed,
+//! reads its key and scope, and hands governed requests to the
+//! [governed flow](super::governed).
 
+use std::borrow::Cow;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
-use http::header::{CONTENT_LENGTH, HeaderValue};
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
 use http::request::Parts;
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use http_body::Body;
-use http_body_util::BodyExt;
-use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::IdempotencyCode;
-use super::body::{IdempotencyBody, RequestBody};
-use super::key::{IDEMPOTENCY_REPLAYED, IdempotencyKey};
+use super::body::{IdempotencyBody, IdempotencyRequestBody};
+use super::future::ResponseFuture;
+use super::governed::governed_call;
+use super::key::IdempotencyKey;
 use super::layer::Config;
-use super::store::{
-    Claim, ClaimToken, Completed, Fingerprint, IdempotencyStore, StoreKey, StoredResponse, Subject,
-};
-use crate::codes::RejectionCode;
+use super::respond::{reject, too_large};
+use super::store::{Caller, StoreKey};
 use crate::labels::RequestLabels;
 use crate::principal::Principal;
 use crate::reject::Protocol;
@@ -53,12 +51,9 @@ impl<S> Idempotency<S> {
             config: None,
         }
     }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
+
+crate::macros::inner_accessors!([S] Idempotency<S>, inner: S);
 
 impl<S: fmt::Debug> fmt::Debug for Idempotency<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -68,59 +63,12 @@ impl<S: fmt::Debug> fmt::Debug for Idempotency<S> {
     }
 }
 
-type BoxedResponse<B, E> =
-    Pin<Box<dyn Future<Output = Result<Response<IdempotencyBody<B>>, E>> + Send>>;
-
-pin_project! {
-    /// Response future of [`Idempotency`]: the inner future, for requests
-    /// the layer does not govern; a ready rejection; or, for governed
-    /// requests, a boxed future that buffers, claims, runs and stores (it
-    /// awaits the store, so it cannot be a small state machine without
-    /// naming the store's futures).
-    pub struct ResponseFuture<F, B, E>
-    where
-        B: Body,
-    {
-        #[pin]
-        kind: Kind<F, B, E>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, B, E>
-    where
-        B: Body,
-    {
-        Passthrough { #[pin] future: F },
-        Ready { response: Option<Response<IdempotencyBody<B>>> },
-        Governed { future: BoxedResponse<B, E> },
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B, E>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: Body,
-{
-    type Output = Result<Response<IdempotencyBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Passthrough { future } => future
-                .poll(cx)
-                .map(|res| res.map(|r| r.map(IdempotencyBody::new))),
-            KindProj::Ready { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            KindProj::Governed { future } => future.as_mut().poll(cx),
-        }
-    }
-}
-
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Idempotency<S>
 where
-    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>> + Clone + Send + 'static,
+    S: Service<Request<IdempotencyRequestBody<ReqB>>, Response = Response<ResB>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqB: Body<Data = Bytes> + Send + 'static,
@@ -137,39 +85,14 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let (parts, body) = req.into_parts();
-        let protocol = Protocol::of(&parts.headers);
-        let passthrough = |inner: &mut S, parts, body| ResponseFuture {
-            kind: Kind::Passthrough {
-                future: inner.call(Request::from_parts(parts, RequestBody::new(body))),
-            },
-        };
-        let Some(config) = &self.config else {
-            return passthrough(&mut self.inner, parts, body);
-        };
-        let governed = match protocol {
-            // Only listed unary methods: a streaming call cannot be buffered.
-            Protocol::Grpc => config.grpc_methods.contains(parts.uri.path()),
-            Protocol::Http => config.governs.governs(&parts),
-        };
-        if !governed {
-            return passthrough(&mut self.inner, parts, body);
-        }
-        let key = match IdempotencyKey::from_headers(&parts.headers) {
-            Ok(Some(key)) => key,
-            Ok(None) if !config.require_key => {
-                return passthrough(&mut self.inner, parts, body);
-            }
+        let Self { inner, config } = self;
+        let (config, key) = match governed_key(config.as_ref(), &parts) {
+            Ok(Some(governed)) => governed,
             Ok(None) => {
-                return ready(reject(
-                    parts,
-                    IdempotencyCode::KeyMissing,
-                    "this request requires an Idempotency-Key",
-                ));
+                let req = Request::from_parts(parts, IdempotencyRequestBody::new(body));
+                return ResponseFuture::passthrough(inner.call(req));
             }
-            Err(e) => {
-                let detail = e.to_string();
-                return ready(reject(parts, IdempotencyCode::KeyInvalid, detail));
-            }
+            Err((code, detail)) => return ResponseFuture::ready(reject(parts, code, detail)),
         };
         if let Some(labels) = parts.extensions.get::<RequestLabels>() {
             labels.set_idempotency(key.as_arc().clone(), false);
@@ -181,372 +104,70 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > config.max_request_body as u64) {
-            return too_large(parts, config.max_request_body);
+            return ResponseFuture::ready(too_large(parts, config.max_request_body));
         }
-        // Security: only verified facts name the scope — the tenant
-        // the tenant layer admitted (else the principal's tenant claim) and
-        // the principal's issuer and subject. Without a principal the
-        // request lands in the tenant's anonymous scope, which no
-        // authenticated subject shares. Headers never choose a scope.
-        let principal = parts.extensions.get::<Principal>();
-        let scope = StoreKey {
-            tenant: parts
-                .extensions
-                .get::<Tenant>()
-                .map(|t| t.namespace)
-                .or_else(|| principal.and_then(|p| p.tenant)),
-            subject: principal.map_or(Subject::Anonymous, |p| Subject::Verified {
-                issuer: p.issuer.clone(),
-                subject: p.subject.clone(),
-            }),
-            key,
-        };
+        let scope = scope(&parts, key);
         // The future owns the service that was polled ready.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture {
-            kind: Kind::Governed {
-                future: Box::pin(governed_call(inner, config.clone(), parts, body, scope)),
-            },
-        }
+        let clone = inner.clone();
+        let inner = std::mem::replace(inner, clone);
+        let flow = governed_call(inner, config.clone(), parts, body, scope);
+        ResponseFuture::governed(Box::pin(flow))
     }
 }
 
-fn ready<F, B: Body, E>(response: Response<IdempotencyBody<B>>) -> ResponseFuture<F, B, E> {
-    ResponseFuture {
-        kind: Kind::Ready {
-            response: Some(response),
-        },
-    }
-}
+/// A refusal before anything is read: its code and detail.
+type Refusal = (IdempotencyCode, Cow<'static, str>);
 
-fn too_large<F, B: Body, E>(parts: Parts, limit: usize) -> ResponseFuture<F, B, E> {
-    ready(reject(
-        parts,
-        IdempotencyCode::PayloadTooLarge,
-        format!("the request body is larger than {limit} bytes"),
-    ))
-}
-
-/// Renders a rejection for the request with these parts.
-fn reject<B: Body>(
-    parts: Parts,
-    code: IdempotencyCode,
-    detail: impl Into<std::borrow::Cow<'static, str>>,
-) -> Response<IdempotencyBody<B>> {
-    let req = Request::from_parts(parts, ());
-    let res = code.reject(detail).respond(&req);
-    let (head, body) = res.into_parts();
-    // A rendered rejection is whole bytes, ready at once.
-    let bytes = body
-        .collect()
-        .now_or_never()
-        .and_then(Result::ok)
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    Response::from_parts(head, IdempotencyBody::full(bytes, None))
-}
-
-/// Frees the claim if the request ends before its response is stored: the
-/// handler failed, its body failed, or the client went away (the future was
-/// dropped). Without it a key would stay locked until the claim TTL.
-struct ClaimGuard {
-    store: Arc<dyn IdempotencyStore>,
-    key: StoreKey,
-    token: ClaimToken,
-    armed: bool,
-}
-
-impl ClaimGuard {
-    fn disarm(&mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for ClaimGuard {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            // No runtime (it is shutting down): the claim expires by TTL.
-            return;
-        };
-        let store = self.store.clone();
-        let key = self.key.clone();
-        let token = self.token;
-        handle.spawn(async move {
-            if let Err(e) = store.release(&key, token).await {
-                tracing::warn!(error = %e, "idempotency: could not release a claim; it expires by TTL");
-            }
-        });
-    }
-}
-
-enum Buffered {
-    Whole(Bytes, Option<HeaderMap>),
-    TooLarge,
-}
-
-/// Reads `body` whole, up to `limit` bytes.
-async fn buffer_request<B: Body<Data = Bytes>>(
-    body: B,
-    limit: usize,
-) -> Result<Buffered, B::Error> {
-    let mut body = std::pin::pin!(body);
-    let mut data = BytesMut::new();
-    let mut first: Option<Bytes> = None;
-    let mut trailers = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        match frame.into_data() {
-            Ok(chunk) => {
-                let len = first.as_ref().map_or(0, Bytes::len) + data.len() + chunk.len();
-                if len > limit {
-                    return Ok(Buffered::TooLarge);
-                }
-                // One chunk (the common case) is kept without a copy.
-                match first.take() {
-                    None if data.is_empty() => first = Some(chunk),
-                    Some(f) => {
-                        data.extend_from_slice(&f);
-                        data.extend_from_slice(&chunk);
-                    }
-                    None => data.extend_from_slice(&chunk),
-                }
-            }
-            Err(frame) => {
-                if let Ok(t) = frame.into_trailers() {
-                    match &mut trailers {
-                        None => trailers = Some(t),
-                        Some(all) => all.extend(t),
-                    }
-                }
-            }
-        }
-    }
-    let bytes = first.unwrap_or_else(|| data.freeze());
-    Ok(Buffered::Whole(bytes, trailers))
-}
-
-fn select(headers: &HeaderMap, names: &[http::HeaderName]) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for name in names {
-        for value in headers.get_all(name) {
-            out.append(name.clone(), value.clone());
-        }
-    }
-    out
-}
-
-fn replay<B: Body>(stored: &StoredResponse) -> Response<IdempotencyBody<B>> {
-    let mut res = Response::new(IdempotencyBody::full(
-        stored.body.clone(),
-        stored.trailers.clone(),
-    ));
-    *res.status_mut() = stored.status;
-    *res.headers_mut() = stored.headers.clone();
-    res.headers_mut()
-        .insert(IDEMPOTENCY_REPLAYED, HeaderValue::from_static("true"));
-    res
-}
-
-async fn governed_call<S, ReqB, ResB>(
-    mut inner: S,
-    config: Arc<Config>,
-    parts: Parts,
-    body: ReqB,
-    scope: StoreKey,
-) -> Result<Response<IdempotencyBody<ResB>>, S::Error>
-where
-    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>,
-    ReqB: Body<Data = Bytes>,
-    ResB: Body<Data = Bytes>,
-{
-    let labels = parts.extensions.get::<RequestLabels>().cloned();
-    let (data, trailers) = match buffer_request(body, config.max_request_body).await {
-        Ok(Buffered::Whole(data, trailers)) => (data, trailers),
-        Ok(Buffered::TooLarge) => {
-            let limit = config.max_request_body;
-            return Ok(reject(
-                parts,
-                IdempotencyCode::PayloadTooLarge,
-                format!("the request body is larger than {limit} bytes"),
-            ));
-        }
-        Err(_) => {
-            return Ok(reject(
-                parts,
-                IdempotencyCode::BodyUnreadable,
-                "the request body could not be read",
-            ));
-        }
+/// The layer's config and the request's key, if the layer governs the
+/// request; `Ok(None)` lets it pass (not governed, or keys are optional
+/// and it has none).
+fn governed_key<'a>(
+    config: Option<&'a Arc<Config>>,
+    parts: &Parts,
+) -> Result<Option<(&'a Arc<Config>, IdempotencyKey)>, Refusal> {
+    let Some(config) = config.filter(|config| governs(config, parts)) else {
+        return Ok(None);
     };
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
-    let fingerprint = Fingerprint::of(&parts.method, target, &data);
-
-    let claim = config
-        .store
-        .claim(&scope, fingerprint, config.claim_ttl)
-        .await;
-    let token = match claim {
-        Ok(Claim::Acquired(token)) => token,
-        Ok(Claim::InFlight { fingerprint: other }) if other != fingerprint => {
-            return Ok(key_reused(parts));
-        }
-        Ok(Claim::InFlight { .. }) => {
-            return Ok(reject(
-                parts,
-                IdempotencyCode::InFlight,
-                "a request with this Idempotency-Key is still being processed",
-            ));
-        }
-        Ok(Claim::Completed(record)) if record.fingerprint != fingerprint => {
-            return Ok(key_reused(parts));
-        }
-        Ok(Claim::Completed(record)) => {
-            return Ok(match &record.response {
-                Some(stored) => {
-                    if let Some(labels) = &labels {
-                        labels.set_idempotency(scope.key.as_arc().clone(), true);
-                    }
-                    replay(stored)
-                }
-                None => reject(
-                    parts,
-                    IdempotencyCode::NotReplayable,
-                    "the request with this Idempotency-Key completed, but its response was too large to store",
-                ),
-            });
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "idempotency store unavailable; refusing the request");
-            return Ok(reject(
-                parts,
-                IdempotencyCode::StoreUnavailable,
-                "the idempotency store cannot be reached; the request was not processed",
-            ));
-        }
-    };
-
-    let mut guard = ClaimGuard {
-        store: config.store.clone(),
-        key: scope,
-        token,
-        armed: true,
-    };
-    let req = Request::from_parts(parts, RequestBody::buffered(data, trailers));
-    // An `Err` from the handler drops the guard, which frees the key.
-    let res = inner.call(req).await?;
-    let (head, body) = res.into_parts();
-
-    // Buffer the response so it can be stored. Boxed so that a response
-    // over the limit can still be handed on after being partly read.
-    let mut body = Box::pin(body);
-    let mut data = BytesMut::new();
-    let mut trailers: Option<HeaderMap> = None;
-    let mut over_limit = false;
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(e) => {
-                // The guard frees the key as this returns: the response was
-                // never whole, so a retry must be able to run again.
-                drop(guard);
-                return Ok(Response::from_parts(head, IdempotencyBody::failed(e)));
-            }
-        };
-        match frame.into_data() {
-            Ok(chunk) => {
-                if data.len() + chunk.len() > config.max_response_body {
-                    data.extend_from_slice(&chunk);
-                    over_limit = true;
-                    break;
-                }
-                data.extend_from_slice(&chunk);
-            }
-            Err(frame) => {
-                if let Ok(t) = frame.into_trailers() {
-                    match &mut trailers {
-                        None => trailers = Some(t),
-                        Some(all) => all.extend(t),
-                    }
-                }
-            }
-        }
-    }
-
-    let data = data.freeze();
-    let (record, response) = if over_limit {
-        // The handler ran, so the key must not run again; but there is
-        // nothing to replay. The rest streams to this caller unbuffered.
-        tracing::warn!(
-            limit = config.max_response_body,
-            "idempotency: response too large to store; retries get idempotency.not_replayable"
-        );
-        let record = Completed {
-            fingerprint,
-            response: None,
-        };
-        (
-            record,
-            Response::from_parts(head, IdempotencyBody::with_prefix(data, body)),
-        )
-    } else {
-        let stored = StoredResponse {
-            status: head.status,
-            headers: select(&head.headers, &config.stored_headers),
-            body: data.clone(),
-            trailers: trailers.as_ref().map(|t| select(t, &config.stored_headers)),
-        };
-        let record = Completed {
-            fingerprint,
-            response: Some(stored),
-        };
-        (
-            record,
-            Response::from_parts(head, IdempotencyBody::full(data, trailers)),
-        )
-    };
-    finish(&config, &mut guard, record).await;
-    Ok(response)
-}
-
-/// Stores the completed record; the claim is then no longer ours to free.
-async fn finish(config: &Config, guard: &mut ClaimGuard, record: Completed) {
-    match config
-        .store
-        .complete(&guard.key, guard.token, record, config.retention)
-        .await
-    {
-        Ok(true) => guard.disarm(),
-        Ok(false) => {
-            // Our claim expired and another request took the key: it owns
-            // the record now. The caller still gets this response.
-            guard.disarm();
-            tracing::warn!(
-                "idempotency: claim expired before the response was stored; raise claim_ttl"
-            );
-        }
-        Err(e) => {
-            // The response exists but cannot be stored. Keep the claim (the
-            // guard is disarmed): freeing the key would let a retry pay
-            // twice; it frees itself after the claim TTL.
-            guard.disarm();
-            tracing::warn!(error = %e, "idempotency: could not store the response");
-        }
+    match IdempotencyKey::from_headers(&parts.headers) {
+        Ok(Some(key)) => Ok(Some((config, key))),
+        Ok(None) if !config.require_key => Ok(None),
+        Ok(None) => Err((
+            IdempotencyCode::KeyMissing,
+            "this request requires an Idempotency-Key".into(),
+        )),
+        Err(e) => Err((IdempotencyCode::KeyInvalid, e.to_string().into())),
     }
 }
 
-fn key_reused<B: Body>(parts: Parts) -> Response<IdempotencyBody<B>> {
-    reject(
-        parts,
-        IdempotencyCode::KeyReused,
-        "this Idempotency-Key was used with a different request",
-    )
+/// Whether the layer governs this request.
+fn governs(config: &Config, parts: &Parts) -> bool {
+    match Protocol::of(&parts.headers) {
+        // Only listed unary methods: a streaming call cannot be buffered.
+        Protocol::Grpc => config.grpc_methods.contains(parts.uri.path()),
+        Protocol::Http => config.governs.governs(parts),
+    }
+}
+
+/// The scope the key is stored under.
+fn scope(parts: &Parts, key: IdempotencyKey) -> StoreKey {
+    // Security: only verified facts name the scope — the tenant the tenant
+    // layer admitted (else the principal's tenant claim) and the
+    // principal's issuer and subject. Without a principal the request
+    // lands in the tenant's anonymous scope, which no authenticated caller
+    // shares. Headers never choose a scope.
+    let principal = parts.extensions.get::<Principal>();
+    StoreKey {
+        tenant: parts
+            .extensions
+            .get::<Tenant>()
+            .map(|t| t.namespace)
+            .or_else(|| principal.and_then(|p| p.tenant)),
+        caller: principal.map_or(Caller::Anonymous, |p| Caller::Verified {
+            issuer: p.issuer.clone(),
+            subject: p.subject.clone(),
+        }),
+        key,
+    }
 }
 
 #[cfg(test)]
@@ -555,9 +176,16 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use super::*;
-    use crate::idempotency::{IdempotencyLayer, InMemoryStore, StoreError, StoreFuture};
+    use http::HeaderMap;
+    use http::header::HeaderValue;
     use http_body::Frame;
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::idempotency::{
+        Claim, ClaimToken, Completed, Fingerprint, IdempotencyLayer, IdempotencyStore,
+        InMemoryStore, StoreError, StoreFuture,
+    };
     use http_body_util::combinators::BoxBody;
     use http_body_util::{Full, StreamBody};
     use tower::{ServiceBuilder, ServiceExt};
@@ -595,7 +223,7 @@ mod tests {
         F: Fn(usize) -> Result<Response<ResB>, io::Error> + Clone + Send + Sync + 'static,
     {
         ServiceBuilder::new().layer(layer).service_fn(
-            move |req: Request<RequestBody<Full<Bytes>>>| {
+            move |req: Request<IdempotencyRequestBody<Full<Bytes>>>| {
                 let count = count.clone();
                 let respond = respond.clone();
                 async move {
@@ -677,7 +305,7 @@ mod tests {
         let c = count.clone();
         let s = ServiceBuilder::new()
             .layer(IdempotencyLayer::new(store.clone()))
-            .service_fn(move |_req: Request<RequestBody<Full<Bytes>>>| {
+            .service_fn(move |_req: Request<IdempotencyRequestBody<Full<Bytes>>>| {
                 let e = e.clone();
                 let c = c.clone();
                 async move {
@@ -765,7 +393,7 @@ mod tests {
         let layer = IdempotencyLayer::new(InMemoryStore::new()).max_request_body(10);
         let s = ServiceBuilder::new()
             .layer(layer)
-            .service_fn(|_req: Request<RequestBody<Never>>| async { ok(1) });
+            .service_fn(|_req: Request<IdempotencyRequestBody<Never>>| async { ok(1) });
         // The body never yields: reading it would hang.
         let req = Request::post("/pay")
             .header("idempotency-key", "k")

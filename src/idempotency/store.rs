@@ -129,15 +129,15 @@ impl std::error::Error for StoreError {
     }
 }
 
-/// Who a key belongs to: the verified subject (as vouched for by its
-/// issuer), or nobody.
+/// Who a key belongs to: the verified caller (a subject as vouched for by
+/// its issuer), or nobody.
 ///
 /// Anonymous callers form one scope of their own per tenant, distinct from
 /// every subject (even a subject named `""`). The issuer is part of the
 /// scope, so `alice` from one identity provider is not `alice` from
 /// another.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Subject {
+pub enum Caller {
     /// No [`Principal`](crate::Principal) was in the request extensions.
     Anonymous,
     /// A verified principal.
@@ -149,7 +149,7 @@ pub enum Subject {
     },
 }
 
-impl Subject {
+impl Caller {
     /// A verified subject.
     pub fn verified(issuer: impl Into<Arc<str>>, subject: impl Into<Arc<str>>) -> Self {
         Self::Verified {
@@ -159,15 +159,15 @@ impl Subject {
     }
 }
 
-/// The scope a record is stored under: (tenant, subject, key). One caller
+/// The scope a record is stored under: (tenant, caller, key). One caller
 /// can never read another's record, because the other's record has another
 /// store key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StoreKey {
     /// The tenant admitted by the tenant layer, if any.
     pub tenant: Option<TenantNamespace>,
-    /// The verified subject, if any.
-    pub subject: Subject,
+    /// Who is calling: the verified principal, or anonymous.
+    pub caller: Caller,
     /// The client's key.
     pub key: IdempotencyKey,
 }
@@ -186,13 +186,13 @@ impl StoreKey {
             }
             None => h.update([0]),
         }
-        match &self.subject {
-            Subject::Verified { issuer, subject } => {
+        match &self.caller {
+            Caller::Verified { issuer, subject } => {
                 h.update([1]);
                 update_len_prefixed(&mut h, issuer.as_bytes());
                 update_len_prefixed(&mut h, subject.as_bytes());
             }
-            Subject::Anonymous => h.update([0]),
+            Caller::Anonymous => h.update([0]),
         }
         update_len_prefixed(&mut h, self.key.as_str().as_bytes());
         h.finalize().into()
@@ -433,29 +433,29 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    fn key(tenant: Option<&str>, subject: Subject, key: &str) -> StoreKey {
+    fn key(tenant: Option<&str>, caller: Caller, key: &str) -> StoreKey {
         StoreKey {
             tenant: tenant.map(|t| t.parse().unwrap()),
-            subject,
+            caller,
             key: key.parse().unwrap(),
         }
     }
 
     #[test]
     fn scopes_never_share_a_digest() {
-        let named = |s: &str| Subject::verified("iss", s);
+        let named = |s: &str| Caller::verified("iss", s);
         let keys = [
-            key(None, Subject::Anonymous, "k"),
+            key(None, Caller::Anonymous, "k"),
             key(None, named(""), "k"),
             key(None, named("alice"), "k"),
             key(None, named("bob"), "k"),
             key(Some("acme"), named("alice"), "k"),
             key(Some("globex"), named("alice"), "k"),
-            key(Some("acme"), Subject::Anonymous, "k"),
+            key(Some("acme"), Caller::Anonymous, "k"),
             key(None, named("alicek"), "k"),
             key(None, named("alice"), "kk"),
-            key(None, Subject::verified("other-iss", "alice"), "k"),
-            key(None, Subject::verified("issalice", ""), "k"),
+            key(None, Caller::verified("other-iss", "alice"), "k"),
+            key(None, Caller::verified("issalice", ""), "k"),
         ];
         let digests: std::collections::HashSet<_> = keys.iter().map(StoreKey::digest).collect();
         assert_eq!(digests.len(), keys.len());
