@@ -156,8 +156,9 @@ pub fn all() -> Vec<CodeInfo> {
     extend(&mut all, crate::audit::AuditCode::ALL);
     #[cfg(feature = "deadline")]
     extend(&mut all, crate::deadline::DeadlineCode::ALL);
-    #[cfg(feature = "_jwt")]
-    extend(&mut all, crate::auth::AuthCode::ALL);
+    // Always: layers that need a principal refuse with `auth.missing`
+    // whether or not the JWT layer is compiled in.
+    extend(&mut all, crate::principal::AuthCode::ALL);
     #[cfg(feature = "tenant")]
     extend(&mut all, crate::tenant::TenantCode::ALL);
     #[cfg(feature = "rbac")]

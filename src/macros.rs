@@ -6,6 +6,7 @@
 /// `inner_accessors!([S, R] Tenant<S, R>, inner: S);` — the generics of
 /// the impl, the service type, and the field that holds the inner
 /// service with its type.
+#[allow(unused_macros)] // unused when no middleware feature is on
 macro_rules! inner_accessors {
     ([$($gen:tt)*] $ty:ty, $field:ident: $inner:ty) => {
         impl<$($gen)*> $ty {
@@ -26,4 +27,5 @@ macro_rules! inner_accessors {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use inner_accessors;

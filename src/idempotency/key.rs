@@ -48,14 +48,14 @@ impl IdempotencyKey {
     }
 
     /// Parses a header value: a structured-field string or a bare token.
-    pub fn parse(raw: &[u8]) -> Result<Self, KeyError> {
+    pub fn parse(raw: &[u8]) -> Result<Self, InvalidKey> {
         if raw.len() > MAX_RAW_LEN {
-            return Err(KeyError::Malformed("longer than 255 characters"));
+            return Err(InvalidKey::Malformed("longer than 255 characters"));
         }
         // Structured fields allow leading and trailing spaces (RFC 8941 §4.2).
         let raw = trim(raw);
         let key = match raw.first() {
-            None => return Err(KeyError::Malformed("empty")),
+            None => return Err(InvalidKey::Malformed("empty")),
             Some(b'"') => unquote(raw)?,
             Some(_) => {
                 // A bare token: visible ASCII, and none of the characters that
@@ -64,7 +64,7 @@ impl IdempotencyKey {
                     .iter()
                     .find(|&&b| !is_visible(b) || b == b'"' || b == b',')
                 {
-                    return Err(KeyError::Malformed(if is_visible(b) {
+                    return Err(InvalidKey::Malformed(if is_visible(b) {
                         "a bare key cannot contain '\"' or ','"
                     } else {
                         "not visible ASCII"
@@ -75,8 +75,8 @@ impl IdempotencyKey {
             }
         };
         match key.len() {
-            0 => Err(KeyError::Malformed("empty")),
-            n if n > MAX_KEY_LEN => Err(KeyError::Malformed("longer than 255 characters")),
+            0 => Err(InvalidKey::Malformed("empty")),
+            n if n > MAX_KEY_LEN => Err(InvalidKey::Malformed("longer than 255 characters")),
             _ => Ok(Self(key.into())),
         }
     }
@@ -86,13 +86,13 @@ impl IdempotencyKey {
     ///
     /// `Ok(None)` when the header is absent; a header sent more than once is
     /// an error, since two keys cannot both be honoured.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, KeyError> {
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, InvalidKey> {
         let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
         let Some(first) = values.next() else {
             return Ok(None);
         };
         if values.next().is_some() {
-            return Err(KeyError::Repeated);
+            return Err(InvalidKey::Repeated);
         }
         Self::parse(first.as_bytes()).map(Some)
     }
@@ -105,7 +105,7 @@ impl fmt::Display for IdempotencyKey {
 }
 
 impl std::str::FromStr for IdempotencyKey {
-    type Err = KeyError;
+    type Err = InvalidKey;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s.as_bytes())
@@ -114,14 +114,14 @@ impl std::str::FromStr for IdempotencyKey {
 
 /// Why an `Idempotency-Key` header was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyError {
+pub enum InvalidKey {
     /// The header was sent more than once.
     Repeated,
     /// The value is not a valid key; the reason is for humans.
     Malformed(&'static str),
 }
 
-impl fmt::Display for KeyError {
+impl fmt::Display for InvalidKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Repeated => f.write_str("Idempotency-Key was sent more than once"),
@@ -130,7 +130,7 @@ impl fmt::Display for KeyError {
     }
 }
 
-impl std::error::Error for KeyError {}
+impl std::error::Error for InvalidKey {}
 
 fn is_visible(b: u8) -> bool {
     (0x21..=0x7e).contains(&b)
@@ -148,23 +148,23 @@ fn trim(mut raw: &[u8]) -> &[u8] {
 
 /// RFC 8941 §4.2.5 sf-string, then our own rule: visible ASCII only (so no
 /// spaces inside the key). Parameters after the string are refused.
-fn unquote(raw: &[u8]) -> Result<String, KeyError> {
+fn unquote(raw: &[u8]) -> Result<String, InvalidKey> {
     let mut out = String::with_capacity(raw.len());
     let mut bytes = raw[1..].iter();
     loop {
         match bytes.next() {
-            None => return Err(KeyError::Malformed("unterminated quoted string")),
+            None => return Err(InvalidKey::Malformed("unterminated quoted string")),
             Some(b'\\') => match bytes.next() {
                 Some(&c @ (b'"' | b'\\')) => out.push(char::from(c)),
-                _ => return Err(KeyError::Malformed("only \\\" and \\\\ may be escaped")),
+                _ => return Err(InvalidKey::Malformed("only \\\" and \\\\ may be escaped")),
             },
             Some(b'"') => break,
             Some(&c) if is_visible(c) => out.push(char::from(c)),
-            Some(_) => return Err(KeyError::Malformed("not visible ASCII")),
+            Some(_) => return Err(InvalidKey::Malformed("not visible ASCII")),
         }
     }
     if bytes.next().is_some() {
-        return Err(KeyError::Malformed("text after the quoted string"));
+        return Err(InvalidKey::Malformed("text after the quoted string"));
     }
     Ok(out)
 }
@@ -256,7 +256,7 @@ mod tests {
         headers.append(IDEMPOTENCY_KEY, HeaderValue::from_static("a"));
         assert_eq!(
             IdempotencyKey::from_headers(&headers),
-            Err(KeyError::Repeated)
+            Err(InvalidKey::Repeated)
         );
     }
 }

@@ -179,7 +179,7 @@ mod store;
 pub use body::{IdempotencyBody, IdempotencyRequestBody};
 pub use codes::IdempotencyCode;
 pub use future::ResponseFuture;
-pub use key::{IDEMPOTENCY_KEY, IDEMPOTENCY_REPLAYED, IdempotencyKey, KeyError, MAX_KEY_LEN};
+pub use key::{IDEMPOTENCY_KEY, IDEMPOTENCY_REPLAYED, IdempotencyKey, InvalidKey, MAX_KEY_LEN};
 pub use layer::{DEFAULT_STORED_HEADERS, Governs, IdempotencyLayer, PostAndPatch};
 pub use memory::InMemoryStore;
 #[cfg(feature = "redis")]
