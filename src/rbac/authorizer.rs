@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 
 use super::attributes::Attributes;
-use super::compile::{CompiledPolicy, Decision};
+use super::compile::CompiledPolicy;
+use super::decision::Decision;
 use super::model::Policy;
 use crate::config::{ConfigError, WatchOptions, Watched};
 

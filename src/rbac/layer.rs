@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::attributes::{Action, Attributes};
 use super::authorizer::Authorizer;
-use super::compile::Decision;
+use super::decision::Decision;
 use super::mapper::{GrpcMethods, HttpRoutes, RequestMapper};
 
 /// The usual mapper: [`HttpRoutes`], then [`GrpcMethods`].

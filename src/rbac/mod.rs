@@ -154,14 +154,17 @@
 //! ClusterRoleBindings before RoleBindings, the user's grants before its
 //! groups'.
 
+mod aggregate;
 mod attributes;
 mod authorizer;
 mod codes;
 mod compile;
+mod decision;
 mod layer;
 mod load;
 mod mapper;
 mod model;
+mod rule;
 
 #[cfg(test)]
 mod tests;
@@ -169,7 +172,8 @@ mod tests;
 pub use attributes::{Action, Attributes, NonResourceAction, ResourceAction};
 pub use authorizer::Authorizer;
 pub use codes::RbacCode;
-pub use compile::{CompiledPolicy, Decision};
+pub use compile::CompiledPolicy;
+pub use decision::Decision;
 pub use layer::{DefaultMapper, Rbac, RbacLayer, RbacStats};
 pub use load::{MAX_MANIFEST_BYTES, PolicyError};
 pub use mapper::{GrpcMethods, HttpRoutes, RequestMapper};
