@@ -146,7 +146,7 @@ fn parts() -> Parts {
         .unwrap();
     let tenants = StaticTenants::new();
     tenants.insert(Tenant::new(TenantNamespace::parse("tenant-a").unwrap()));
-    let authorizer = Authorizer::from_compiled(Authorizer::parse(POLICY.as_bytes()).unwrap());
+    let authorizer = Authorizer::from_yaml(POLICY).unwrap();
     let mapper = (
         HttpRoutes::new()
             .route("/v1/accounts", "accounts")

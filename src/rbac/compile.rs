@@ -24,6 +24,7 @@ pub(super) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::Random
 use super::aggregate::aggregate;
 use super::attributes::{Action, Attributes};
 use super::decision::Decision;
+use super::load::PolicyError;
 use super::model::{Policy, RoleRefKind, SERVICE_ACCOUNT_PREFIX, SubjectKind};
 use super::rule::CompiledRule;
 
@@ -256,6 +257,22 @@ fn subject_key<'a>(
 }
 
 impl CompiledPolicy {
+    /// Loads the Kubernetes RBAC manifests in `yaml` (see
+    /// [`Policy::from_yaml`]) and compiles them, logging each binding whose
+    /// roleRef names no existing role (it grants nothing).
+    ///
+    /// [`Authorizer::from_yaml`](super::Authorizer::from_yaml) does this
+    /// and wraps the result; call it yourself to inspect the policy first
+    /// ([`dangling_role_refs`](Self::dangling_role_refs)), or as the parse
+    /// function of a [`Watched`](crate::config::Watched) file.
+    pub fn from_yaml(yaml: impl AsRef<[u8]>) -> Result<Self, PolicyError> {
+        let compiled = Policy::from_yaml(yaml)?.compile();
+        for dangling in compiled.dangling_role_refs() {
+            tracing::warn!(target: "finmesh::rbac", "{dangling}; it grants nothing");
+        }
+        Ok(compiled)
+    }
+
     /// Decides `attrs`, as the Kubernetes RBAC authorizer would.
     ///
     /// ClusterRoleBindings are consulted first, then — for a resource

@@ -47,7 +47,7 @@
 //! ```
 //! use std::convert::Infallible;
 //! use bytes::Bytes;
-//! use finmesh::rbac::{Authorizer, Decision, HttpRoutes, Policy, RbacLayer};
+//! use finmesh::rbac::{Authorizer, Decision, HttpRoutes, RbacLayer};
 //! use finmesh::{Principal, ResponseBody, Tenant, TenantNamespace};
 //! use http::{Method, Request, Response};
 //! use http_body_util::Full;
@@ -55,9 +55,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let policy = Policy::from_yaml(include_str!("../../examples/rbac.yaml")).unwrap();
 //! // In a service: Authorizer::watch("/etc/finmesh/rbac.yaml") reloads on change.
-//! let authorizer = Authorizer::new(&policy);
+//! let authorizer = Authorizer::from_yaml(include_str!("../../examples/rbac.yaml")).unwrap();
 //! let routes = HttpRoutes::new()
 //!     .route("/v1/accounts", "accounts")
 //!     .route("/v1/accounts/{name}", "accounts")
@@ -129,9 +128,11 @@
 //!
 //! # Loading policy
 //!
-//! [`Policy::from_yaml`] reads manifests as `kubectl apply` takes them:
-//! multi-document YAML (or JSON), `kind: List`, `apiVersion:
-//! rbac.authorization.k8s.io/v1`, `metadata.name`/`namespace`. It is
+//! [`Authorizer::from_yaml`] loads and compiles manifests in one call
+//! ([`Policy::from_yaml`] stops at the model, [`CompiledPolicy::from_yaml`]
+//! at the compiled index). Manifests are read as `kubectl apply` takes
+//! them: multi-document YAML (or JSON), `kind: List`, `apiVersion:
+//! rbac.authorization.k8s.io/v1`, `metadata.name`/`namespace`. Loading is
 //! strict where a typo could grant or revoke: unknown kinds, apiVersions
 //! and fields are errors naming the document index and field path
 //! ([`PolicyError`]). [`Authorizer::watch`] reloads the file on change
@@ -162,9 +163,11 @@ mod compile;
 mod decision;
 mod layer;
 mod load;
+mod manifest;
 mod mapper;
 mod model;
 mod rule;
+mod validate;
 
 #[cfg(test)]
 mod tests;
