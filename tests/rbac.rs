@@ -47,7 +47,7 @@ const DOC_FIXTURES: &[&str] = &[
 fn all_fixtures() -> Policy {
     let mut policy = Policy::new();
     for name in DOC_FIXTURES {
-        let loaded = Policy::from_yaml(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let loaded = Policy::from_yaml(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         policy.extend(loaded);
     }
     policy
@@ -262,7 +262,7 @@ fn kubernetes_documentation_examples_load_unchanged_and_decide_as_kubernetes_wou
 
 #[test]
 fn aggregated_cluster_roles_decide_as_the_aggregation_controller_fills_them() {
-    let compiled = Policy::from_yaml(&fixture("aggregated.yaml"))
+    let compiled = Policy::from_yaml(fixture("aggregated.yaml"))
         .unwrap()
         .compile();
     let crontabs = |verb: &str| {
@@ -366,7 +366,7 @@ fn aggregation_ignores_the_roles_own_rules_and_cycles_end() {
 #[test]
 fn each_documentation_file_loads_alone() {
     for name in DOC_FIXTURES {
-        Policy::from_yaml(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        Policy::from_yaml(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     let example =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rbac.yaml"))

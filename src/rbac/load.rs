@@ -602,7 +602,7 @@ items:
                 .contains("limit")
         );
         assert!(
-            Policy::from_yaml(&[0xff, 0xfe])
+            Policy::from_yaml([0xff, 0xfe])
                 .unwrap_err()
                 .message()
                 .contains("UTF-8")

@@ -3,7 +3,8 @@
 //! [`RequestMapper`] is the strategy; closures implement it. The defaults
 //! are [`HttpRoutes`] (route templates plus the Kubernetes method→verb
 //! table) and [`GrpcMethods`] (a table of `/package.Service/Method`); a
-//! tuple `(a, b)` of mappers tries `a`, then `b`.
+//! tuple `(a, b)` of mappers tries `a`, then `b`; [`SharedMapper`] erases
+//! the type of any of them.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -19,9 +20,14 @@ use super::attributes::{Action, ResourceAction};
 /// request is *unmapped* (the layer refuses it with `rbac.unmapped`, or
 /// treats it as a non-resource URL if configured to).
 ///
-/// Implemented for closures `Fn(&Request<B>) -> Option<Action>`, for
-/// [`HttpRoutes`] and [`GrpcMethods`], and for pairs of mappers (the first
-/// that maps wins).
+/// A mapper reads the request *head* — method, URI, headers, extensions —
+/// which the layer lends it as a `Request<()>`, whatever the body type of
+/// the service: so one mapper fits every stack, and no mapper can consume
+/// or wait for a body.
+///
+/// Implemented for closures `Fn(&Request<()>) -> Option<Action>`, for
+/// [`HttpRoutes`] and [`GrpcMethods`], for pairs of mappers (the first
+/// that maps wins), and for [`SharedMapper`].
 ///
 /// ```
 /// use finmesh::rbac::{Action, RequestMapper};
@@ -33,27 +39,60 @@ use super::attributes::{Action, ResourceAction};
 /// let req = http::Request::get("/admin/users").body(()).unwrap();
 /// assert_eq!(mapper.map(&req), Some(Action::resource("get", "admin")));
 /// ```
-pub trait RequestMapper<B>: Send + Sync + 'static {
-    /// The action `req` asks for, or `None` if this mapper does not know it.
-    fn map(&self, req: &Request<B>) -> Option<Action>;
+pub trait RequestMapper: Send + Sync + 'static {
+    /// The action the request with head `req` asks for, or `None` if this
+    /// mapper does not know it.
+    fn map(&self, req: &Request<()>) -> Option<Action>;
 }
 
-impl<B, F> RequestMapper<B> for F
+impl<F> RequestMapper for F
 where
-    F: Fn(&Request<B>) -> Option<Action> + Send + Sync + 'static,
+    F: Fn(&Request<()>) -> Option<Action> + Send + Sync + 'static,
 {
-    fn map(&self, req: &Request<B>) -> Option<Action> {
+    fn map(&self, req: &Request<()>) -> Option<Action> {
         self(req)
     }
 }
 
-impl<B, M1, M2> RequestMapper<B> for (M1, M2)
+impl<M1, M2> RequestMapper for (M1, M2)
 where
-    M1: RequestMapper<B>,
-    M2: RequestMapper<B>,
+    M1: RequestMapper,
+    M2: RequestMapper,
 {
-    fn map(&self, req: &Request<B>) -> Option<Action> {
+    fn map(&self, req: &Request<()>) -> Option<Action> {
         self.0.map(req).or_else(|| self.1.map(req))
+    }
+}
+
+/// Any [`RequestMapper`], type-erased behind an `Arc`: the mapper of the
+/// RBAC layer inside a [`GovernanceLayer`](crate::GovernanceLayer), so that
+/// stacks built with different mappers have one type.
+///
+/// A named type rather than `Arc<dyn RequestMapper>`, as
+/// [`SharedTenants`](crate::tenant::SharedTenants) is for registries.
+#[derive(Clone)]
+pub struct SharedMapper(Arc<dyn RequestMapper>);
+
+impl SharedMapper {
+    /// Shares `mapper`.
+    pub fn new(mapper: impl RequestMapper) -> Self {
+        Self(Arc::new(mapper))
+    }
+
+    pub(super) fn from_arc<M: RequestMapper>(mapper: Arc<M>) -> Self {
+        Self(mapper)
+    }
+}
+
+impl RequestMapper for SharedMapper {
+    fn map(&self, req: &Request<()>) -> Option<Action> {
+        self.0.map(req)
+    }
+}
+
+impl fmt::Debug for SharedMapper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedMapper")
     }
 }
 
@@ -326,8 +365,8 @@ fn table_verb(method: &Method, named: bool, watch: bool) -> Option<&'static str>
     })
 }
 
-impl<B> RequestMapper<B> for HttpRoutes {
-    fn map(&self, req: &Request<B>) -> Option<Action> {
+impl RequestMapper for HttpRoutes {
+    fn map(&self, req: &Request<()>) -> Option<Action> {
         let (route, name) = self.find(req.method(), req.uri().path())?;
         let verb: Arc<str> = match &route.custom {
             Some((_, verb)) => Arc::clone(verb),
@@ -416,8 +455,8 @@ impl fmt::Debug for GrpcMethods {
     }
 }
 
-impl<B> RequestMapper<B> for GrpcMethods {
-    fn map(&self, req: &Request<B>) -> Option<Action> {
+impl RequestMapper for GrpcMethods {
+    fn map(&self, req: &Request<()>) -> Option<Action> {
         self.methods
             .get(req.uri().path())
             .map(|a| Action::Resource(a.clone()))

@@ -167,6 +167,8 @@ mod manifest;
 mod mapper;
 mod model;
 mod rule;
+mod service;
+mod stats;
 mod validate;
 
 #[cfg(test)]
@@ -177,11 +179,13 @@ pub use authorizer::Authorizer;
 pub use codes::RbacCode;
 pub use compile::CompiledPolicy;
 pub use decision::Decision;
-pub use layer::{DefaultMapper, Rbac, RbacLayer, RbacStats};
+pub use layer::{DefaultMapper, RbacLayer};
 pub use load::{MAX_MANIFEST_BYTES, PolicyError};
-pub use mapper::{GrpcMethods, HttpRoutes, RequestMapper};
+pub use mapper::{GrpcMethods, HttpRoutes, RequestMapper, SharedMapper};
 pub use model::{
     AggregationRule, ClusterRole, ClusterRoleBinding, LabelSelector, LabelSelectorRequirement,
     ObjectMeta, Policy, PolicyRule, RBAC_API_GROUP, RBAC_API_VERSION, Role, RoleBinding, RoleRef,
     RoleRefKind, SelectorOperator, Subject, SubjectKind, service_account_username,
 };
+pub use service::Rbac;
+pub use stats::RbacStats;
