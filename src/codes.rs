@@ -158,6 +158,7 @@ pub fn all() -> Vec<CodeInfo> {
     extend(&mut all, crate::deadline::DeadlineCode::ALL);
     #[cfg(feature = "_jwt")]
     extend(&mut all, crate::auth::AuthCode::ALL);
+    #[cfg(feature = "tenant")]
     extend(&mut all, crate::tenant::TenantCode::ALL);
     #[cfg(feature = "rbac")]
     extend(&mut all, crate::rbac::RbacCode::ALL);
