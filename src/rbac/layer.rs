@@ -6,7 +6,9 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::authorizer::Authorizer;
-use super::mapper::{GrpcMethods, HttpRoutes, RequestMapper, SharedMapper};
+use super::grpc_methods::GrpcMethods;
+use super::http_routes::HttpRoutes;
+use super::mapper::{RequestMapper, SharedMapper};
 use super::service::{Rbac, Shared};
 use super::stats::RbacStats;
 #[cfg(doc)]

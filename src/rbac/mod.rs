@@ -161,6 +161,8 @@ mod authorizer;
 mod codes;
 mod compile;
 mod decision;
+mod grpc_methods;
+mod http_routes;
 mod layer;
 mod load;
 mod manifest;
@@ -179,9 +181,11 @@ pub use authorizer::Authorizer;
 pub use codes::RbacCode;
 pub use compile::CompiledPolicy;
 pub use decision::Decision;
+pub use grpc_methods::GrpcMethods;
+pub use http_routes::HttpRoutes;
 pub use layer::{DefaultMapper, RbacLayer};
 pub use load::{MAX_MANIFEST_BYTES, PolicyError};
-pub use mapper::{GrpcMethods, HttpRoutes, RequestMapper, SharedMapper};
+pub use mapper::{RequestMapper, SharedMapper};
 pub use model::{
     AggregationRule, ClusterRole, ClusterRoleBinding, LabelSelector, LabelSelectorRequirement,
     ObjectMeta, Policy, PolicyRule, RBAC_API_GROUP, RBAC_API_VERSION, Role, RoleBinding, RoleRef,
