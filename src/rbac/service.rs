@@ -33,7 +33,7 @@ pub(super) struct Shared<M> {
     pub(super) stats: RbacStats,
 }
 
-/// The service [`RbacLayer`] builds.
+/// The service [`RbacLayer`](super::RbacLayer) builds.
 pub struct Rbac<S, M = DefaultMapper> {
     inner: S,
     // `None`: switched off inside a `GovernanceLayer` without RBAC.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Outcome counters of an [`RbacLayer`]: cheap to clone, shared.
+/// Outcome counters of an [`RbacLayer`](super::RbacLayer): cheap to clone, shared.
 ///
 /// In shadow mode `denied`, `unmapped` and `unauthenticated` count what
 /// *would* have been refused.
