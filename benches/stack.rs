@@ -33,7 +33,7 @@ use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
 use finmesh::deadline::StreamDeadlineLayer;
 use finmesh::health::{HealthLayer, HealthRegistry};
 use finmesh::idempotency::{IdempotencyLayer, InMemoryStore};
-use finmesh::rbac::{Authorizer, GrpcMethods, HttpRoutes, RbacLayer};
+use finmesh::rbac::{Authorizer, HttpRoutes, RbacLayer};
 use finmesh::telemetry::{TelemetryLayer, w3c_propagator};
 use finmesh::tenant::{StaticTenants, TenantLayer};
 use finmesh::{Tenant, TenantNamespace};
@@ -123,7 +123,7 @@ struct Parts {
     deadlines: StreamDeadlineLayer,
     jwt: JwtAuthLayer,
     tenants: TenantLayer<StaticTenants>,
-    rbac: RbacLayer,
+    rbac: RbacLayer<HttpRoutes>,
     idempotency: IdempotencyLayer,
     _tracer: SdkTracerProvider,
 }
@@ -145,13 +145,10 @@ fn parts() -> Parts {
         .unwrap();
     let tenants = StaticTenants::new();
     tenants.insert(Tenant::new(TenantNamespace::parse("tenant-a").unwrap()));
-    let authorizer = Authorizer::from_compiled(Authorizer::parse(POLICY.as_bytes()).unwrap());
-    let mapper = (
-        HttpRoutes::new()
-            .route("/v1/accounts", "accounts")
-            .route("/v1/accounts/{name}", "accounts"),
-        GrpcMethods::new(),
-    );
+    let authorizer = Authorizer::from_yaml(POLICY).unwrap();
+    let mapper = HttpRoutes::new()
+        .route("/v1/accounts", "accounts")
+        .route("/v1/accounts/{name}", "accounts");
     Parts {
         health: HealthLayer::new(health),
         telemetry,

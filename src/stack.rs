@@ -106,7 +106,11 @@ slot_type!(AuditL, "audit", crate::audit::AuditLayer);
 slot_type!(DeadlineL, "deadline", crate::deadline::StreamDeadlineLayer);
 slot_type!(JwtL, "_jwt", crate::auth::JwtAuthLayer);
 slot_type!(TenantL, "tenant", crate::tenant::SharedTenantLayer);
-slot_type!(RbacL, "rbac", crate::rbac::RbacLayer);
+slot_type!(
+    RbacL,
+    "rbac",
+    crate::rbac::RbacLayer<crate::rbac::SharedMapper>
+);
 slot_type!(
     IdempotencyL,
     "idempotency",
@@ -155,7 +159,7 @@ slot_impl!("audit", crate::audit::AuditLayer);
 slot_impl!("deadline", crate::deadline::StreamDeadlineLayer);
 slot_impl!("_jwt", crate::auth::JwtAuthLayer);
 slot_impl!("tenant", crate::tenant::SharedTenantLayer);
-slot_impl!("rbac", crate::rbac::RbacLayer);
+slot_impl!("rbac", crate::rbac::RbacLayer<crate::rbac::SharedMapper>);
 slot_impl!("idempotency", crate::idempotency::IdempotencyLayer);
 
 type Svc<L, S> = <L as Layer<S>>::Service;
@@ -264,10 +268,14 @@ impl GovernanceBuilder {
         self
     }
 
-    /// Authorizes with Kubernetes RBAC semantics.
+    /// Authorizes with Kubernetes RBAC semantics, with any
+    /// [`RequestMapper`](crate::rbac::RequestMapper):
+    /// [`HttpRoutes`](crate::rbac::HttpRoutes),
+    /// [`GrpcMethods`](crate::rbac::GrpcMethods), a pair of them, or a
+    /// closure `Fn(&Request<()>) -> Option<Action>`.
     #[cfg(feature = "rbac")]
-    pub fn rbac(mut self, layer: crate::rbac::RbacLayer) -> Self {
-        self.layer.rbac = Some(layer);
+    pub fn rbac<M: crate::rbac::RequestMapper>(mut self, layer: crate::rbac::RbacLayer<M>) -> Self {
+        self.layer.rbac = Some(layer.into_shared());
         self
     }
 

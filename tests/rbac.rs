@@ -47,7 +47,7 @@ const DOC_FIXTURES: &[&str] = &[
 fn all_fixtures() -> Policy {
     let mut policy = Policy::new();
     for name in DOC_FIXTURES {
-        let loaded = Policy::from_yaml(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let loaded = Policy::from_yaml(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         policy.extend(loaded);
     }
     policy
@@ -262,7 +262,7 @@ fn kubernetes_documentation_examples_load_unchanged_and_decide_as_kubernetes_wou
 
 #[test]
 fn aggregated_cluster_roles_decide_as_the_aggregation_controller_fills_them() {
-    let compiled = Policy::from_yaml(&fixture("aggregated.yaml"))
+    let compiled = Policy::from_yaml(fixture("aggregated.yaml"))
         .unwrap()
         .compile();
     let crontabs = |verb: &str| {
@@ -366,7 +366,7 @@ fn aggregation_ignores_the_roles_own_rules_and_cycles_end() {
 #[test]
 fn each_documentation_file_loads_alone() {
     for name in DOC_FIXTURES {
-        Policy::from_yaml(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        Policy::from_yaml(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     let example =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rbac.yaml"))
@@ -497,7 +497,7 @@ async fn send_as(method: Method, url: &str, headers: &[(&str, &str)]) -> HttpAns
 
 #[tokio::test]
 async fn allowed_request_reaches_the_handler_over_http() {
-    let srv = server(Authorizer::new(&Policy::from_yaml(POLICY).unwrap())).await;
+    let srv = server(Authorizer::from_yaml(POLICY).unwrap()).await;
     let res = send_as(
         Method::DELETE,
         &srv.url("/v1/accounts/acc-1"),
@@ -526,7 +526,7 @@ async fn allowed_request_reaches_the_handler_over_http() {
 
 #[tokio::test]
 async fn denied_request_is_403_problem_json_with_a_kubernetes_style_detail() {
-    let srv = server(Authorizer::new(&Policy::from_yaml(POLICY).unwrap())).await;
+    let srv = server(Authorizer::from_yaml(POLICY).unwrap()).await;
     // A reader may not delete.
     let res = send_as(
         Method::DELETE,
@@ -572,7 +572,7 @@ async fn denied_request_is_403_problem_json_with_a_kubernetes_style_detail() {
 
 #[tokio::test]
 async fn unmapped_request_is_403_rbac_unmapped_over_http() {
-    let srv = server(Authorizer::new(&Policy::from_yaml(POLICY).unwrap())).await;
+    let srv = server(Authorizer::from_yaml(POLICY).unwrap()).await;
     let res = send_as(
         Method::GET,
         &srv.url("/v1/ledgers"),
@@ -593,7 +593,7 @@ async fn unmapped_request_is_403_rbac_unmapped_over_http() {
 
 #[tokio::test]
 async fn request_without_principal_is_401_auth_missing() {
-    let srv = server(Authorizer::new(&Policy::from_yaml(POLICY).unwrap())).await;
+    let srv = server(Authorizer::from_yaml(POLICY).unwrap()).await;
     let res = send_as(
         Method::GET,
         &srv.url("/v1/accounts"),
@@ -610,7 +610,7 @@ async fn request_without_principal_is_401_auth_missing() {
 
 #[tokio::test]
 async fn allowed_and_denied_unary_calls_over_grpc() {
-    let srv = server(Authorizer::new(&Policy::from_yaml(POLICY).unwrap())).await;
+    let srv = server(Authorizer::from_yaml(POLICY).unwrap()).await;
     let mut client = grpc_client(srv.addr).await;
 
     let msg = || EchoRequest {
@@ -646,7 +646,7 @@ async fn allowed_and_denied_unary_calls_over_grpc() {
 
 #[tokio::test]
 async fn unmapped_method_is_permission_denied_over_grpc() {
-    let srv = server(Authorizer::new(&Policy::from_yaml(POLICY).unwrap())).await;
+    let srv = server(Authorizer::from_yaml(POLICY).unwrap()).await;
     let mut client = grpc_client(srv.addr).await;
     let outbound = tokio_stream::iter(vec![EchoRequest::default()]);
     let status = client
@@ -798,7 +798,7 @@ async fn wait_for(what: &str, n: u64, counter: &AtomicU64) {
 
 #[test]
 fn authorizer_is_usable_without_the_layer() {
-    let authorizer = Authorizer::new(&Policy::from_yaml(POLICY).unwrap());
+    let authorizer = Authorizer::from_yaml(POLICY).unwrap();
     let action = Action::Resource(ResourceAction::new("delete", "", "accounts").with_name("acc-1"));
     let alice = Principal::new("alice", "iss");
     let d = authorizer.authorize(&Attributes::for_principal(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
 use finmesh::config::WatchOptions;
-use finmesh::rbac::{Authorizer, GrpcMethods, HttpRoutes, Policy, RbacLayer};
+use finmesh::rbac::{Authorizer, GrpcMethods, HttpRoutes, RbacLayer};
 use finmesh::tenant::{StaticTenants, Tenant, TenantLayer, TenantNamespace};
 use http::{Method, StatusCode};
 use support::*;
@@ -112,7 +112,7 @@ async fn call(method: Method, url: &str, authorization: Option<&str>) -> HttpAns
 
 #[tokio::test]
 async fn verified_principal_in_its_tenant_is_allowed_and_others_denied_over_http() {
-    let srv = server(Authorizer::new(&Policy::from_yaml(POLICY).unwrap())).await;
+    let srv = server(Authorizer::from_yaml(POLICY).unwrap()).await;
     let url = srv.url("/v1/accounts/acc-1");
 
     let res = call(
@@ -171,7 +171,7 @@ async fn verified_principal_in_its_tenant_is_allowed_and_others_denied_over_http
 
 #[tokio::test]
 async fn verified_principal_is_authorized_over_grpc() {
-    let srv = server(Authorizer::new(&Policy::from_yaml(POLICY).unwrap())).await;
+    let srv = server(Authorizer::from_yaml(POLICY).unwrap()).await;
     let mut client = grpc_client(srv.addr).await;
     let rita = bearer("rita", &["readers"], "tenant-a");
     let reply = client

@@ -136,7 +136,7 @@ fn jwt() -> JwtAuthLayer {
 }
 
 fn rbac() -> RbacLayer {
-    let authorizer = Authorizer::from_compiled(Authorizer::parse(POLICY.as_bytes()).unwrap());
+    let authorizer = Authorizer::from_yaml(POLICY).unwrap();
     let mapper = (
         HttpRoutes::new()
             .route("/v1/accounts", "accounts")

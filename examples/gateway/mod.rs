@@ -178,7 +178,7 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         ),
         None => (
             Arc::new(embedded_tenants()?),
-            Authorizer::from_compiled(Authorizer::parse(EMBEDDED_RBAC.as_bytes())?),
+            Authorizer::from_yaml(EMBEDDED_RBAC)?,
         ),
     };
     let mapper = (

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 
 use super::attributes::Attributes;
-use super::compile::{CompiledPolicy, Decision};
+use super::compile::CompiledPolicy;
+use super::decision::Decision;
+use super::load::PolicyError;
 use super::model::Policy;
 use crate::config::{ConfigError, WatchOptions, Watched};
 
@@ -23,10 +25,9 @@ use crate::config::{ConfigError, WatchOptions, Watched};
 /// Usable without the layer, for a second check inside a handler:
 ///
 /// ```
-/// use finmesh::rbac::{Action, Attributes, Authorizer, Policy};
+/// use finmesh::rbac::{Action, Attributes, Authorizer};
 ///
-/// let policy = Policy::from_yaml(include_str!("../../examples/rbac.yaml")).unwrap();
-/// let authorizer = Authorizer::new(&policy);
+/// let authorizer = Authorizer::from_yaml(include_str!("../../examples/rbac.yaml")).unwrap();
 ///
 /// let approve = Action::named("approve", "transfers", "tr-42");
 /// let groups = ["payments-approvers".into()];
@@ -51,12 +52,23 @@ struct Fixed {
 }
 
 impl Authorizer {
+    /// An authorizer for the Kubernetes RBAC manifests in `yaml`, loaded
+    /// (see [`Policy::from_yaml`]) and compiled now; bindings whose roleRef
+    /// names no existing role are logged (they grant nothing).
+    ///
+    /// To reload the manifests when their file changes, use
+    /// [`watch`](Self::watch) instead.
+    pub fn from_yaml(yaml: impl AsRef<[u8]>) -> Result<Self, PolicyError> {
+        CompiledPolicy::from_yaml(yaml).map(Self::from_compiled)
+    }
+
     /// An authorizer for `policy`, compiled now.
     pub fn new(policy: &Policy) -> Self {
         Self::from_compiled(policy.compile())
     }
 
-    /// An authorizer for an already compiled policy.
+    /// An authorizer for an already compiled policy (from
+    /// [`Policy::compile`] or [`CompiledPolicy::from_yaml`]).
     pub fn from_compiled(policy: CompiledPolicy) -> Self {
         Self {
             source: Source::Fixed(Arc::new(Fixed {
@@ -81,26 +93,16 @@ impl Authorizer {
 
     /// [`watch`](Self::watch) with explicit [`WatchOptions`].
     pub fn watch_with(path: impl AsRef<Path>, options: WatchOptions) -> Result<Self, ConfigError> {
-        let watched = options.watch(path, Self::parse)?;
+        let watched = options.watch(path, |bytes: &[u8]| CompiledPolicy::from_yaml(bytes))?;
         Ok(Self::from_watched(watched))
     }
 
-    /// An authorizer backed by an existing watched policy file (built with
-    /// [`Authorizer::parse`] as its parse function).
+    /// An authorizer backed by an existing watched policy file, whose parse
+    /// function is `|bytes: &[u8]| CompiledPolicy::from_yaml(bytes)`.
     pub fn from_watched(watched: Watched<CompiledPolicy>) -> Self {
         Self {
             source: Source::File(watched),
         }
-    }
-
-    /// The parse function for a watched policy file: loads and compiles the
-    /// manifests, logging dangling roleRefs.
-    pub fn parse(bytes: &[u8]) -> Result<CompiledPolicy, super::PolicyError> {
-        let compiled = Policy::from_yaml_bytes(bytes)?.compile();
-        for dangling in compiled.dangling_role_refs() {
-            tracing::warn!(target: "finmesh::rbac", "{dangling}; it grants nothing");
-        }
-        Ok(compiled)
     }
 
     /// Decides `attrs` against the current policy. No lock, no I/O, no

@@ -13,168 +13,20 @@
 //! many other roles, bindings, subjects and namespaces exist.
 
 use std::collections::HashMap as StdHashMap;
-use std::fmt;
 use std::sync::Arc;
 
 // Security: foldhash is seeded randomly per map, like std's SipHash, so a
 // caller cannot precompute colliding names; it is several times faster on
 // the short strings decided here. The keys come from the operator's policy.
-type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+pub(super) type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+pub(super) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
-use super::attributes::{Action, Attributes, NonResourceAction, ResourceAction};
-use super::model::{
-    ClusterRole, Policy, PolicyRule, RoleRefKind, SERVICE_ACCOUNT_PREFIX, SubjectKind,
-};
-
-/// A rule, ready to match.
-#[derive(Debug)]
-struct CompiledRule {
-    verbs: Set,
-    api_groups: Set,
-    resources: Resources,
-    /// Empty: every name.
-    resource_names: Box<[Box<str>]>,
-    urls: Urls,
-}
-
-/// A list of strings where `*` means everything.
-#[derive(Debug)]
-struct Set {
-    all: bool,
-    items: Box<[Box<str>]>,
-}
-
-impl Set {
-    fn new(items: &[String]) -> Self {
-        Self {
-            all: items.iter().any(|s| s == "*"),
-            items: items.iter().map(|s| s.as_str().into()).collect(),
-        }
-    }
-
-    /// `VerbMatches` / `APIGroupMatches`.
-    fn matches(&self, s: &str) -> bool {
-        self.all || self.items.iter().any(|i| &**i == s)
-    }
-}
-
-#[derive(Debug)]
-struct Resources {
-    all: bool,
-    /// Exact entries: `accounts`, `accounts/balance`.
-    exact: Box<[Box<str>]>,
-    /// The `sub` of each `*/sub` entry.
-    any_with_sub: Box<[Box<str>]>,
-}
-
-impl Resources {
-    fn new(items: &[String]) -> Self {
-        Self {
-            all: items.iter().any(|s| s == "*"),
-            exact: items.iter().map(|s| s.as_str().into()).collect(),
-            any_with_sub: items
-                .iter()
-                .filter_map(|s| s.strip_prefix("*/"))
-                .map(Into::into)
-                .collect(),
-        }
-    }
-
-    /// `ResourceMatches`: `*`, the exact combined resource, or `*/sub` for
-    /// the request's subresource. A rule on `accounts` does not cover
-    /// `accounts/balance`, nor the other way round.
-    fn matches(&self, combined: &str, sub: Option<&str>) -> bool {
-        if self.all || self.exact.iter().any(|r| &**r == combined) {
-            return true;
-        }
-        match sub {
-            Some(sub) => self.any_with_sub.iter().any(|s| &**s == sub),
-            None => false,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Urls {
-    all: bool,
-    exact: Box<[Box<str>]>,
-    /// Entries ending in `*`, with every trailing `*` removed.
-    prefixes: Box<[Box<str>]>,
-}
-
-impl Urls {
-    fn new(items: &[String]) -> Self {
-        Self {
-            all: items.iter().any(|s| s == "*"),
-            exact: items.iter().map(|s| s.as_str().into()).collect(),
-            prefixes: items
-                .iter()
-                .filter(|s| s.ends_with('*'))
-                .map(|s| s.trim_end_matches('*').into())
-                .collect(),
-        }
-    }
-
-    /// `NonResourceURLMatches`: `*`, exact, or a trailing-`*` prefix
-    /// (`/healthz/*` matches `/healthz/live`, not `/healthz`).
-    fn matches(&self, path: &str) -> bool {
-        self.all
-            || self.exact.iter().any(|u| &**u == path)
-            || self.prefixes.iter().any(|p| path.starts_with(&**p))
-    }
-}
-
-/// Verbs that act on no single named object, or on one whose name is not
-/// known when the request is authorized: a rule restricted by
-/// `resourceNames` never allows them.
-const UNNAMED_VERBS: [&str; 4] = ["create", "list", "watch", "deletecollection"];
-
-impl CompiledRule {
-    fn new(rule: &PolicyRule) -> Self {
-        Self {
-            verbs: Set::new(&rule.verbs),
-            api_groups: Set::new(&rule.api_groups),
-            resources: Resources::new(&rule.resources),
-            resource_names: rule
-                .resource_names
-                .iter()
-                .map(|s| s.as_str().into())
-                .collect(),
-            urls: Urls::new(&rule.non_resource_urls),
-        }
-    }
-
-    /// `RuleAllows` for a resource request.
-    fn allows_resource(&self, r: &ResourceAction) -> bool {
-        self.verbs.matches(r.verb())
-            && self.api_groups.matches(r.api_group())
-            && self
-                .resources
-                .matches(r.combined_resource(), r.subresource())
-            && self.name_matches(r)
-    }
-
-    /// `ResourceNameMatches`. Kubernetes never has a name for create, list,
-    /// watch and deletecollection, so the empty request name never equals a
-    /// listed one; a custom mapper could set one, and this keeps the rule
-    /// exact regardless.
-    fn name_matches(&self, r: &ResourceAction) -> bool {
-        if self.resource_names.is_empty() {
-            return true;
-        }
-        if UNNAMED_VERBS.contains(&r.verb()) {
-            return false;
-        }
-        let name = r.name().unwrap_or_default();
-        self.resource_names.iter().any(|n| &**n == name)
-    }
-
-    /// `RuleAllows` for a non-resource request.
-    fn allows_non_resource(&self, n: &NonResourceAction) -> bool {
-        self.verbs.matches(n.verb()) && self.urls.matches(n.path())
-    }
-}
+use super::aggregate::aggregate;
+use super::attributes::{Action, Attributes};
+use super::decision::Decision;
+use super::load::PolicyError;
+use super::model::{Policy, RoleRefKind, SERVICE_ACCOUNT_PREFIX, SubjectKind};
+use super::rule::CompiledRule;
 
 /// Where an allow came from, shared by every grant of one binding.
 #[derive(Debug)]
@@ -254,73 +106,6 @@ pub struct CompiledPolicy {
     namespaces: HashMap<Box<str>, Scope>,
     bindings: usize,
     dangling: Vec<String>,
-}
-
-/// The rules of each aggregated ClusterRole (by index), as Kubernetes'
-/// ClusterRole aggregation controller fills them in: the union, without
-/// duplicates, of the rules of every ClusterRole of another name that a
-/// selector matches, in name order. An aggregated role's own `rules` are
-/// replaced, and aggregated roles feed each other (`admin` ⊇ `edit` ⊇
-/// `view`).
-///
-/// Aggregated roles start empty and only grow, so repeating until nothing
-/// changes ends after at most one round per aggregated role, with the
-/// smallest consistent answer. Where roles select each other in a cycle
-/// this differs from the live controller deliberately: there, rules an
-/// aggregated role's manifest listed can survive by going round the cycle;
-/// here they never count.
-fn aggregate(roles: &[ClusterRole]) -> HashMap<usize, Vec<&PolicyRule>> {
-    let sources: Vec<(usize, Vec<usize>)> = roles
-        .iter()
-        .enumerate()
-        .filter_map(|(i, role)| {
-            let selectors = &role.aggregation_rule.as_ref()?.cluster_role_selectors;
-            let name = role.metadata.name.as_str();
-            let mut matched: Vec<usize> = (0..roles.len())
-                .filter(|&j| {
-                    roles[j].metadata.name != name
-                        && selectors
-                            .iter()
-                            .any(|s| s.matches(&roles[j].metadata.labels))
-                })
-                .collect();
-            matched.sort_by(|&a, &b| roles[a].metadata.name.cmp(&roles[b].metadata.name));
-            Some((i, matched))
-        })
-        .collect();
-    let mut current: HashMap<usize, Vec<&PolicyRule>> =
-        sources.iter().map(|(i, _)| (*i, Vec::new())).collect();
-    let mut seen: HashSet<&PolicyRule> = HashSet::default();
-    for _ in 0..=sources.len() {
-        let mut next = Vec::with_capacity(sources.len());
-        for (i, matched) in &sources {
-            seen.clear();
-            let mut rules: Vec<&PolicyRule> = Vec::new();
-            for j in matched {
-                let mut add = |rule| {
-                    if seen.insert(rule) {
-                        rules.push(rule);
-                    }
-                };
-                match current.get(j) {
-                    Some(aggregated) => aggregated.iter().copied().for_each(&mut add),
-                    None => roles[*j].rules.iter().for_each(&mut add),
-                }
-            }
-            next.push((*i, rules));
-        }
-        let mut changed = false;
-        for (i, rules) in next {
-            if current.get(&i) != Some(&rules) {
-                current.insert(i, rules);
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    current
 }
 
 impl Policy {
@@ -472,6 +257,22 @@ fn subject_key<'a>(
 }
 
 impl CompiledPolicy {
+    /// Loads the Kubernetes RBAC manifests in `yaml` (see
+    /// [`Policy::from_yaml`]) and compiles them, logging each binding whose
+    /// roleRef names no existing role (it grants nothing).
+    ///
+    /// [`Authorizer::from_yaml`](super::Authorizer::from_yaml) does this
+    /// and wraps the result; call it yourself to inspect the policy first
+    /// ([`dangling_role_refs`](Self::dangling_role_refs)), or as the parse
+    /// function of a [`Watched`](crate::config::Watched) file.
+    pub fn from_yaml(yaml: impl AsRef<[u8]>) -> Result<Self, PolicyError> {
+        let compiled = Policy::from_yaml(yaml)?.compile();
+        for dangling in compiled.dangling_role_refs() {
+            tracing::warn!(target: "finmesh::rbac", "{dangling}; it grants nothing");
+        }
+        Ok(compiled)
+    }
+
     /// Decides `attrs`, as the Kubernetes RBAC authorizer would.
     ///
     /// ClusterRoleBindings are consulted first, then — for a resource
@@ -512,57 +313,5 @@ impl CompiledPolicy {
     /// nothing. One human-readable line each.
     pub fn dangling_role_refs(&self) -> &[String] {
         &self.dangling
-    }
-}
-
-/// The answer of the authorizer: allow, with the binding and role that
-/// allowed, or deny.
-///
-/// Cheap to clone (shared strings); the [`RbacLayer`](super::RbacLayer)
-/// puts it into the request extensions for handlers, audit and telemetry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
-    allowed_by: Option<(Arc<str>, Arc<str>)>,
-}
-
-impl Decision {
-    /// An allow by `binding` (`RoleBinding/ns/name`,
-    /// `ClusterRoleBinding/name`) of `role` (`Role/ns/name`,
-    /// `ClusterRole/name`).
-    pub fn allow(binding: Arc<str>, role: Arc<str>) -> Self {
-        Self {
-            allowed_by: Some((binding, role)),
-        }
-    }
-
-    /// A denial.
-    pub const fn deny() -> Self {
-        Self { allowed_by: None }
-    }
-
-    /// Whether the request is allowed.
-    pub fn is_allowed(&self) -> bool {
-        self.allowed_by.is_some()
-    }
-
-    /// The binding that allowed it: `ClusterRoleBinding/<name>` or
-    /// `RoleBinding/<namespace>/<name>`.
-    pub fn binding(&self) -> Option<&Arc<str>> {
-        self.allowed_by.as_ref().map(|(b, _)| b)
-    }
-
-    /// The role that binding grants: `ClusterRole/<name>` or
-    /// `Role/<namespace>/<name>`.
-    pub fn role(&self) -> Option<&Arc<str>> {
-        self.allowed_by.as_ref().map(|(_, r)| r)
-    }
-}
-
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.allowed_by {
-            Some((binding, role)) => write!(f, "allowed by {binding} of {role}"),
-            None => f.write_str("denied: no rule allows it"),
-        }
     }
 }

@@ -1,29 +1,25 @@
-//! [`RbacLayer`] and [`Rbac`]: the authorizer in front of a service.
+//! [`RbacLayer`]: the authorizer in front of a service, and its options.
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
-use http::{Request, Response};
 use tower_layer::Layer;
-use tower_service::Service;
 
-use super::attributes::{Action, Attributes};
 use super::authorizer::Authorizer;
-use super::compile::Decision;
-use super::mapper::{GrpcMethods, HttpRoutes, RequestMapper};
+use super::grpc_methods::GrpcMethods;
+use super::http_routes::HttpRoutes;
+use super::mapper::{RequestMapper, SharedMapper};
+use super::service::{Rbac, Shared};
+use super::stats::RbacStats;
+#[cfg(doc)]
+use super::{Action, Decision};
+#[cfg(doc)]
+use crate::labels::{Authorization, RequestLabels};
+#[cfg(doc)]
+use crate::{Principal, Tenant};
 
 /// The usual mapper: [`HttpRoutes`], then [`GrpcMethods`].
 pub type DefaultMapper = (HttpRoutes, GrpcMethods);
-use super::RbacCode;
-use crate::body::ResponseBody;
-use crate::codes::RejectionCode;
-use crate::future::ResponseFuture;
-use crate::labels::{Authorization, RequestLabels};
-use crate::principal::Principal;
-use crate::reject::Rejection;
-use crate::tenant::Tenant;
 
 /// Applies RBAC to every request: maps it to an [`Action`] with a
 /// [`RequestMapper`], decides it with an [`Authorizer`] for the
@@ -42,8 +38,7 @@ use crate::tenant::Tenant;
 /// [`Authorization`] label. [`stats`](Self::stats) counts the outcomes.
 ///
 /// The mapper type defaults to [`DefaultMapper`] (HTTP routes, then gRPC
-/// methods), so `RbacLayer` without parameters names the usual layer (as
-/// the `GovernanceLayer` stack does).
+/// methods), so `RbacLayer` without parameters names the usual layer.
 pub struct RbacLayer<M = DefaultMapper> {
     authorizer: Authorizer,
     mapper: Arc<M>,
@@ -114,263 +109,36 @@ impl<M> RbacLayer<M> {
     }
 }
 
+impl<M: RequestMapper> RbacLayer<M> {
+    /// The same layer with its mapper type-erased, so that stacks built
+    /// with different mappers have one type (see
+    /// [`GovernanceLayer`](crate::GovernanceLayer)). The counters stay
+    /// shared with `self`.
+    pub(crate) fn into_shared(self) -> RbacLayer<SharedMapper> {
+        RbacLayer {
+            authorizer: self.authorizer,
+            mapper: Arc::new(SharedMapper::from_arc(self.mapper)),
+            shadow: self.shadow,
+            unmapped_as_non_resource: self.unmapped_as_non_resource,
+            stats: self.stats,
+        }
+    }
+}
+
 impl<S, M> Layer<S> for RbacLayer<M> {
     type Service = Rbac<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Rbac {
+        Rbac::new(
             inner,
-            shared: Some(Arc::new(Shared {
+            Shared {
                 authorizer: self.authorizer.clone(),
                 mapper: Arc::clone(&self.mapper),
                 shadow: self.shadow,
                 unmapped_as_non_resource: self.unmapped_as_non_resource,
                 stats: self.stats.clone(),
-            })),
-        }
-    }
-}
-
-struct Shared<M> {
-    authorizer: Authorizer,
-    mapper: Arc<M>,
-    shadow: bool,
-    unmapped_as_non_resource: bool,
-    stats: RbacStats,
-}
-
-/// The service [`RbacLayer`] builds.
-pub struct Rbac<S, M = DefaultMapper> {
-    inner: S,
-    // `None`: switched off inside a `GovernanceLayer` without RBAC.
-    shared: Option<Arc<Shared<M>>>,
-}
-
-impl<S, M> Rbac<S, M> {
-    /// Passes every request through unauthorized: the slot of an absent
-    /// RBAC layer in a `GovernanceLayer`.
-    pub(crate) fn pass_through(inner: S) -> Self {
-        Self {
-            inner,
-            shared: None,
-        }
-    }
-}
-
-impl<S: Clone, M> Clone for Rbac<S, M> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-impl<S: fmt::Debug, M> fmt::Debug for Rbac<S, M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rbac")
-            .field("inner", &self.inner)
-            .field("shadow", &self.shared.as_ref().map(|s| s.shadow))
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, M, ReqB, ResB> Service<Request<ReqB>> for Rbac<S, M>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
-    M: RequestMapper<ReqB>,
-{
-    type Response = Response<ResponseBody<ResB>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResB>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let Some(shared) = &self.shared else {
-            return ResponseFuture::inner(self.inner.call(req));
-        };
-        match shared.check(&mut req) {
-            Err(rejection) if !shared.shadow => ResponseFuture::rejected(rejection.respond(&req)),
-            _ => {
-                // The polled-ready service handles this request; the clone
-                // waits for the next poll_ready.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::inner(inner.call(req))
-            }
-        }
-    }
-}
-
-impl<M> Shared<M> {
-    /// Decides `req`, records the decision, and returns the rejection that
-    /// enforcing mode answers with.
-    fn check<B>(&self, req: &mut Request<B>) -> Result<(), Rejection>
-    where
-        M: RequestMapper<B>,
-    {
-        let shadow = self.shadow;
-        let Some(principal) = req.extensions().get::<Principal>() else {
-            self.stats
-                .inner
-                .unauthenticated
-                .fetch_add(1, Ordering::Relaxed);
-            if shadow {
-                tracing::info!(target: "finmesh::rbac", shadow, path = req.uri().path(), "no principal: would refuse with auth.missing");
-            }
-            return Err(crate::principal::AuthCode::Missing.reject("authentication required"));
-        };
-
-        let action = self.mapper.map(req).or_else(|| {
-            self.unmapped_as_non_resource.then(|| {
-                Action::non_resource(req.method().as_str().to_ascii_lowercase(), req.uri().path())
-            })
-        });
-        let Some(action) = action else {
-            self.stats.inner.unmapped.fetch_add(1, Ordering::Relaxed);
-            let detail = format!(
-                "{} {} is not mapped to an RBAC verb and resource",
-                req.method(),
-                req.uri().path()
-            );
-            if shadow {
-                tracing::info!(target: "finmesh::rbac", shadow, user = %principal.subject, %detail, "would refuse with rbac.unmapped");
-            }
-            return Err(RbacCode::Unmapped.reject(detail));
-        };
-
-        let namespace = req.extensions().get::<Tenant>().map(|t| t.namespace);
-        let ns = namespace.as_ref().map(|n| n.as_str());
-        let decision = self
-            .authorizer
-            .authorize(&Attributes::for_principal(principal, ns, &action));
-
-        let allowed = decision.is_allowed();
-        let counter = if allowed {
-            &self.stats.inner.allowed
-        } else {
-            &self.stats.inner.denied
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-
-        let rejection = (!allowed)
-            .then(|| RbacCode::Denied.reject(denial_detail(&principal.subject, &action, ns)));
-        match &rejection {
-            Some(r) if shadow => tracing::info!(
-                target: "finmesh::rbac", shadow, user = %principal.subject, namespace = ns, action = %action,
-                "would deny: {}", r.detail()
-            ),
-            Some(r) => {
-                tracing::debug!(target: "finmesh::rbac", user = %principal.subject, "{}", r.detail())
-            }
-            None => tracing::debug!(
-                target: "finmesh::rbac", shadow, user = %principal.subject, namespace = ns, action = %action,
-                "{decision}"
-            ),
-        }
-
-        if let Some(labels) = req.extensions().get::<RequestLabels>() {
-            labels.set_authorization(authorization_label(&decision, &action, shadow));
-        }
-        req.extensions_mut().insert(decision);
-        req.extensions_mut().insert(action);
-        rejection.map_or(Ok(()), Err)
-    }
-}
-
-fn authorization_label(decision: &Decision, action: &Action, shadow: bool) -> Authorization {
-    let (verb, resource, name) = match action {
-        Action::Resource(r) => (
-            Arc::clone(r.verb_arc()),
-            Arc::clone(r.combined_arc()),
-            r.name_arc().cloned(),
-        ),
-        Action::NonResource(n) => (Arc::from(n.verb()), Arc::from(n.path()), None),
-    };
-    Authorization {
-        allowed: decision.is_allowed(),
-        shadow,
-        verb,
-        resource,
-        name,
-        binding: decision.binding().cloned(),
-        role: decision.role().cloned(),
-    }
-}
-
-/// The Kubernetes-style reason: `"alice" cannot delete resource "accounts"
-/// in namespace "tenant-a"`.
-fn denial_detail(user: &str, action: &Action, namespace: Option<&str>) -> String {
-    match action {
-        Action::Resource(r) => {
-            let mut detail = format!(
-                "{user:?} cannot {} resource {:?}",
-                r.verb(),
-                r.combined_resource()
-            );
-            if !r.api_group().is_empty() {
-                detail.push_str(&format!(" in API group {:?}", r.api_group()));
-            }
-            match namespace {
-                Some(ns) => detail.push_str(&format!(" in namespace {ns:?}")),
-                None => detail.push_str(" at the cluster scope"),
-            }
-            detail
-        }
-        Action::NonResource(n) => format!("{user:?} cannot {} path {:?}", n.verb(), n.path()),
-    }
-}
-
-/// Outcome counters of an [`RbacLayer`]: cheap to clone, shared.
-///
-/// In shadow mode `denied`, `unmapped` and `unauthenticated` count what
-/// *would* have been refused.
-#[derive(Clone, Default)]
-pub struct RbacStats {
-    inner: Arc<Counters>,
-}
-
-#[derive(Default)]
-struct Counters {
-    allowed: AtomicU64,
-    denied: AtomicU64,
-    unmapped: AtomicU64,
-    unauthenticated: AtomicU64,
-}
-
-impl RbacStats {
-    /// Requests the policy allowed.
-    pub fn allowed(&self) -> u64 {
-        self.inner.allowed.load(Ordering::Relaxed)
-    }
-
-    /// Requests the policy denied (`rbac.denied`).
-    pub fn denied(&self) -> u64 {
-        self.inner.denied.load(Ordering::Relaxed)
-    }
-
-    /// Requests no mapper knew (`rbac.unmapped`).
-    pub fn unmapped(&self) -> u64 {
-        self.inner.unmapped.load(Ordering::Relaxed)
-    }
-
-    /// Requests without a principal (`auth.missing`).
-    pub fn unauthenticated(&self) -> u64 {
-        self.inner.unauthenticated.load(Ordering::Relaxed)
-    }
-}
-
-impl fmt::Debug for RbacStats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RbacStats")
-            .field("allowed", &self.allowed())
-            .field("denied", &self.denied())
-            .field("unmapped", &self.unmapped())
-            .field("unauthenticated", &self.unauthenticated())
-            .finish()
+            },
+        )
     }
 }
 
@@ -379,15 +147,19 @@ mod tests {
     use std::convert::Infallible;
 
     use bytes::Bytes;
-    use http::{Method, StatusCode};
+    use http::{Method, Request, Response, StatusCode};
     use http_body_util::{BodyExt, Full};
     use tower::{ServiceBuilder, ServiceExt};
 
     use super::*;
+    use crate::GovernanceLayer;
+    use crate::labels::RequestLabels;
+    use crate::principal::Principal;
+    use crate::rbac::service::Rbac;
     use crate::rbac::{
-        ClusterRole, HttpRoutes, Policy, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+        Action, ClusterRole, Decision, Policy, PolicyRule, Role, RoleBinding, RoleRef, Subject,
     };
-    use crate::tenant::TenantNamespace;
+    use crate::tenant::{Tenant, TenantNamespace};
 
     fn policy() -> Policy {
         Policy::new()
@@ -657,6 +429,84 @@ mod tests {
         }
     }
 
+    /// The status a `GovernanceLayer` holding only `layer` answers for
+    /// `method uri` from `user` in tenant-a, over a real axum router.
+    async fn through_the_stack<M: RequestMapper>(
+        layer: RbacLayer<M>,
+        method: Method,
+        uri: &str,
+        user: &str,
+    ) -> StatusCode {
+        let app = axum::Router::new()
+            .route("/v1/accounts", axum::routing::get(|| async { "[]" }))
+            .route(
+                "/ledger.v1.Ledger/List",
+                axum::routing::post(|| async { "" }),
+            )
+            .route("/admin/accounts", axum::routing::get(|| async { "[]" }))
+            .layer(GovernanceLayer::builder().rbac(layer).build());
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(Principal::new(user, "test"));
+        req.extensions_mut()
+            .insert(Tenant::new(TenantNamespace::parse("tenant-a").unwrap()));
+        app.oneshot(req).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn the_stack_takes_bare_http_routes() {
+        let l = RbacLayer::new(Authorizer::new(&policy()), routes());
+        let stats = l.stats();
+        let call = |user| through_the_stack(l.clone(), Method::GET, "/v1/accounts", user);
+        assert_eq!(call("alice").await, StatusCode::OK);
+        assert_eq!(call("bob").await, StatusCode::FORBIDDEN);
+        // The stack keeps the layer's counters.
+        assert_eq!((stats.allowed(), stats.denied()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn the_stack_takes_bare_grpc_methods() {
+        let methods = GrpcMethods::new().method("/ledger.v1.Ledger/List", "list", "accounts");
+        let l = RbacLayer::new(Authorizer::new(&policy()), methods);
+        let call = |method, uri, user| through_the_stack(l.clone(), method, uri, user);
+        assert_eq!(
+            call(Method::POST, "/ledger.v1.Ledger/List", "alice").await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(Method::POST, "/ledger.v1.Ledger/List", "bob").await,
+            StatusCode::FORBIDDEN
+        );
+        // No HTTP routes: an HTTP request is unmapped.
+        assert_eq!(
+            call(Method::GET, "/v1/accounts", "alice").await,
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    #[tokio::test]
+    async fn the_stack_takes_a_closure_over_the_request_head() {
+        let admin = |req: &Request<()>| {
+            req.uri()
+                .path()
+                .starts_with("/admin/")
+                .then(|| Action::resource("list", "accounts"))
+        };
+        let l = RbacLayer::new(Authorizer::new(&policy()), admin);
+        let stats = l.stats();
+        let call = |uri, user| through_the_stack(l.clone(), Method::GET, uri, user);
+        assert_eq!(call("/admin/accounts", "alice").await, StatusCode::OK);
+        assert_eq!(call("/admin/accounts", "bob").await, StatusCode::FORBIDDEN);
+        assert_eq!(call("/v1/accounts", "alice").await, StatusCode::FORBIDDEN);
+        assert_eq!(
+            (stats.allowed(), stats.denied(), stats.unmapped()),
+            (1, 1, 1)
+        );
+    }
+
     #[test]
     fn layer_and_service_are_send_sync_clone() {
         fn check<T: Send + Sync + Clone>() {}
@@ -667,5 +517,6 @@ mod tests {
                 HttpRoutes,
             >,
         >();
+        check::<RbacLayer<SharedMapper>>();
     }
 }

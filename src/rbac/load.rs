@@ -1,18 +1,20 @@
 //! Loading Kubernetes RBAC manifests: multi-document YAML (or JSON),
 //! `kind: List`, strict about everything that could change a decision.
+//!
+//! Two passes per document: serde reads it into the
+//! [manifest types](super::manifest), refusing unknown fields and values of
+//! the wrong type with the path of the field; then [`validate`](super::validate)
+//! checks what the Kubernetes API server checks and builds the model.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 
-use serde::Deserialize;
-use serde_yaml_ng::{Mapping, Value};
+use serde::{Deserialize, Deserializer};
+use serde_yaml_ng::Value;
 
-use super::model::{
-    AggregationRule, ClusterRole, ClusterRoleBinding, LabelSelector, LabelSelectorRequirement,
-    ObjectMeta, Policy, PolicyRule, RBAC_API_GROUP, RBAC_API_VERSION, Role, RoleBinding, RoleRef,
-    RoleRefKind, SelectorOperator, Subject, SubjectKind,
-};
-use crate::tenant::TenantNamespace;
+use super::manifest;
+use super::model::{ClusterRole, ClusterRoleBinding, Policy, RBAC_API_VERSION, Role, RoleBinding};
+use super::validate::{self, Scope};
 
 /// The largest manifest [`Policy::from_yaml`] parses (16 MiB, like every
 /// finmesh policy file).
@@ -77,7 +79,8 @@ impl Policy {
     /// separated by `---` (JSON is YAML too), each a `Role`, `ClusterRole`,
     /// `RoleBinding` or `ClusterRoleBinding` of `apiVersion:
     /// rbac.authorization.k8s.io/v1`, or a `kind: List` (`apiVersion: v1`)
-    /// of them, as `kubectl get -o yaml` writes it.
+    /// of them, as `kubectl get -o yaml` writes it. The input is text or
+    /// bytes (which must be UTF-8), at most [`MAX_MANIFEST_BYTES`].
     ///
     /// Refused, with the document index and field path: unknown kinds and
     /// apiVersions, unknown fields, missing required fields, values of the
@@ -93,43 +96,133 @@ impl Policy {
     ///
     /// Empty documents are skipped. A roleRef naming a role that does not
     /// exist is *not* an error: as in Kubernetes it grants nothing.
-    pub fn from_yaml(yaml: &str) -> std::result::Result<Policy, PolicyError> {
-        if yaml.len() > MAX_MANIFEST_BYTES {
-            return Err(PolicyError::new(
-                0,
-                "",
-                format!(
-                    "manifest is {} bytes, over the {MAX_MANIFEST_BYTES}-byte limit",
-                    yaml.len()
-                ),
-            ));
-        }
-        let mut loader = Loader::default();
-        for (index, document) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
-            // A syntax error ends the stream: the deserializer would repeat
-            // it forever.
-            let value = Value::deserialize(document)
-                .map_err(|e| PolicyError::new(index, "", format!("invalid YAML: {e}")))?;
-            loader.document(index, value)?;
-        }
-        Ok(loader.policy)
+    pub fn from_yaml(yaml: impl AsRef<[u8]>) -> Result<Policy, PolicyError> {
+        load(yaml.as_ref())
+    }
+}
+
+fn load(yaml: &[u8]) -> Result<Policy, PolicyError> {
+    if yaml.len() > MAX_MANIFEST_BYTES {
+        return Err(PolicyError::new(
+            0,
+            "",
+            format!(
+                "manifest is {} bytes, over the {MAX_MANIFEST_BYTES}-byte limit",
+                yaml.len()
+            ),
+        ));
+    }
+    let yaml = std::str::from_utf8(yaml)
+        .map_err(|e| PolicyError::new(0, "", format!("manifest is not UTF-8: {e}")))?;
+    let mut loader = Loader::default();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
+        // A syntax error ends the stream: the deserializer would repeat
+        // it forever.
+        let value = Value::deserialize(document)
+            .map_err(|e| PolicyError::new(index, "", format!("invalid YAML: {e}")))?;
+        loader.document(index, value)?;
+    }
+    Ok(loader.policy)
+}
+
+/// Where in the manifest errors point: a document, and within a `List`
+/// one of its items. The path is rendered only when an error is reported.
+pub(super) struct Doc {
+    index: usize,
+    item: Option<usize>,
+}
+
+impl Doc {
+    pub(super) fn index(&self) -> usize {
+        self.index
     }
 
-    /// [`from_yaml`](Self::from_yaml) for bytes, which must be UTF-8.
-    pub fn from_yaml_bytes(yaml: &[u8]) -> std::result::Result<Policy, PolicyError> {
-        if yaml.len() > MAX_MANIFEST_BYTES {
-            return Err(PolicyError::new(
-                0,
-                "",
-                format!(
-                    "manifest is {} bytes, over the {MAX_MANIFEST_BYTES}-byte limit",
-                    yaml.len()
-                ),
-            ));
+    /// `field` (relative to the object) as a path from the document root.
+    pub(super) fn path(&self, field: impl fmt::Display) -> String {
+        match self.item {
+            None => field.to_string(),
+            Some(i) => {
+                let field = field.to_string();
+                if field.is_empty() {
+                    format!("items[{i}]")
+                } else {
+                    format!("items[{i}].{field}")
+                }
+            }
         }
-        let text = std::str::from_utf8(yaml)
-            .map_err(|e| PolicyError::new(0, "", format!("manifest is not UTF-8: {e}")))?;
-        Self::from_yaml(text)
+    }
+
+    pub(super) fn err(&self, field: impl fmt::Display, message: impl Into<String>) -> PolicyError {
+        PolicyError::new(self.index, self.path(field), message)
+    }
+
+    /// Reads `value` (a [`Value`] or a `&Value`) as `T` with serde,
+    /// pointing any error at its field.
+    fn read<'de, T, D>(&self, value: D) -> Result<T, PolicyError>
+    where
+        T: Deserialize<'de>,
+        D: Deserializer<'de, Error = serde_yaml_ng::Error>,
+    {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let mut field = String::new();
+            for segment in e.path().iter() {
+                use serde_path_to_error::Segment;
+                match segment {
+                    Segment::Seq { index } => field.push_str(&format!("[{index}]")),
+                    Segment::Map { key } | Segment::Enum { variant: key } => {
+                        if !field.is_empty() {
+                            field.push('.');
+                        }
+                        field.push_str(key);
+                    }
+                    Segment::Unknown => field.push_str(if field.is_empty() { "?" } else { ".?" }),
+                }
+            }
+            self.err(field, e.into_inner().to_string())
+        })
+    }
+
+    /// `kind` and `apiVersion`, taken out of `value` so that the rest reads
+    /// as its kind's type.
+    fn header(&self, value: &mut Value) -> Result<(String, String), PolicyError> {
+        let header: manifest::Header = self.read(&*value)?;
+        let kind = header.kind.filter(|k| !k.is_empty());
+        let kind = kind.ok_or_else(|| self.err("kind", "required"))?;
+        let api_version = header.api_version.filter(|v| !v.is_empty());
+        let api_version = api_version.ok_or_else(|| self.err("apiVersion", "required"))?;
+        if let Value::Mapping(map) = value {
+            map.remove("kind");
+            map.remove("apiVersion");
+        }
+        Ok((kind, api_version))
+    }
+}
+
+/// The kinds of object a policy holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
+}
+
+impl Kind {
+    fn parse(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "Role" => Self::Role,
+            "ClusterRole" => Self::ClusterRole,
+            "RoleBinding" => Self::RoleBinding,
+            "ClusterRoleBinding" => Self::ClusterRoleBinding,
+            _ => return None,
+        })
+    }
+
+    fn scope(self) -> Scope {
+        match self {
+            Self::Role | Self::RoleBinding => Scope::Namespaced,
+            Self::ClusterRole | Self::ClusterRoleBinding => Scope::Cluster,
+        }
     }
 }
 
@@ -137,627 +230,137 @@ impl Policy {
 struct Loader {
     policy: Policy,
     /// (kind, namespace, name) → document index, to refuse duplicates.
-    seen: HashMap<(&'static str, String, String), usize>,
+    seen: HashMap<(Kind, String, String), usize>,
 }
 
-/// A path inside a document, built only when an error is reported.
-#[derive(Clone, Copy)]
-enum Path<'a> {
-    Root,
-    Key(&'a Path<'a>, &'a str),
-    Index(&'a Path<'a>, usize),
-}
-
-impl Path<'_> {
-    fn render(&self) -> String {
-        match self {
-            Path::Root => String::new(),
-            Path::Key(parent, key) => {
-                let parent = parent.render();
-                if parent.is_empty() {
-                    (*key).to_owned()
-                } else {
-                    format!("{parent}.{key}")
-                }
-            }
-            Path::Index(parent, i) => format!("{}[{i}]", parent.render()),
+impl Loader {
+    fn document(&mut self, index: usize, mut value: Value) -> Result<(), PolicyError> {
+        if value.is_null() {
+            return Ok(()); // an empty document, e.g. a leading or trailing `---`
         }
-    }
-}
-
-type Result<T> = std::result::Result<T, PolicyError>;
-
-/// One document: where errors point.
-struct Doc {
-    index: usize,
-}
-
-impl Doc {
-    fn err(&self, path: &Path<'_>, message: impl Into<String>) -> PolicyError {
-        PolicyError::new(self.index, path.render(), message)
-    }
-
-    fn mapping<'v>(&self, value: &'v Value, path: &Path<'_>) -> Result<&'v Mapping> {
-        value.as_mapping().ok_or_else(|| {
-            self.err(
-                path,
-                format!("expected a mapping, found {}", describe(value)),
-            )
-        })
-    }
-
-    /// Refuses keys outside `allowed`.
-    fn known_keys(&self, map: &Mapping, allowed: &[&str], path: &Path<'_>) -> Result<()> {
-        for key in map.keys() {
-            match key.as_str() {
-                Some(k) if allowed.contains(&k) => {}
-                Some(k) => {
-                    return Err(self.err(
-                        &Path::Key(path, k),
-                        format!("unknown field (expected one of {})", allowed.join(", ")),
-                    ));
-                }
-                None => {
-                    return Err(self.err(path, format!("non-string key {}", describe(key))));
-                }
+        let doc = Doc { index, item: None };
+        let (kind, api_version) = doc.header(&mut value)?;
+        if kind != "List" {
+            return self.object(&doc, &kind, &api_version, value);
+        }
+        if api_version != "v1" {
+            return Err(doc.err(
+                "apiVersion",
+                format!("unknown apiVersion {api_version:?} for kind List (expected \"v1\")"),
+            ));
+        }
+        let list: manifest::List = doc.read(value)?;
+        for (i, mut item) in list.items.into_iter().enumerate() {
+            let doc = Doc {
+                index,
+                item: Some(i),
+            };
+            let (kind, api_version) = doc.header(&mut item)?;
+            if kind == "List" {
+                return Err(doc.err("kind", "a List cannot contain a List"));
             }
+            self.object(&doc, &kind, &api_version, item)?;
         }
         Ok(())
     }
 
-    fn opt_str<'v>(&self, map: &'v Mapping, key: &str, path: &Path<'_>) -> Result<Option<&'v str>> {
-        match map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(self.err(
-                &Path::Key(path, key),
-                format!("expected a string, found {}", describe(other)),
-            )),
-        }
-    }
-
-    fn req_str<'v>(&self, map: &'v Mapping, key: &str, path: &Path<'_>) -> Result<&'v str> {
-        match self.opt_str(map, key, path)? {
-            Some(s) if !s.is_empty() => Ok(s),
-            _ => Err(self.err(&Path::Key(path, key), "required")),
-        }
-    }
-
-    fn str_list(&self, map: &Mapping, key: &str, path: &Path<'_>) -> Result<Vec<String>> {
-        let here = Path::Key(path, key);
-        match map.get(key) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Sequence(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| match item {
-                    Value::String(s) => Ok(s.clone()),
-                    other => Err(self.err(
-                        &Path::Index(&here, i),
-                        format!("expected a string, found {}", describe(other)),
-                    )),
-                })
-                .collect(),
-            Some(other) => Err(self.err(
-                &here,
-                format!("expected a list of strings, found {}", describe(other)),
-            )),
-        }
-    }
-
-    fn str_map(
-        &self,
-        map: &Mapping,
-        key: &str,
-        path: &Path<'_>,
-    ) -> Result<BTreeMap<String, String>> {
-        let here = Path::Key(path, key);
-        match map.get(key) {
-            None | Some(Value::Null) => Ok(BTreeMap::new()),
-            Some(Value::Mapping(m)) => m
-                .iter()
-                .map(|(k, v)| match (k, v) {
-                    (Value::String(k), Value::String(v)) => Ok((k.clone(), v.clone())),
-                    (Value::String(k), other) => Err(self.err(
-                        &Path::Key(&here, k),
-                        format!("expected a string, found {}", describe(other)),
-                    )),
-                    (other, _) => {
-                        Err(self.err(&here, format!("non-string key {}", describe(other))))
-                    }
-                })
-                .collect(),
-            Some(other) => Err(self.err(
-                &here,
-                format!("expected a mapping, found {}", describe(other)),
-            )),
-        }
-    }
-
-    fn seq<'v>(&self, map: &'v Mapping, key: &str, path: &Path<'_>) -> Result<&'v [Value]> {
-        match map.get(key) {
-            None | Some(Value::Null) => Ok(&[]),
-            Some(Value::Sequence(items)) => Ok(items),
-            Some(other) => Err(self.err(
-                &Path::Key(path, key),
-                format!("expected a list, found {}", describe(other)),
-            )),
-        }
-    }
-}
-
-fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Sequence(_) => "a list",
-        Value::Mapping(_) => "a mapping",
-        Value::Tagged(_) => "a tagged value",
-    }
-}
-
-/// Whether the object kind lives in a namespace.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Scope {
-    Namespaced,
-    Cluster,
-}
-
-impl Loader {
-    fn document(&mut self, index: usize, value: Value) -> Result<()> {
-        if value.is_null() {
-            return Ok(()); // an empty document, e.g. a leading or trailing `---`
-        }
-        let doc = Doc { index };
-        let root = Path::Root;
-        let map = doc.mapping(&value, &root)?;
-        let kind = doc.req_str(map, "kind", &root)?;
-        if kind == "List" {
-            let api_version = doc.req_str(map, "apiVersion", &root)?;
-            if api_version != "v1" {
-                return Err(doc.err(
-                    &Path::Key(&root, "apiVersion"),
-                    format!("unknown apiVersion {api_version:?} for kind List (expected \"v1\")"),
-                ));
-            }
-            doc.known_keys(map, &["apiVersion", "kind", "metadata", "items"], &root)?;
-            let items = Path::Key(&root, "items");
-            for (i, item) in doc.seq(map, "items", &root)?.iter().enumerate() {
-                let path = Path::Index(&items, i);
-                let item_map = doc.mapping(item, &path)?;
-                if doc.opt_str(item_map, "kind", &path)? == Some("List") {
-                    return Err(doc.err(&Path::Key(&path, "kind"), "a List cannot contain a List"));
-                }
-                self.object(&doc, item_map, &path)?;
-            }
-            return Ok(());
-        }
-        self.object(&doc, map, &root)
-    }
-
-    fn object(&mut self, doc: &Doc, map: &Mapping, path: &Path<'_>) -> Result<()> {
-        let kind = doc.req_str(map, "kind", path)?;
-        let api_version = doc.req_str(map, "apiVersion", path)?;
-        let scope = match kind {
-            "Role" | "RoleBinding" => Scope::Namespaced,
-            "ClusterRole" | "ClusterRoleBinding" => Scope::Cluster,
-            other => {
-                return Err(doc.err(
-                    &Path::Key(path, "kind"),
-                    format!(
-                        "unknown kind {other:?} (expected Role, ClusterRole, RoleBinding, \
-                         ClusterRoleBinding or List)"
-                    ),
-                ));
-            }
+    fn object(
+        &mut self,
+        doc: &Doc,
+        kind: &str,
+        api_version: &str,
+        value: Value,
+    ) -> Result<(), PolicyError> {
+        let Some(kind) = Kind::parse(kind) else {
+            return Err(doc.err(
+                "kind",
+                format!(
+                    "unknown kind {kind:?} (expected Role, ClusterRole, RoleBinding, \
+                     ClusterRoleBinding or List)"
+                ),
+            ));
         };
         if api_version != RBAC_API_VERSION {
             return Err(doc.err(
-                &Path::Key(path, "apiVersion"),
-                format!("unknown apiVersion {api_version:?} for kind {kind} (expected {RBAC_API_VERSION:?})"),
-            ));
-        }
-        let metadata = self.metadata(doc, map, path, scope)?;
-        let key_kind: &'static str = match kind {
-            "Role" => "Role",
-            "ClusterRole" => "ClusterRole",
-            "RoleBinding" => "RoleBinding",
-            _ => "ClusterRoleBinding",
-        };
-        let key = (
-            key_kind,
-            metadata.namespace.clone().unwrap_or_default(),
-            metadata.name.clone(),
-        );
-        if let Some(first) = self.seen.get(&key) {
-            return Err(doc.err(
-                &Path::Key(&Path::Key(path, "metadata"), "name"),
+                "apiVersion",
                 format!(
-                    "duplicate {kind} {:?} (first defined in document {first})",
-                    qualified(&metadata)
+                    "unknown apiVersion {api_version:?} for kind {kind:?} \
+                     (expected {RBAC_API_VERSION:?})"
                 ),
             ));
         }
-        self.seen.insert(key, doc.index);
-
+        let scope = kind.scope();
         match kind {
-            "Role" => {
-                doc.known_keys(map, &["apiVersion", "kind", "metadata", "rules"], path)?;
-                let rules = self.rules(doc, map, path, Scope::Namespaced)?;
+            Kind::Role => {
+                let role: manifest::Role = doc.read(value)?;
+                let metadata = self.metadata(doc, kind, role.metadata)?;
+                let rules = validate::rules(doc, role.rules, scope)?;
                 self.policy.roles.push(Role { metadata, rules });
             }
-            "ClusterRole" => {
-                doc.known_keys(
-                    map,
-                    &["apiVersion", "kind", "metadata", "rules", "aggregationRule"],
-                    path,
-                )?;
-                let rules = self.rules(doc, map, path, Scope::Cluster)?;
-                let aggregation_rule = self.aggregation_rule(doc, map, path)?;
+            Kind::ClusterRole => {
+                let role: manifest::ClusterRole = doc.read(value)?;
+                let metadata = self.metadata(doc, kind, role.metadata)?;
+                let rules = validate::rules(doc, role.rules, scope)?;
+                let aggregation_rule = validate::aggregation_rule(doc, role.aggregation_rule)?;
                 self.policy.cluster_roles.push(ClusterRole {
                     metadata,
                     rules,
                     aggregation_rule,
                 });
             }
-            "RoleBinding" => {
-                doc.known_keys(
-                    map,
-                    &["apiVersion", "kind", "metadata", "subjects", "roleRef"],
-                    path,
-                )?;
-                let subjects = self.subjects(doc, map, path, Scope::Namespaced)?;
-                let role_ref = self.role_ref(doc, map, path, Scope::Namespaced)?;
-                self.policy.role_bindings.push(RoleBinding {
-                    metadata,
-                    subjects,
-                    role_ref,
-                });
-            }
-            _ => {
-                doc.known_keys(
-                    map,
-                    &["apiVersion", "kind", "metadata", "subjects", "roleRef"],
-                    path,
-                )?;
-                let subjects = self.subjects(doc, map, path, Scope::Cluster)?;
-                let role_ref = self.role_ref(doc, map, path, Scope::Cluster)?;
-                self.policy.cluster_role_bindings.push(ClusterRoleBinding {
-                    metadata,
-                    subjects,
-                    role_ref,
-                });
+            Kind::RoleBinding | Kind::ClusterRoleBinding => {
+                let binding: manifest::Binding = doc.read(value)?;
+                let metadata = self.metadata(doc, kind, binding.metadata)?;
+                let subjects = validate::subjects(doc, binding.subjects, scope)?;
+                let role_ref = validate::role_ref(doc, binding.role_ref, scope)?;
+                if kind == Kind::RoleBinding {
+                    self.policy.role_bindings.push(RoleBinding {
+                        metadata,
+                        subjects,
+                        role_ref,
+                    });
+                } else {
+                    self.policy.cluster_role_bindings.push(ClusterRoleBinding {
+                        metadata,
+                        subjects,
+                        role_ref,
+                    });
+                }
             }
         }
         Ok(())
     }
 
+    /// Validates `metadata` and refuses a second object of the same kind,
+    /// namespace and name.
     fn metadata(
-        &self,
+        &mut self,
         doc: &Doc,
-        map: &Mapping,
-        path: &Path<'_>,
-        scope: Scope,
-    ) -> Result<ObjectMeta> {
-        let here = Path::Key(path, "metadata");
-        let meta = match map.get("metadata") {
-            Some(value) => doc.mapping(value, &here)?,
-            None => return Err(doc.err(&here, "required")),
-        };
-        // Other metadata (uid, resourceVersion, managedFields, …) is what
-        // `kubectl get -o yaml` adds; it cannot change a decision.
-        let name = doc.req_str(meta, "name", &here)?.to_owned();
-        let namespace = doc.opt_str(meta, "namespace", &here)?.map(str::to_owned);
-        match (scope, &namespace) {
-            (Scope::Namespaced, None) => {
-                return Err(doc.err(
-                    &Path::Key(&here, "namespace"),
-                    "required for a namespaced kind",
-                ));
-            }
-            (Scope::Namespaced, Some(ns)) => {
-                TenantNamespace::parse(ns)
-                    .map_err(|e| doc.err(&Path::Key(&here, "namespace"), format!("{ns:?}: {e}")))?;
-            }
-            (Scope::Cluster, Some(ns)) if !ns.is_empty() => {
-                // Security: a namespace on a cluster-scoped object usually
-                // means the author expected a namespaced grant; refusing it
-                // keeps a cluster-wide grant from slipping in unnoticed.
-                return Err(doc.err(
-                    &Path::Key(&here, "namespace"),
-                    "cluster-scoped kinds have no namespace",
-                ));
-            }
-            (Scope::Cluster, _) => {}
-        }
-        Ok(ObjectMeta {
-            name,
-            namespace: namespace.filter(|ns| !ns.is_empty()),
-            labels: doc.str_map(meta, "labels", &here)?,
-            annotations: doc.str_map(meta, "annotations", &here)?,
-        })
-    }
-
-    /// `ValidatePolicyRule` of the Kubernetes API server.
-    fn rules(
-        &self,
-        doc: &Doc,
-        map: &Mapping,
-        path: &Path<'_>,
-        scope: Scope,
-    ) -> Result<Vec<PolicyRule>> {
-        let here = Path::Key(path, "rules");
-        let mut rules = Vec::new();
-        for (i, value) in doc.seq(map, "rules", path)?.iter().enumerate() {
-            let rp = Path::Index(&here, i);
-            let m = doc.mapping(value, &rp)?;
-            doc.known_keys(
-                m,
-                &[
-                    "verbs",
-                    "apiGroups",
-                    "resources",
-                    "resourceNames",
-                    "nonResourceURLs",
-                ],
-                &rp,
-            )?;
-            let rule = PolicyRule {
-                verbs: doc.str_list(m, "verbs", &rp)?,
-                api_groups: doc.str_list(m, "apiGroups", &rp)?,
-                resources: doc.str_list(m, "resources", &rp)?,
-                resource_names: doc.str_list(m, "resourceNames", &rp)?,
-                non_resource_urls: doc.str_list(m, "nonResourceURLs", &rp)?,
+        kind: Kind,
+        metadata: Option<manifest::Metadata>,
+    ) -> Result<super::model::ObjectMeta, PolicyError> {
+        let metadata = validate::metadata(doc, metadata, kind.scope())?;
+        let namespace = metadata.namespace.clone().unwrap_or_default();
+        let key = (kind, namespace, metadata.name.clone());
+        if let Some(first) = self.seen.get(&key) {
+            let qualified = match &metadata.namespace {
+                Some(ns) => format!("{ns}/{}", metadata.name),
+                None => metadata.name.clone(),
             };
-            if rule.verbs.is_empty() {
-                return Err(doc.err(
-                    &Path::Key(&rp, "verbs"),
-                    "verbs must contain at least one value",
-                ));
-            }
-            if !rule.non_resource_urls.is_empty() {
-                let at = Path::Key(&rp, "nonResourceURLs");
-                if scope == Scope::Namespaced {
-                    return Err(doc.err(&at, "namespaced rules cannot apply to non-resource URLs"));
-                }
-                if !rule.api_groups.is_empty()
-                    || !rule.resources.is_empty()
-                    || !rule.resource_names.is_empty()
-                {
-                    return Err(doc.err(
-                        &at,
-                        "rules cannot apply to both regular resources and non-resource URLs",
-                    ));
-                }
-            } else {
-                if rule.api_groups.is_empty() {
-                    return Err(doc.err(
-                        &Path::Key(&rp, "apiGroups"),
-                        "resource rules must supply at least one api group",
-                    ));
-                }
-                if rule.resources.is_empty() {
-                    return Err(doc.err(
-                        &Path::Key(&rp, "resources"),
-                        "resource rules must supply at least one resource",
-                    ));
-                }
-            }
-            rules.push(rule);
-        }
-        Ok(rules)
-    }
-
-    /// `aggregationRule`, validated as the API server does: at least one
-    /// selector; `In`/`NotIn` with values, `Exists`/`DoesNotExist` without.
-    fn aggregation_rule(
-        &self,
-        doc: &Doc,
-        map: &Mapping,
-        path: &Path<'_>,
-    ) -> Result<Option<AggregationRule>> {
-        let here = Path::Key(path, "aggregationRule");
-        let rule = match map.get("aggregationRule") {
-            None | Some(Value::Null) => return Ok(None),
-            Some(value) => doc.mapping(value, &here)?,
-        };
-        doc.known_keys(rule, &["clusterRoleSelectors"], &here)?;
-        let sel_path = Path::Key(&here, "clusterRoleSelectors");
-        let mut selectors = Vec::new();
-        for (i, value) in doc
-            .seq(rule, "clusterRoleSelectors", &here)?
-            .iter()
-            .enumerate()
-        {
-            let sp = Path::Index(&sel_path, i);
-            let m = doc.mapping(value, &sp)?;
-            doc.known_keys(m, &["matchLabels", "matchExpressions"], &sp)?;
-            let mut selector = LabelSelector {
-                match_labels: doc.str_map(m, "matchLabels", &sp)?,
-                match_expressions: Vec::new(),
-            };
-            let ep = Path::Key(&sp, "matchExpressions");
-            for (j, value) in doc.seq(m, "matchExpressions", &sp)?.iter().enumerate() {
-                let rp = Path::Index(&ep, j);
-                let e = doc.mapping(value, &rp)?;
-                doc.known_keys(e, &["key", "operator", "values"], &rp)?;
-                let key = doc.req_str(e, "key", &rp)?;
-                let operator = match doc.req_str(e, "operator", &rp)? {
-                    "In" => SelectorOperator::In,
-                    "NotIn" => SelectorOperator::NotIn,
-                    "Exists" => SelectorOperator::Exists,
-                    "DoesNotExist" => SelectorOperator::DoesNotExist,
-                    other => {
-                        return Err(doc.err(
-                            &Path::Key(&rp, "operator"),
-                            format!("{other:?}: expected In, NotIn, Exists or DoesNotExist"),
-                        ));
-                    }
-                };
-                let values = doc.str_list(e, "values", &rp)?;
-                let needs_values =
-                    matches!(operator, SelectorOperator::In | SelectorOperator::NotIn);
-                if needs_values == values.is_empty() {
-                    return Err(doc.err(
-                        &Path::Key(&rp, "values"),
-                        if needs_values {
-                            "must be specified when operator is In or NotIn"
-                        } else {
-                            "may not be specified when operator is Exists or DoesNotExist"
-                        },
-                    ));
-                }
-                selector
-                    .match_expressions
-                    .push(LabelSelectorRequirement::new(key, operator, values));
-            }
-            if selector.match_labels.is_empty() && selector.match_expressions.is_empty() {
-                // Valid in Kubernetes, and it means every ClusterRole,
-                // cluster-admin's `*` included: say so where operators look.
-                tracing::warn!(
-                    document = doc.index,
-                    field = %sp.render(),
-                    "an empty clusterRoleSelector aggregates every ClusterRole"
-                );
-            }
-            selectors.push(selector);
-        }
-        if selectors.is_empty() {
             return Err(doc.err(
-                &sel_path,
-                "at least one clusterRoleSelector required if aggregationRule is non-nil",
+                "metadata.name",
+                format!("duplicate {kind:?} {qualified:?} (first defined in document {first})"),
             ));
         }
-        Ok(Some(AggregationRule {
-            cluster_role_selectors: selectors,
-        }))
-    }
-
-    /// `ValidateRoleBindingSubject`, after v1 defaulting of `apiGroup`.
-    fn subjects(
-        &self,
-        doc: &Doc,
-        map: &Mapping,
-        path: &Path<'_>,
-        scope: Scope,
-    ) -> Result<Vec<Subject>> {
-        let here = Path::Key(path, "subjects");
-        let mut subjects = Vec::new();
-        for (i, value) in doc.seq(map, "subjects", path)?.iter().enumerate() {
-            let sp = Path::Index(&here, i);
-            let m = doc.mapping(value, &sp)?;
-            doc.known_keys(m, &["kind", "apiGroup", "name", "namespace"], &sp)?;
-            let kind = match doc.req_str(m, "kind", &sp)? {
-                "User" => SubjectKind::User,
-                "Group" => SubjectKind::Group,
-                "ServiceAccount" => SubjectKind::ServiceAccount,
-                other => {
-                    return Err(doc.err(
-                        &Path::Key(&sp, "kind"),
-                        format!("unknown subject kind {other:?} (expected User, Group or ServiceAccount)"),
-                    ));
-                }
-            };
-            let name = doc.req_str(m, "name", &sp)?.to_owned();
-            let api_group = doc.opt_str(m, "apiGroup", &sp)?.unwrap_or_default();
-            let namespace = doc
-                .opt_str(m, "namespace", &sp)?
-                .filter(|ns| !ns.is_empty())
-                .map(str::to_owned);
-            match kind {
-                SubjectKind::User | SubjectKind::Group => {
-                    if !api_group.is_empty() && api_group != RBAC_API_GROUP {
-                        return Err(doc.err(
-                            &Path::Key(&sp, "apiGroup"),
-                            format!("{api_group:?} is not supported (expected {RBAC_API_GROUP:?})"),
-                        ));
-                    }
-                }
-                SubjectKind::ServiceAccount => {
-                    if !api_group.is_empty() {
-                        return Err(doc.err(
-                            &Path::Key(&sp, "apiGroup"),
-                            format!("{api_group:?} is not supported (expected \"\")"),
-                        ));
-                    }
-                    if name.contains(':') || name.contains('/') {
-                        return Err(doc.err(
-                            &Path::Key(&sp, "name"),
-                            format!("{name:?} is not a valid service account name"),
-                        ));
-                    }
-                    match &namespace {
-                        None if scope == Scope::Cluster => {
-                            return Err(doc.err(
-                                &Path::Key(&sp, "namespace"),
-                                "required for a ServiceAccount in a ClusterRoleBinding",
-                            ));
-                        }
-                        Some(ns) => {
-                            TenantNamespace::parse(ns).map_err(|e| {
-                                doc.err(&Path::Key(&sp, "namespace"), format!("{ns:?}: {e}"))
-                            })?;
-                        }
-                        None => {}
-                    }
-                }
-            }
-            subjects.push(Subject {
-                kind,
-                name,
-                namespace,
-            });
-        }
-        Ok(subjects)
-    }
-
-    fn role_ref(&self, doc: &Doc, map: &Mapping, path: &Path<'_>, scope: Scope) -> Result<RoleRef> {
-        let here = Path::Key(path, "roleRef");
-        let m = match map.get("roleRef") {
-            Some(value) => doc.mapping(value, &here)?,
-            None => return Err(doc.err(&here, "required")),
-        };
-        doc.known_keys(m, &["apiGroup", "kind", "name"], &here)?;
-        let api_group = doc.opt_str(m, "apiGroup", &here)?.unwrap_or_default();
-        if !api_group.is_empty() && api_group != RBAC_API_GROUP {
-            return Err(doc.err(
-                &Path::Key(&here, "apiGroup"),
-                format!("{api_group:?} is not supported (expected {RBAC_API_GROUP:?})"),
-            ));
-        }
-        let kind = match (doc.req_str(m, "kind", &here)?, scope) {
-            ("Role", Scope::Namespaced) => RoleRefKind::Role,
-            ("ClusterRole", _) => RoleRefKind::ClusterRole,
-            ("Role", Scope::Cluster) => {
-                return Err(doc.err(
-                    &Path::Key(&here, "kind"),
-                    "a ClusterRoleBinding can only refer to a ClusterRole",
-                ));
-            }
-            (other, _) => {
-                return Err(doc.err(
-                    &Path::Key(&here, "kind"),
-                    format!("unknown roleRef kind {other:?} (expected Role or ClusterRole)"),
-                ));
-            }
-        };
-        let name = doc.req_str(m, "name", &here)?.to_owned();
-        Ok(RoleRef { kind, name })
-    }
-}
-
-fn qualified(meta: &ObjectMeta) -> String {
-    match &meta.namespace {
-        Some(ns) => format!("{ns}/{}", meta.name),
-        None => meta.name.clone(),
+        self.seen.insert(key, doc.index);
+        Ok(metadata)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rbac::Subject;
 
     fn err(yaml: &str) -> PolicyError {
         Policy::from_yaml(yaml).unwrap_err()
@@ -846,22 +449,44 @@ items:
         let e = err(&yaml);
         assert_eq!(e.document(), 1);
         assert_eq!(e.field(), "rules[0].verbs");
-        assert!(
-            e.to_string()
-                .starts_with("document 1: rules[0].verbs: expected a list"),
-            "{e}"
+        assert_eq!(
+            e.to_string(),
+            "document 1: rules[0].verbs: invalid type: string \"get\", expected a sequence"
         );
 
         let e = err(&ROLE.replace("verbs: [\"get\", \"watch\", \"list\"]", "verbs: [get, 3]"));
         assert_eq!(e.field(), "rules[0].verbs[1]");
+        assert_eq!(e.message(), "invalid type: integer `3`, expected a string");
 
         let e = err(&ROLE.replace("  resources:", "  resource:"));
         assert_eq!(e.field(), "rules[0].resource");
-        assert!(e.message().contains("unknown field"), "{e}");
+        assert!(
+            e.message()
+                .starts_with("unknown field `resource`, expected one of `verbs`"),
+            "{e}"
+        );
+
+        let e = err(&ROLE.replace(
+            "  name: pod-reader",
+            "  name: pod-reader\n  labels: {a: [b]}",
+        ));
+        assert_eq!(e.field(), "metadata.labels.a");
+        // Other metadata is what kubectl adds; it cannot change a decision.
+        Policy::from_yaml(ROLE.replace("  name: pod-reader", "  name: pod-reader\n  uid: 6f1c"))
+            .unwrap();
+        // null reads as empty, as in Kubernetes.
+        let p =
+            Policy::from_yaml(ROLE.replace("  resources:", "  resourceNames: null\n  resources:"))
+                .unwrap();
+        assert!(p.roles[0].rules[0].resource_names.is_empty());
 
         let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: rbac.authorization.k8s.io/v1\n  kind: RoleBinding\n  metadata: {name: b, namespace: ns}\n  subjects: [{kind: Robot, name: r2}]\n  roleRef: {kind: Role, name: x}\n";
         let e = err(list);
         assert_eq!((e.document(), e.field()), (0, "items[0].subjects[0].kind"));
+        let e = err(&list.replace("kind: Robot", "kind: User, nickname: r"));
+        assert_eq!(e.field(), "items[0].subjects[0].nickname");
+        let e = err("apiVersion: v1\nkind: List\nitems: [7]\n");
+        assert_eq!(e.field(), "items[0]");
     }
 
     #[test]
@@ -971,13 +596,13 @@ items:
     fn oversized_and_non_utf8_input_is_refused() {
         let big = vec![b'#'; MAX_MANIFEST_BYTES + 1];
         assert!(
-            Policy::from_yaml_bytes(&big)
+            Policy::from_yaml(&big)
                 .unwrap_err()
                 .message()
                 .contains("limit")
         );
         assert!(
-            Policy::from_yaml_bytes(&[0xff, 0xfe])
+            Policy::from_yaml([0xff, 0xfe])
                 .unwrap_err()
                 .message()
                 .contains("UTF-8")

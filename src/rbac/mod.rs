@@ -47,7 +47,7 @@
 //! ```
 //! use std::convert::Infallible;
 //! use bytes::Bytes;
-//! use finmesh::rbac::{Authorizer, Decision, HttpRoutes, Policy, RbacLayer};
+//! use finmesh::rbac::{Authorizer, Decision, HttpRoutes, RbacLayer};
 //! use finmesh::{Principal, ResponseBody, Tenant, TenantNamespace};
 //! use http::{Method, Request, Response};
 //! use http_body_util::Full;
@@ -55,9 +55,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let policy = Policy::from_yaml(include_str!("../../examples/rbac.yaml")).unwrap();
 //! // In a service: Authorizer::watch("/etc/finmesh/rbac.yaml") reloads on change.
-//! let authorizer = Authorizer::new(&policy);
+//! let authorizer = Authorizer::from_yaml(include_str!("../../examples/rbac.yaml")).unwrap();
 //! let routes = HttpRoutes::new()
 //!     .route("/v1/accounts", "accounts")
 //!     .route("/v1/accounts/{name}", "accounts")
@@ -129,9 +128,11 @@
 //!
 //! # Loading policy
 //!
-//! [`Policy::from_yaml`] reads manifests as `kubectl apply` takes them:
-//! multi-document YAML (or JSON), `kind: List`, `apiVersion:
-//! rbac.authorization.k8s.io/v1`, `metadata.name`/`namespace`. It is
+//! [`Authorizer::from_yaml`] loads and compiles manifests in one call
+//! ([`Policy::from_yaml`] stops at the model, [`CompiledPolicy::from_yaml`]
+//! at the compiled index). Manifests are read as `kubectl apply` takes
+//! them: multi-document YAML (or JSON), `kind: List`, `apiVersion:
+//! rbac.authorization.k8s.io/v1`, `metadata.name`/`namespace`. Loading is
 //! strict where a typo could grant or revoke: unknown kinds, apiVersions
 //! and fields are errors naming the document index and field path
 //! ([`PolicyError`]). [`Authorizer::watch`] reloads the file on change
@@ -154,14 +155,23 @@
 //! ClusterRoleBindings before RoleBindings, the user's grants before its
 //! groups'.
 
+mod aggregate;
 mod attributes;
 mod authorizer;
 mod codes;
 mod compile;
+mod decision;
+mod grpc_methods;
+mod http_routes;
 mod layer;
 mod load;
+mod manifest;
 mod mapper;
 mod model;
+mod rule;
+mod service;
+mod stats;
+mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -169,12 +179,17 @@ mod tests;
 pub use attributes::{Action, Attributes, NonResourceAction, ResourceAction};
 pub use authorizer::Authorizer;
 pub use codes::RbacCode;
-pub use compile::{CompiledPolicy, Decision};
-pub use layer::{DefaultMapper, Rbac, RbacLayer, RbacStats};
+pub use compile::CompiledPolicy;
+pub use decision::Decision;
+pub use grpc_methods::GrpcMethods;
+pub use http_routes::HttpRoutes;
+pub use layer::{DefaultMapper, RbacLayer};
 pub use load::{MAX_MANIFEST_BYTES, PolicyError};
-pub use mapper::{GrpcMethods, HttpRoutes, RequestMapper};
+pub use mapper::{RequestMapper, SharedMapper};
 pub use model::{
     AggregationRule, ClusterRole, ClusterRoleBinding, LabelSelector, LabelSelectorRequirement,
     ObjectMeta, Policy, PolicyRule, RBAC_API_GROUP, RBAC_API_VERSION, Role, RoleBinding, RoleRef,
     RoleRefKind, SelectorOperator, Subject, SubjectKind, service_account_username,
 };
+pub use service::Rbac;
+pub use stats::RbacStats;
