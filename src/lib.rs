@@ -83,7 +83,7 @@
 //!             "tenant.missing",
 //!             "no tenant namespace",
 //!         );
-//!         return Ok::<_, Infallible>(rejection.respond(&req));
+//!         return Ok::<_, Infallible>(rejection.respond(&req).map(ResponseBody::from));
 //!     }
 //!     Ok(Response::new(ResponseBody::new(Full::new(Bytes::from("hello")))))
 //! });
