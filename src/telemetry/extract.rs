@@ -205,6 +205,17 @@ fn encode_equals_in_values(raw: Cow<'_, str>) -> Cow<'_, str> {
     }
 }
 
+/// The W3C propagator: Trace Context and Baggage, composed — what to
+/// give [`TelemetryLayerBuilder::propagator`](super::TelemetryLayerBuilder::propagator) and
+/// [`PropagateLayer::propagator`](super::PropagateLayer::propagator), or to
+/// `opentelemetry::global::set_text_map_propagator`.
+pub fn w3c_propagator() -> opentelemetry::propagation::TextMapCompositePropagator {
+    opentelemetry::propagation::TextMapCompositePropagator::new(vec![
+        Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
+        Box::new(opentelemetry_sdk::propagation::BaggagePropagator::new()),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

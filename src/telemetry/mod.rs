@@ -133,6 +133,7 @@ mod service;
 mod span;
 
 pub use self::body::TelemetryBody;
+pub use self::extract::w3c_propagator;
 pub use self::future::ResponseFuture;
 pub use self::layer::{
     DEFAULT_SKIP_PATHS, INSTRUMENTATION_SCOPE, ORDER_ID_HEADER, RouteTemplate, TRACE_ID_HEADER,
@@ -143,14 +144,3 @@ pub use self::propagate::{Propagate, PropagateFuture, PropagateLayer};
 pub use self::service::{MAX_ORDER_ID_LEN, Telemetry};
 pub use crate::labels::RequestLabels;
 pub use codes::TelemetryCode;
-
-/// The W3C propagator: Trace Context and Baggage, composed — what to
-/// give [`TelemetryLayerBuilder::propagator`] and
-/// [`PropagateLayer::propagator`], or to
-/// `opentelemetry::global::set_text_map_propagator`.
-pub fn w3c_propagator() -> opentelemetry::propagation::TextMapCompositePropagator {
-    opentelemetry::propagation::TextMapCompositePropagator::new(vec![
-        Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
-        Box::new(opentelemetry_sdk::propagation::BaggagePropagator::new()),
-    ])
-}
