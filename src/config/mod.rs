@@ -103,6 +103,8 @@ mod parse;
 mod published;
 mod read;
 mod reload;
+#[cfg(test)]
+mod test_support;
 mod watched;
 mod watcher;
 

@@ -141,19 +141,7 @@ impl WatchOptions {
 mod tests {
     use super::*;
 
-    fn write(dir: &tempfile::TempDir, name: &str, contents: &str) -> std::path::PathBuf {
-        let path = dir.path().join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-
-    fn number(bytes: &[u8]) -> Result<u32, String> {
-        std::str::from_utf8(bytes)
-            .map_err(|e| e.to_string())?
-            .trim()
-            .parse::<u32>()
-            .map_err(|e| e.to_string())
-    }
+    use crate::config::test_support::{number, write};
 
     #[test]
     fn file_over_the_size_limit_is_refused_before_parsing() {

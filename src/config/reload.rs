@@ -168,19 +168,7 @@ mod tests {
 
     use crate::config::{ConfigErrorKind, Watched};
 
-    fn write(dir: &tempfile::TempDir, name: &str, contents: &str) -> PathBuf {
-        let path = dir.path().join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-
-    fn number(bytes: &[u8]) -> Result<u32, String> {
-        std::str::from_utf8(bytes)
-            .map_err(|e| e.to_string())?
-            .trim()
-            .parse::<u32>()
-            .map_err(|e| e.to_string())
-    }
+    use crate::config::test_support::{number, write};
 
     #[test]
     fn panicking_parser_is_an_error_not_a_crash() {
