@@ -64,7 +64,8 @@ impl<B> From<RejectionBody> for ResponseBody<B> {
 
 /// The body of a rendered [`Rejection`](crate::Rejection): a few bytes of
 /// problem+json, or nothing (a gRPC trailers-only answer). It never fails.
-/// Every layer's body converts from it with `From`.
+/// [`ResponseBody`] and the body of every layer that refuses convert from
+/// it with `From`.
 #[derive(Debug, Default, Clone)]
 pub struct RejectionBody {
     data: Option<Bytes>,

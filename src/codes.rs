@@ -189,6 +189,14 @@ mod tests {
         }
     }
 
+    #[cfg(all(
+        feature = "telemetry",
+        feature = "audit",
+        feature = "deadline",
+        feature = "_jwt",
+        feature = "rbac",
+        feature = "idempotency"
+    ))]
     /// Backticked `layer.word` tokens in `text` whose layer is one of
     /// `layers`: the codes a document names.
     fn codes_named_in<'a>(text: &'a str, layers: &[&str]) -> Vec<&'a str> {
@@ -207,6 +215,14 @@ mod tests {
             .collect()
     }
 
+    #[cfg(all(
+        feature = "telemetry",
+        feature = "audit",
+        feature = "deadline",
+        feature = "_jwt",
+        feature = "rbac",
+        feature = "idempotency"
+    ))]
     /// The doc comments (`//!` and `///` lines) of every source file.
     fn source_docs(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
         for entry in std::fs::read_dir(dir).unwrap() {

@@ -257,8 +257,9 @@ impl Rejection {
     /// The protocol is read from the request's `content-type`; the trace id
     /// from the [`RequestLabels`] in its extensions. The rejection is also
     /// recorded in those labels, so that the telemetry and audit layers see
-    /// which layer refused the request and why. Every finmesh body type
-    /// converts from the [`RejectionBody`] with `From`.
+    /// which layer refused the request and why. The crate's
+    /// [`ResponseBody`](crate::ResponseBody) and the body of every layer
+    /// that refuses convert from the [`RejectionBody`] with `From`.
     pub fn respond<ReqB>(&self, req: &Request<ReqB>) -> Response<RejectionBody> {
         let labels = req.extensions().get::<RequestLabels>();
         if let Some(labels) = labels {

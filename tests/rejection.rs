@@ -1,4 +1,4 @@
-//! Every rejection kind, rendered by `Rejection::to_response` inside a real
+//! Every rejection kind, rendered by `Rejection::respond` inside a real
 //! layer, as a real HTTP/1.1 client and a real tonic client see it.
 
 mod support;

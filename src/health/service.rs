@@ -96,10 +96,15 @@ fn route<'a>(config: &ProbeConfig, path: &'a str) -> Option<(usize, Option<&'a s
     })
 }
 
+// The same bounds as with `grpc`, so that turning the feature on
+// anywhere in a dependency graph cannot break a `HealthLayer` that built
+// without it (cargo features are additive).
 #[cfg(not(feature = "grpc"))]
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Health<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ReqB: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ReqB::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     type Response = Response<HealthBody<ResB>>;
     type Error = S::Error;

@@ -120,9 +120,47 @@ fn load(yaml: &[u8]) -> Result<Policy, PolicyError> {
         // it forever.
         let value = Value::deserialize(document)
             .map_err(|e| PolicyError::new(index, "", format!("invalid YAML: {e}")))?;
+        // Security: serde reads through a YAML tag (`verbs: !x [get]`) as
+        // if it were not there; a manifest that says more than it means
+        // is refused, as the apiserver would.
+        if let Some(path) = tagged_at(&value) {
+            return Err(PolicyError::new(
+                index,
+                path,
+                "expected a plain value, found a tagged value",
+            ));
+        }
         loader.document(index, value)?;
     }
     Ok(loader.policy)
+}
+
+/// The path of the first YAML-tagged value in `value`, if any.
+fn tagged_at(value: &Value) -> Option<String> {
+    match value {
+        Value::Tagged(_) => Some(String::new()),
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| tagged_at(item).map(|rest| format!("[{i}]{}", dotted(&rest)))),
+        Value::Mapping(map) => map.iter().find_map(|(key, item)| {
+            if matches!(key, Value::Tagged(_)) {
+                return Some(String::new());
+            }
+            let key = key.as_str().unwrap_or("?");
+            tagged_at(item).map(|rest| format!("{key}{}", dotted(&rest)))
+        }),
+        _ => None,
+    }
+}
+
+/// `rest` of a path as it follows a parent segment.
+fn dotted(rest: &str) -> String {
+    if rest.is_empty() || rest.starts_with('[') {
+        rest.to_owned()
+    } else {
+        format!(".{rest}")
+    }
 }
 
 /// Where in the manifest errors point: a document, and within a `List`
@@ -376,6 +414,22 @@ rules:
   resources: [\"pods\"]
   verbs: [\"get\", \"watch\", \"list\"]
 ";
+
+    #[test]
+    fn a_yaml_tag_anywhere_is_refused_with_its_path() {
+        let tagged = ROLE.replace("verbs: [", "verbs: !x [");
+        let e = err(&tagged);
+        assert_eq!(e.field(), "rules[0].verbs", "{e}");
+        assert!(e.to_string().contains("tagged value"), "{e}");
+        let tagged = ROLE.replace("- apiGroups", "- !m\n  apiGroups");
+        assert_eq!(err(&tagged).field(), "rules[0]");
+        let list = format!(
+            "apiVersion: v1\nkind: List\nitems:\n- {}",
+            ROLE.replace('\n', "\n  ")
+                .replace("name: pod-reader", "name: !t pod-reader")
+        );
+        assert_eq!(err(&list).field(), "items[0].metadata.name");
+    }
 
     #[test]
     fn loads_multi_document_files_and_skips_empty_documents() {
