@@ -5,7 +5,7 @@
 //! (axum needs `Infallible`). The response is rendered for the protocol of
 //! the request it answers:
 //!
-//! - **gRPC** (request `content-type` starts with `application/grpc`): HTTP
+//! - **gRPC** (request `content-type` is gRPC's, see [`Protocol`]): HTTP
 //!   200, `content-type: application/grpc`, `grpc-status` and a
 //!   percent-encoded `grpc-message` as headers, and no body — a
 //!   *trailers-only* response, which every gRPC client reads as a `Status`.
@@ -400,20 +400,34 @@ fn serialize_display<T: fmt::Display, S: serde::Serializer>(
     s.collect_str(v)
 }
 
-/// The protocol a request speaks, which decides how it is answered.
+/// The protocol a request *claims*, which decides only how a refusal is
+/// rendered.
+///
+/// Security: the content-type is the client's claim. It chooses the
+/// rendering of an answer and nothing else: which rules govern a request
+/// follows from the path it reaches and the routes and methods the service
+/// configured (see each layer's docs), never from this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// gRPC (and gRPC-Web): `content-type` starts with `application/grpc`.
+    /// gRPC, as the gRPC-over-HTTP/2 spec defines its content-type:
+    /// `application/grpc` alone or followed by `+` (`+proto`, `+json`, …)
+    /// or `;` (parameters), type and subtype compared case-insensitively.
+    /// gRPC-Web (`application/grpc-web`, `application/grpc-web-text`, with
+    /// the same suffixes) is a different protocol, but it reads a
+    /// trailers-only status from the response headers as gRPC does, so it
+    /// is answered the gRPC way too.
     Grpc,
-    /// Anything else.
+    /// Anything else, including no content-type and look-alikes such as
+    /// `application/grpcx`.
     Http,
 }
 
 impl Protocol {
-    /// Reads the protocol from request headers.
+    /// Reads the protocol a request claims from its headers (the first
+    /// `content-type`, as every other reader of the head sees it).
     pub fn of(headers: &HeaderMap) -> Self {
         match headers.get(CONTENT_TYPE) {
-            Some(ct) if ct.as_bytes().starts_with(b"application/grpc") => Self::Grpc,
+            Some(ct) if is_grpc_content_type(ct.as_bytes()) => Self::Grpc,
             _ => Self::Http,
         }
     }
@@ -424,10 +438,74 @@ impl Protocol {
     }
 }
 
+/// The gRPC service a request path reaches, `pkg.Service` for
+/// `/pkg.Service/Method`: the first segment, which is what a gRPC server
+/// (tonic's router) routes on. `None` for a path with no second segment.
+pub(crate) fn grpc_service_of(path: &str) -> Option<&str> {
+    let (service, _method) = path.strip_prefix('/')?.split_once('/')?;
+    (!service.is_empty()).then_some(service)
+}
+
+/// A gRPC service name as a layer's builder takes it: `pkg.Service`, with
+/// or without its slashes.
+#[cfg(any(feature = "idempotency", feature = "deadline"))]
+pub(crate) fn grpc_service_name(name: &str) -> Box<str> {
+    let name = name.trim_matches('/');
+    assert!(
+        !name.is_empty() && !name.contains('/'),
+        "finmesh: invalid gRPC service name {name:?}"
+    );
+    name.into()
+}
+
+/// Whether `ct` is a gRPC or gRPC-Web content-type (see [`Protocol::Grpc`]).
+fn is_grpc_content_type(ct: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    if ct.len() < GRPC.len() || !ct[..GRPC.len()].eq_ignore_ascii_case(GRPC) {
+        return false;
+    }
+    let mut rest = &ct[GRPC.len()..];
+    for web in [&b"-web-text"[..], b"-web"] {
+        if rest.len() >= web.len() && rest[..web.len()].eq_ignore_ascii_case(web) {
+            rest = &rest[web.len()..];
+            break;
+        }
+    }
+    matches!(rest.first(), None | Some(b'+' | b';'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[test]
+    fn grpc_content_types_are_read_as_the_spec_defines_them() {
+        for (ct, grpc) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("application/grpc+json", true),
+            ("application/grpc;charset=utf-8", true),
+            ("APPLICATION/GRPC", true),
+            ("Application/gRPC+Proto", true),
+            ("application/grpc-web", true),
+            ("application/grpc-web+proto", true),
+            ("application/grpc-web-text", true),
+            ("application/grpc-web-text+proto", true),
+            ("application/grpcx", false),
+            ("application/grpc-webx", false),
+            ("application/grpc-", false),
+            ("application/grpc ;x=y", false),
+            ("application/json", false),
+            ("application/json; x=application/grpc", false),
+            ("", false),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            assert_eq!(Protocol::of(&headers).is_grpc(), grpc, "{ct:?}");
+        }
+        assert_eq!(Protocol::of(&HeaderMap::new()), Protocol::Http);
+    }
 
     const ALL: [RejectionKind; 12] = [
         RejectionKind::InvalidArgument,

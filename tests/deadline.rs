@@ -247,9 +247,14 @@ async fn raw_call(
             .unwrap();
     tokio::spawn(conn);
     let (tx, rx) = mpsc::channel(4096);
-    let mut req = http::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
+    let mut req = http::Request::post(format!("http://{addr}{path}")).header("te", "trailers");
+    // A test may claim another content-type; the default is gRPC's.
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        req = req.header("content-type", "application/grpc");
+    }
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -933,6 +938,47 @@ async fn stalled_http_request_body_is_answered_408_when_configured() {
     assert_eq!(problem["code"], "deadline.request_timeout");
     assert_eq!(stats.exceeded(Direction::Request, TimeoutKind::Message), 1);
     drop(tx);
+}
+
+/// Finding 1 of issue 14: a configured gRPC method gets its deadlines
+/// whatever `content-type` the client claims — a client cannot escape
+/// them by calling the method as "HTTP" (tonic serves the call anyway).
+#[tokio::test]
+async fn a_grpc_method_keeps_its_deadlines_whatever_content_type_the_client_claims() {
+    let timeout = Duration::from_millis(200);
+    let layer =
+        StreamDeadlineLayer::new().method(BIDI, Deadlines::new().request_message_timeout(timeout));
+    let stats = layer.stats();
+    let svc = Tracked::default();
+    let server = serve(svc.clone(), layer).await;
+    let claims = [
+        "application/json",
+        "application/grpcx",
+        "text/plain",
+        "",
+        "Application/GRPC",
+    ];
+    for (i, content_type) in claims.into_iter().enumerate() {
+        let (tx, answer) = raw_call(server.addr, BIDI, &[("content-type", content_type)]).await;
+        send(&tx, &grpc_frame(&msg(i, 8))).await;
+        // ... and then nothing: the request clock must end the call.
+        let answer = tokio::time::timeout(Duration::from_secs(3), answer)
+            .await
+            .unwrap_or_else(|_| panic!("{content_type:?}: no deadline ended the stalled call"))
+            .unwrap();
+        assert_eq!(
+            answer.status.as_deref(),
+            Some("4"),
+            "{content_type:?}: {answer:?}"
+        );
+        assert_eq!(answer.replies.len(), 1, "{content_type:?}");
+        drop(tx);
+    }
+    wait_until_zero(&svc.live).await;
+    assert_eq!(
+        stats.exceeded_for(BIDI, Direction::Request, TimeoutKind::Message),
+        claims.len() as u64
+    );
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use gateway::pb::ledger_client::LedgerClient;
 use gateway::pb::{GetAccountRequest, TransferRequest};
 use http_body_util::Full;
-use support::{HttpAnswer, TestServer, send, spawn};
+use support::{HttpAnswer, TestServer, raw_http1, send, send_h2c, spawn};
 use tonic::transport::Channel;
 
 const SECRET: &[u8] = b"an-end-to-end-test-secret-of-32-bytes-or-more";
@@ -712,6 +712,202 @@ async fn a_reused_order_id_or_an_empty_one_moves_no_money() {
         ]
     );
     finmesh::audit::verify(&gw.audit_log).expect("the chain verifies");
+}
+
+/// A transfer body that would move 1.00 from acc-1.
+const ONE_UNIT: &str = r#"{"from":"acc-1","to":"acc-2","amount":"1.00"}"#;
+
+/// The code of a refusal, whichever way it was rendered (gRPC
+/// trailers-only or problem+json).
+fn refusal(res: &HttpAnswer) -> (bool, String) {
+    if res.headers.contains_key("grpc-status") {
+        (true, res.header(finmesh::reject::CODE_METADATA).to_owned())
+    } else {
+        (
+            false,
+            res.json()["code"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+}
+
+/// Finding 1 of issue 14: `POST /v1/transfer` is an HTTP route, so it gets
+/// the HTTP route's rules — an `Idempotency-Key` is required — whatever
+/// `content-type` the client claims, over HTTP/1.1 and h2c. The
+/// content-type only decides how the refusal is rendered, and it is read
+/// as the gRPC spec defines it.
+#[tokio::test]
+async fn a_grpc_content_type_never_switches_off_the_idempotency_key_of_an_http_route() {
+    let gw = start(Duration::from_secs(2)).await;
+    let before = gw.gateway.ledger.get("tenant-a", "acc-1").unwrap().balance;
+    // (content-type, whether a refusal is rendered the gRPC way)
+    let cases = [
+        ("application/grpc", true),
+        ("application/grpc+proto", true),
+        ("application/grpc+json", true),
+        ("application/grpc;charset=utf-8", true),
+        ("application/grpc ; x=y", false),
+        ("APPLICATION/GRPC", true),
+        ("Application/gRPC+Proto", true),
+        ("application/grpc-web", true),
+        ("application/grpc-web+proto", true),
+        ("application/grpc-web-text", true),
+        ("application/grpcx", false),
+        ("application/grpc-webx", false),
+        ("application/json", false),
+        ("text/plain", false),
+    ];
+    for (i, (content_type, grpc)) in cases.into_iter().enumerate() {
+        for h2c in [false, true] {
+            let req = http::Request::post(gw.server.url("/v1/transfer"))
+                .header("authorization", format!("Bearer {}", token("alice")))
+                .header("x-tenant-namespace", "tenant-a")
+                .header("x-order-id", format!("ord-ct-{i}-{h2c}"))
+                .header("content-type", content_type)
+                .header("te", "trailers")
+                .body(Full::new(Bytes::from_static(ONE_UNIT.as_bytes())))
+                .unwrap();
+            let res = if h2c {
+                send_h2c(req).await
+            } else {
+                send(req).await
+            };
+            let what = format!(
+                "{content_type:?} over {}",
+                if h2c { "h2c" } else { "HTTP/1.1" }
+            );
+            assert_ne!(res.status, 201, "{what}: money moved: {:?}", res.body);
+            assert_eq!(
+                refusal(&res),
+                (grpc, "idempotency.key_missing".to_owned()),
+                "{what}: {res:?}"
+            );
+            if grpc {
+                assert_eq!(res.status, 200, "{what}");
+                assert_eq!(res.header("grpc-status"), "3", "{what}");
+            } else {
+                assert_eq!(res.status, 400, "{what}");
+            }
+        }
+    }
+    // With a key, the same route still works for the same body.
+    let headers = alice_transfer("ord-ct-keyed");
+    let ok = http(&gw.server, "POST", "/v1/transfer", &headers, ONE_UNIT).await;
+    assert_eq!(ok.status, 201, "{:?}", ok.body);
+    assert_eq!(before, "10000.00");
+    assert_eq!(
+        gw.gateway.ledger.get("tenant-a", "acc-1").unwrap().balance,
+        "9999.00",
+        "only the keyed transfer moved money"
+    );
+}
+
+/// Every other switch a client controls in the request head — method
+/// overrides, HEAD, lowercase methods, absolute-form targets, `Host`, `te`,
+/// repeated and oddly cased headers, path spellings — either reaches the
+/// transfer with its rules (here: the key is required) or does not reach
+/// it at all. Sent as raw HTTP/1.1 so that nothing normalises them first.
+#[tokio::test]
+async fn no_method_target_or_header_trick_reaches_the_transfer_without_its_rules() {
+    let gw = start(Duration::from_secs(2)).await;
+    let port = gw.server.addr.port();
+    let token = token("alice");
+    let head = |request_line: &str, extra: &str, order: usize| {
+        format!(
+            "{request_line}\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\
+             X-Tenant-Namespace: tenant-a\r\nX-Order-Id: ord-trick-{order}\r\n{extra}\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{ONE_UNIT}",
+            ONE_UNIT.len()
+        )
+    };
+    let grpc = "Content-Type: application/grpc\r\n";
+    let json = "Content-Type: application/json\r\n";
+    let post = "POST /v1/transfer HTTP/1.1";
+    // (request line, extra headers, reaches the transfer handler)
+    let absolute = format!("POST http://127.0.0.1:{port}/v1/transfer HTTP/1.1");
+    let cases: Vec<(String, String, bool)> = vec![
+        (absolute.clone(), grpc.into(), true),
+        (
+            "POST http://bank.example/v1/transfer HTTP/1.1".into(),
+            grpc.into(),
+            true,
+        ),
+        (
+            post.into(),
+            format!("{grpc}X-Forwarded-Host: bank.example\r\n"),
+            true,
+        ),
+        (
+            post.into(),
+            "CONTENT-TYPE: Application/GRPC+proto\r\n".into(),
+            true,
+        ),
+        (post.into(), format!("{grpc}{json}"), true),
+        (post.into(), format!("{json}{grpc}"), true),
+        (post.into(), format!("{grpc}TE: trailers\r\n"), true),
+        (post.into(), format!("{grpc}grpc-timeout: 1S\r\n"), true),
+        (
+            post.into(),
+            format!("{json}X-HTTP-Method-Override: GET\r\n"),
+            true,
+        ),
+        (
+            post.into(),
+            format!("{grpc}X-HTTP-Method-Override: GET\r\n"),
+            true,
+        ),
+        (post.into(), format!("{json}X-HTTP-Method: PUT\r\n"), true),
+        (
+            post.into(),
+            format!("{json}X-Method-Override: GET\r\n"),
+            true,
+        ),
+        ("POST /v1/transfer?x=1 HTTP/1.1".into(), grpc.into(), true),
+        ("post /v1/transfer HTTP/1.1".into(), json.into(), false),
+        ("HEAD /v1/transfer HTTP/1.1".into(), grpc.into(), false),
+        ("GET /v1/transfer HTTP/1.1".into(), grpc.into(), false),
+        ("PUT /v1/transfer HTTP/1.1".into(), grpc.into(), false),
+        ("POST //v1/transfer HTTP/1.1".into(), grpc.into(), false),
+        ("POST /v1//transfer HTTP/1.1".into(), grpc.into(), false),
+        ("POST /v1/transfer/ HTTP/1.1".into(), grpc.into(), false),
+        ("POST /v1%2Ftransfer HTTP/1.1".into(), grpc.into(), false),
+        ("POST /v1/%74ransfer HTTP/1.1".into(), grpc.into(), false),
+        ("POST /v1/./transfer HTTP/1.1".into(), grpc.into(), false),
+        ("POST /v1/x/../transfer HTTP/1.1".into(), grpc.into(), false),
+        ("POST /V1/Transfer HTTP/1.1".into(), grpc.into(), false),
+        ("POST /v1/transfer;x HTTP/1.1".into(), grpc.into(), false),
+        (
+            "POST /finmesh.gateway.v1.Ledger/../../v1/transfer HTTP/1.1".into(),
+            grpc.into(),
+            false,
+        ),
+        (
+            "POST /finmesh.gateway.v1.Ledger/GetAccount/../../../v1/transfer HTTP/1.1".into(),
+            json.into(),
+            false,
+        ),
+    ];
+    for (i, (line, extra, reaches)) in cases.iter().enumerate() {
+        let answer = raw_http1(gw.server.addr, head(line, extra, i).as_bytes()).await;
+        let what = format!("{line} with {extra:?}");
+        let status_line = answer.lines().next().unwrap_or_default();
+        assert!(
+            !status_line.contains(" 201 ") && !answer.contains("COMMITTED"),
+            "{what}: money moved: {answer}"
+        );
+        if *reaches {
+            assert!(
+                answer
+                    .to_ascii_lowercase()
+                    .contains("idempotency.key_missing"),
+                "{what}: want idempotency.key_missing, got {answer}"
+            );
+        }
+    }
+    assert_eq!(
+        gw.gateway.ledger.get("tenant-a", "acc-1").unwrap().balance,
+        "10000.00",
+        "no trick moved money"
+    );
 }
 
 #[tokio::test]

@@ -576,6 +576,39 @@ async fn each_kind_of_inner_rejection_labels_the_span_and_carries_the_trace_id()
     }
 }
 
+/// Finding 1 of issue 14: an order id required on a route template is
+/// required whatever `content-type` the client claims; a gRPC one only
+/// renders the refusal the gRPC way.
+#[tokio::test]
+async fn a_grpc_content_type_does_not_lift_an_order_id_required_by_route_template() {
+    let otel = Otel::new();
+    let app = support::echo_app().layer(
+        otel.layer()
+            .require_order_id_on(Method::POST, "/v1/{*rest}")
+            .build(),
+    );
+    let server = support::spawn(app).await;
+    for content_type in [
+        "application/json",
+        "application/grpc",
+        "application/grpc+proto",
+    ] {
+        let req = http::Request::post(server.url("/v1/transfer"))
+            .header("content-type", content_type)
+            .body(Full::default())
+            .unwrap();
+        let res = support::send(req).await;
+        let code = if content_type.starts_with("application/grpc") {
+            assert_eq!(res.header("grpc-status"), "3", "{content_type}: {res:?}");
+            res.header(finmesh::reject::CODE_METADATA).to_owned()
+        } else {
+            assert_eq!(res.status, 400, "{content_type}: {res:?}");
+            res.json()["code"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(code, "telemetry.order_id_missing", "{content_type}");
+    }
+}
+
 #[tokio::test]
 async fn invalid_and_missing_order_ids_are_refused() {
     let otel = Otel::new();

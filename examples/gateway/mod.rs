@@ -53,6 +53,8 @@ pub const EMBEDDED_TENANTS: &str = include_str!("config/tenants.yaml");
 /// The embedded RBAC manifests.
 pub const EMBEDDED_RBAC: &str = include_str!("config/rbac.yaml");
 
+/// The ledger's gRPC service.
+pub const LEDGER_SERVICE: &str = "finmesh.gateway.v1.Ledger";
 /// The gRPC methods of the ledger.
 pub const GET_ACCOUNT: &str = "/finmesh.gateway.v1.Ledger/GetAccount";
 /// The streaming transfer method.
@@ -220,15 +222,19 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         .health(HealthLayer::new(health.clone()))
         .telemetry(telemetry)
         .audit(AuditLayer::new(auditor.clone()))
+        // The service, not the client, says which paths are gRPC: the
+        // Ledger's methods get the gRPC rules whatever content-type a
+        // caller claims, and every other path the HTTP rules.
         .deadlines(
             StreamDeadlineLayer::new()
+                .grpc_service(LEDGER_SERVICE)
                 .request_message_timeout(options.message_timeout)
                 .response_message_timeout(options.message_timeout),
         )
         .jwt(jwt)
         .tenants(TenantLayer::new(tenants))
         .rbac(RbacLayer::new(authorizer, mapper))
-        .idempotency(IdempotencyLayer::new(InMemoryStore::new()))
+        .idempotency(IdempotencyLayer::new(InMemoryStore::new()).grpc_service(LEDGER_SERVICE))
         .build();
 
     let ledger = Arc::new(Ledger::demo());

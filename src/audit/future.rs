@@ -16,6 +16,7 @@ use super::pending::{Ctx, Pending, grpc_status};
 use super::record::Outcome;
 use super::slot::WaitForSlot;
 use crate::codes::RejectionCode;
+use crate::reject::Protocol;
 
 pin_project! {
     /// Response future of [`Audit`](super::Audit).
@@ -162,6 +163,12 @@ where
                     };
                     if let Some(p) = pending.as_mut() {
                         p.http_status = Some(response.status().as_u16());
+                        // Security: a gRPC answer is read as one whatever
+                        // the client claimed, so a call made with another
+                        // content-type is not recorded as a plain 200.
+                        if Protocol::of(response.headers()).is_grpc() {
+                            p.ctx.grpc = true;
+                        }
                         if p.ctx.grpc {
                             // Trailers-only responses (rejections, early
                             // errors) carry the status in the headers.

@@ -1,6 +1,6 @@
 //! [`StreamDeadlineLayer`] and the deadlines it applies ([`Deadlines`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,10 +148,19 @@ impl Deadlines {
 pub(crate) struct Config {
     pub(crate) defaults: Deadlines,
     pub(crate) methods: HashMap<Box<str>, Deadlines>,
+    /// The gRPC services the path decides for (those of `methods` and the
+    /// declared ones).
+    pub(crate) grpc_services: HashSet<Box<str>>,
     pub(crate) http: bool,
 }
 
 impl Config {
+    /// Whether the service serves gRPC at `path`, by its configuration.
+    pub(crate) fn serves_grpc(&self, path: &str) -> bool {
+        self.methods.contains_key(path)
+            || crate::reject::grpc_service_of(path).is_some_and(|s| self.grpc_services.contains(s))
+    }
+
     pub(crate) fn for_path(&self, path: &str) -> &Deadlines {
         if self.methods.is_empty() {
             return &self.defaults;
@@ -232,10 +241,33 @@ impl StreamDeadlineLayer {
     /// (`/package.Service/Method`). The override is complete: a deadline it
     /// leaves off is off for that method. Start from
     /// [`get_defaults`](Self::get_defaults) to change only some.
+    ///
+    /// Its service (`package.Service`) becomes one of the layer's
+    /// [`grpc_service`](Self::grpc_service)s.
     pub fn method(mut self, path: impl Into<Box<str>>, deadlines: Deadlines) -> Self {
-        Arc::make_mut(&mut self.config)
-            .methods
-            .insert(path.into(), deadlines);
+        let path = path.into();
+        let config = Arc::make_mut(&mut self.config);
+        if let Some(service) = crate::reject::grpc_service_of(&path) {
+            config.grpc_services.insert(service.into());
+        }
+        config.methods.insert(path, deadlines);
+        self
+    }
+
+    /// Declares that the service serves the gRPC service `name`
+    /// (`package.Service`) at `/package.Service/…`: calls of its methods get
+    /// the gRPC deadlines whatever `content-type` the client claims.
+    ///
+    /// A request elsewhere gets the gRPC deadlines when it claims a gRPC
+    /// content-type (which can only add deadlines), and the HTTP ones
+    /// ([`apply_to_http`](Self::apply_to_http)) otherwise.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is empty or contains a `/` between its ends.
+    pub fn grpc_service(mut self, name: &str) -> Self {
+        let name = crate::reject::grpc_service_name(name);
+        Arc::make_mut(&mut self.config).grpc_services.insert(name);
         self
     }
 

@@ -44,6 +44,13 @@
 //!   handler does next: both bodies share the call's state, and the
 //!   response side is woken even if the handler is stuck.
 //!
+//! Which requests are gRPC follows from the service's configuration
+//! first: a path in a gRPC service the layer knows (that of a
+//! [`method`](StreamDeadlineLayer::method) override, or one declared with
+//! [`grpc_service`](StreamDeadlineLayer::grpc_service)) gets the gRPC
+//! deadlines whatever `content-type` the client claims; elsewhere a gRPC
+//! content-type (as the gRPC spec defines it) can only add them.
+//!
 //! Non-gRPC requests are passed through untouched unless
 //! [`apply_to_http`](StreamDeadlineLayer::apply_to_http) is set; then a
 //! stalled request body is answered `408` (`deadline.request_timeout`)

@@ -60,9 +60,16 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let grpc = Protocol::of(req.headers()).is_grpc();
-        let deadlines = match &self.config {
-            Some(config) if grpc || config.http => *config.for_path(req.uri().path()),
+        let Some(config) = &self.config else {
+            return self.passthrough(req);
+        };
+        // Security: a path the service configured as gRPC gets the gRPC
+        // deadlines whatever the client claims (tonic serves a call whatever
+        // its content-type, so "HTTP" would escape them). Elsewhere a gRPC
+        // claim can only add rules: the gRPC deadlines, frame by frame.
+        let grpc = config.serves_grpc(req.uri().path()) || Protocol::of(req.headers()).is_grpc();
+        let deadlines = match config {
+            config if grpc || config.http => *config.for_path(req.uri().path()),
             _ => return self.passthrough(req),
         };
         let mut total = deadlines.max_duration;

@@ -15,9 +15,11 @@ use super::store::IdempotencyStore;
 /// Decides which plain-HTTP requests the layer governs.
 ///
 /// Implemented for closures `Fn(&http::request::Parts) -> bool`; the
-/// default, [`PostAndPatch`], governs `POST` and `PATCH`. gRPC requests are
-/// not asked: they are governed when their method is one of the layer's
-/// [`grpc_method`](IdempotencyLayer::grpc_method)s.
+/// default, [`PostAndPatch`], governs `POST` and `PATCH`. It is asked about
+/// every request whose path is not in one of the layer's gRPC services
+/// ([`grpc_method`](IdempotencyLayer::grpc_method),
+/// [`grpc_service`](IdempotencyLayer::grpc_service)), whatever its
+/// `content-type`: a client cannot leave these rules by claiming gRPC.
 pub trait Governs: Send + Sync + 'static {
     /// Whether the request with this head must carry an idempotency key.
     fn governs(&self, parts: &Parts) -> bool;
@@ -48,6 +50,9 @@ pub(super) struct Config {
     pub(super) store: Arc<dyn IdempotencyStore>,
     pub(super) governs: Arc<dyn Governs>,
     pub(super) grpc_methods: HashSet<Box<str>>,
+    /// The gRPC services the path decides for: their listed methods are
+    /// governed, their other methods are not.
+    pub(super) grpc_services: HashSet<Box<str>>,
     pub(super) require_key: bool,
     pub(super) max_request_body: usize,
     pub(super) max_response_body: usize,
@@ -70,7 +75,7 @@ pub const DEFAULT_STORED_HEADERS: [HeaderName; 6] = [
 /// Applies [`Idempotency`] to a service: see the [module docs](super).
 #[derive(Clone)]
 pub struct IdempotencyLayer {
-    config: Arc<Config>,
+    pub(super) config: Arc<Config>,
 }
 
 impl fmt::Debug for IdempotencyLayer {
@@ -78,6 +83,7 @@ impl fmt::Debug for IdempotencyLayer {
         let c = &self.config;
         f.debug_struct("IdempotencyLayer")
             .field("grpc_methods", &c.grpc_methods)
+            .field("grpc_services", &c.grpc_services)
             .field("require_key", &c.require_key)
             .field("max_request_body", &c.max_request_body)
             .field("max_response_body", &c.max_response_body)
@@ -104,6 +110,7 @@ impl IdempotencyLayer {
                 store,
                 governs: Arc::new(PostAndPatch),
                 grpc_methods: HashSet::new(),
+                grpc_services: HashSet::new(),
                 require_key: true,
                 max_request_body: 1024 * 1024,
                 max_response_body: 1024 * 1024,
@@ -131,10 +138,41 @@ impl IdempotencyLayer {
     /// key travels in the `idempotency-key` metadata. Streaming methods
     /// are out of scope: do not list them (the layer buffers the whole
     /// request and response).
+    ///
+    /// Its service (`pkg.Service`) becomes one of the layer's
+    /// [`grpc_service`](Self::grpc_service)s: its other methods are not
+    /// governed.
+    ///
+    /// # Panics
+    ///
+    /// If `path` is not of the form `/pkg.Service/Method`.
     pub fn grpc_method(mut self, path: impl Into<String>) -> Self {
-        self.config_mut()
-            .grpc_methods
-            .insert(path.into().into_boxed_str());
+        let path = path.into();
+        let service = crate::reject::grpc_service_of(&path)
+            .filter(|_| path.matches('/').count() == 2 && !path.ends_with('/'))
+            .unwrap_or_else(|| panic!("finmesh::idempotency: invalid gRPC method path {path:?}"))
+            .into();
+        let config = self.config_mut();
+        config.grpc_services.insert(service);
+        config.grpc_methods.insert(path.into_boxed_str());
+        self
+    }
+
+    /// Declares that the service serves the gRPC service `name`
+    /// (`pkg.Service`) at `/pkg.Service/…`: calls of its methods not
+    /// listed with [`grpc_method`](Self::grpc_method) are not governed.
+    ///
+    /// Every path outside the declared services gets the plain-HTTP rules
+    /// ([`Governs`]) whatever its `content-type`, so with the default
+    /// [`PostAndPatch`] a gRPC service the layer does not know of needs a
+    /// key on every call: declare it here.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is empty or contains a `/` between its ends.
+    pub fn grpc_service(mut self, name: &str) -> Self {
+        let name = crate::reject::grpc_service_name(name);
+        self.config_mut().grpc_services.insert(name);
         self
     }
 

@@ -9,12 +9,17 @@
 //!
 //! # What a governed request goes through
 //!
-//! 1. **Which requests.** Plain HTTP requests the [`Governs`] strategy
-//!    selects (default [`PostAndPatch`]; closures work), and the unary gRPC
-//!    methods listed with [`IdempotencyLayer::grpc_method`]. Everything else
-//!    passes through untouched. **Streaming gRPC calls are out of scope**:
-//!    the layer buffers whole requests and responses, so list only unary
-//!    methods.
+//! 1. **Which requests.** The path decides, never the `content-type`
+//!    (which only chooses how a refusal is rendered): the unary gRPC
+//!    methods listed with [`IdempotencyLayer::grpc_method`] are governed;
+//!    the other methods of their services, and of services declared with
+//!    [`IdempotencyLayer::grpc_service`], pass through; every other path
+//!    gets the plain-HTTP rules, the requests the [`Governs`] strategy
+//!    selects (default [`PostAndPatch`]; closures work), even when it
+//!    claims to be gRPC. So declare your gRPC services, or every call of
+//!    an undeclared one is a governed `POST`. **Streaming gRPC calls are
+//!    out of scope**: the layer buffers whole requests and responses, so
+//!    list only unary methods.
 //! 2. **Key.** The `Idempotency-Key` header (gRPC: the `idempotency-key`
 //!    metadata, the same header over HTTP/2), either the draft's
 //!    structured-field string (`"abc"`, escapes `\"` and `\\`) or Stripe's

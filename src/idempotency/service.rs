@@ -24,7 +24,7 @@ use super::respond::{reject, too_large};
 use super::store::{Caller, StoreKey};
 use crate::labels::RequestLabels;
 use crate::principal::Principal;
-use crate::reject::Protocol;
+use crate::reject::grpc_service_of;
 use crate::tenant::Tenant;
 
 /// The idempotency middleware: see the [module docs](super).
@@ -141,11 +141,21 @@ fn governed_key<'a>(
 
 /// Whether the layer governs this request.
 fn governs(config: &Config, parts: &Parts) -> bool {
-    match Protocol::of(&parts.headers) {
-        // Only listed unary methods: a streaming call cannot be buffered.
-        Protocol::Grpc => config.grpc_methods.contains(parts.uri.path()),
-        Protocol::Http => config.governs.governs(parts),
+    // Security: the path decides which rules apply, as it decides which
+    // route the request reaches; the `content-type` is the client's claim
+    // and only renders the answer. A path in a configured gRPC service gets
+    // the gRPC rules (only listed unary methods: a streaming call cannot be
+    // buffered); every other path gets the HTTP rules, even when it claims
+    // to be gRPC — else `content-type: application/grpc` on an HTTP route
+    // would skip the key.
+    let path = parts.uri.path();
+    if config.grpc_methods.contains(path) {
+        return true;
     }
+    if grpc_service_of(path).is_some_and(|s| config.grpc_services.contains(s)) {
+        return false;
+    }
+    config.governs.governs(parts)
 }
 
 /// The scope the key is stored under.
@@ -470,13 +480,27 @@ mod tests {
         let s = svc(IdempotencyLayer::new(DownStore), count.clone(), ok);
         let res = s.clone().oneshot(post("k", "x")).await.unwrap();
         assert_eq!(res.status(), 503);
-        let grpc = Request::post("/pkg.S/M")
-            .header("content-type", "application/grpc")
-            .header("idempotency-key", "k")
-            .body(Full::default())
-            .unwrap();
-        // Not a listed method: passes through.
-        assert_eq!(s.oneshot(grpc).await.unwrap().status(), 200);
+        let grpc = || {
+            Request::post("/pkg.S/M")
+                .header("content-type", "application/grpc")
+                .header("idempotency-key", "k")
+                .body(Full::default())
+                .unwrap()
+        };
+        // A service the layer does not know of gets the HTTP rules (POST
+        // is governed): refused, the gRPC way.
+        let res = s.clone().oneshot(grpc()).await.unwrap();
+        assert_eq!(res.headers()["grpc-status"], "14");
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+        // Not a listed method of a declared service: passes through.
+        let s = svc(
+            IdempotencyLayer::new(DownStore).grpc_service("pkg.S"),
+            count.clone(),
+            ok,
+        );
+        let res = s.oneshot(grpc()).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().get("grpc-status").is_none());
         assert_eq!(count.load(Ordering::SeqCst), 1);
         let s = svc(
             IdempotencyLayer::new(DownStore).grpc_method("/pkg.S/M"),
@@ -491,6 +515,53 @@ mod tests {
         let res = s.oneshot(grpc).await.unwrap();
         assert_eq!(res.headers()["grpc-status"], "14");
         assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    /// The path decides which rules govern a request; the content-type
+    /// the client claims never does (issue 14, finding 1).
+    #[test]
+    fn the_path_decides_the_rules_whatever_the_content_type() {
+        let layer = IdempotencyLayer::new(InMemoryStore::new())
+            .grpc_method("/pay.v1.Pay/Transfer")
+            .grpc_service("/pay.v1.Ledger/");
+        let config = &layer.config;
+        // (method, path, governed)
+        let table = [
+            ("POST", "/v1/transfer", true),
+            ("PATCH", "/v1/accounts/a", true),
+            ("GET", "/v1/accounts", false),
+            ("POST", "/pay.v1.Pay/Transfer", true),
+            ("GET", "/pay.v1.Pay/Transfer", true),
+            ("POST", "/pay.v1.Pay/Stream", false),
+            ("POST", "/pay.v1.Ledger/Get", false),
+            ("POST", "/pay.v1.Other/Get", true),
+            ("POST", "//pay.v1.Pay/Stream", true),
+            ("POST", "/pay.v1.pay/Transfer", true),
+        ];
+        for ct in [
+            None,
+            Some("application/json"),
+            Some("application/grpc"),
+            Some("application/grpc+proto"),
+            Some("APPLICATION/GRPC;x=y"),
+            Some("application/grpc-web-text"),
+            Some("application/grpcx"),
+        ] {
+            for (method, path, governed) in table {
+                let mut req = Request::builder().method(method).uri(path);
+                if let Some(ct) = ct {
+                    req = req.header("content-type", ct);
+                }
+                let (parts, ()) = req.body(()).unwrap().into_parts();
+                assert_eq!(governs(config, &parts), governed, "{method} {path} {ct:?}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "invalid gRPC method path")]
+    fn a_grpc_method_must_be_a_method_path() {
+        let _ = IdempotencyLayer::new(InMemoryStore::new()).grpc_method("/pay.v1.Pay");
     }
 
     async fn wait_until(mut done: impl FnMut() -> bool) {

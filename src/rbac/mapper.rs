@@ -125,6 +125,41 @@ mod tests {
         assert_eq!(both.map(&req("POST", "/pkg.Svc/Other")), None);
     }
 
+    /// The pair maps by method and path alone: no header the client
+    /// sends (a gRPC content-type, a method override) picks the other
+    /// mapping (issue 14, finding 1).
+    #[test]
+    fn headers_never_pick_the_mapping() {
+        let grpc = GrpcMethods::new().method("/pkg.Svc/Get", "get", "things");
+        let both = (routes(), grpc);
+        for (method, path) in [
+            ("POST", "/pkg.Svc/Get"),
+            ("POST", "/v1/accounts"),
+            ("GET", "/v1/accounts"),
+            ("HEAD", "/v1/accounts"),
+            ("POST", "/pkg.Svc/Other"),
+        ] {
+            let plain = both.map(&req(method, path));
+            for (name, value) in [
+                ("content-type", "application/grpc"),
+                ("content-type", "application/grpc-web+proto"),
+                ("content-type", "application/json"),
+                ("x-http-method-override", "GET"),
+                ("x-http-method", "DELETE"),
+                ("te", "trailers"),
+            ] {
+                let mut r = req(method, path);
+                r.headers_mut().insert(name, value.parse().unwrap());
+                assert_eq!(both.map(&r), plain, "{method} {path} {name}: {value}");
+            }
+        }
+        // HEAD is read as GET, never as something laxer.
+        assert_eq!(
+            both.map(&req("HEAD", "/v1/accounts")),
+            both.map(&req("GET", "/v1/accounts"))
+        );
+    }
+
     #[test]
     fn shared_mapper_maps_as_the_mapper_it_shares() {
         let shared = SharedMapper::new(|req: &Request<()>| {

@@ -132,16 +132,21 @@ where
 
         let grpc = Protocol::of(req.headers()).is_grpc();
         let path = req.uri().path();
+        // The route the request reached, whatever protocol it claims.
+        let template = config
+            .route_template
+            .as_ref()
+            .and_then(|r| r.route_template(req.method(), req.uri(), req.extensions()));
+        // Security: the order-id requirement follows the path and the route
+        // reached; a claimed gRPC content-type only names the span.
+        let requires_order_id = config.requires_order_id(req.method(), path, template.as_deref());
         let (kind, name, route): (CallKind, String, Option<Cow<'static, str>>) = if grpc {
             let path: Arc<str> = Arc::from(path);
             let name = path.trim_start_matches('/').to_owned();
             let route = Cow::Owned(path.to_string());
             (CallKind::Grpc { path }, name, Some(route))
         } else {
-            let route = config
-                .route_template
-                .as_ref()
-                .and_then(|r| r.route_template(req.method(), req.uri(), req.extensions()));
+            let route = template;
             let name = match &route {
                 Some(r) => format!("{} {r}", req.method()),
                 None => req.method().to_string(),
@@ -154,8 +159,7 @@ where
         };
 
         let order = order_id(req.headers(), &config.order_id_header, &parent);
-        let order_missing = matches!(order, Ok(None))
-            && config.requires_order_id(req.method(), path, route.as_deref());
+        let order_missing = matches!(order, Ok(None)) && requires_order_id;
 
         // The span keeps this vector and appends to it as the request
         // goes (`trace_id`, then the business and status attributes when

@@ -252,6 +252,34 @@ pub async fn send(req: http::Request<Full<Bytes>>) -> HttpAnswer {
     }
 }
 
+/// Sends `req` over h2c (HTTP/2 with prior knowledge, hyper-util) and
+/// buffers the answer.
+pub async fn send_h2c(req: http::Request<Full<Bytes>>) -> HttpAnswer {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let res = client.request(req).await.expect("h2c request");
+    let (parts, body) = res.into_parts();
+    HttpAnswer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.expect("h2c body").to_bytes(),
+    }
+}
+
+/// Writes `request` as raw bytes on a new HTTP/1.1 connection to `addr`
+/// and returns everything the server answers until it closes: for heads
+/// no client library would send (absolute-form targets, lowercase
+/// methods, repeated headers in a chosen order).
+pub async fn raw_http1(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `GET url` with `headers`.
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> HttpAnswer {
     let mut builder = http::Request::get(url);
