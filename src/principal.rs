@@ -28,15 +28,24 @@ use crate::tenant::TenantNamespace;
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Principal {
-    /// The subject (`sub`): the user name RBAC matches `User` subjects with.
+    /// The user name RBAC matches `User` subjects with: the token's `sub`
+    /// behind its issuer's username prefix (none for the one-issuer form
+    /// `JwtAuthBuilder::issuer`, `<issuer>#` by default for an
+    /// `auth::Issuer`), or a
+    /// ServiceAccount's `system:serviceaccount:<ns>:<name>` from an issuer
+    /// allowed to mint them. The raw `sub` stays in [`claims`](Self::claims).
     pub subject: Arc<str>,
-    /// Groups the subject belongs to, for RBAC `Group` subjects.
+    /// Groups the subject belongs to, for RBAC `Group` subjects: the groups
+    /// claim behind its issuer's groups prefix (plus a ServiceAccount's
+    /// `system:serviceaccounts` groups).
     pub groups: Arc<[Arc<str>]>,
     /// The tenant the token was issued for, when it names one.
     pub tenant: Option<TenantNamespace>,
     /// The caller's risk level, when the token states one.
     pub risk: Option<RiskLevel>,
-    /// The issuer (`iss`) that vouched for the subject.
+    /// The issuer (`iss`) that vouched for the subject, and whose key
+    /// verified the token. Together with [`subject`](Self::subject) it is
+    /// the caller's identity (idempotency scopes use both).
     pub issuer: Arc<str>,
     /// When the credential expires (`exp`).
     pub expires_at: Option<SystemTime>,
@@ -175,7 +184,9 @@ crate::codes::rejection_codes! {
         /// a header or claims set that is not a JSON object.
         Malformed = ("auth.malformed", Unauthenticated),
         /// Well-formed but not trusted: signature, algorithm, `kid`, `typ`,
-        /// `iss` or `aud`.
+        /// `iss` or `aud` — including a token signed with a key of an
+        /// issuer other than the one its `iss` names (the detail does not
+        /// say which issuers exist).
         Invalid = ("auth.invalid", Unauthenticated),
         /// `exp` is past, beyond the leeway.
         Expired = ("auth.expired", Unauthenticated),
@@ -184,7 +195,8 @@ crate::codes::rejection_codes! {
         /// A signed claim has an unusable value: a missing or non-string
         /// `sub`, a missing `exp`, a time claim that is not a non-negative
         /// integer, a tenant that is not a namespace, an unknown risk level,
-        /// a missing required claim.
+        /// a missing required claim, a `sub` or group that would name a
+        /// reserved `system:` user or group.
         ClaimInvalid = ("auth.claim_invalid", Unauthenticated),
     }
 }

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
+use finmesh::auth::{Algorithm, Issuer, JwtAuthLayer, JwtKey};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header};
 use serde_json::json;
@@ -429,6 +429,80 @@ async fn jwks_file_rotation_adds_and_removes_keys_and_the_cache_follows() {
     assert!(layer.jwks_last_error().is_some());
     assert_eq!(status_of(&server, &token_b).await.0, 200);
     assert_eq!(layer.key_count(), 2);
+    server.shutdown().await;
+}
+
+/// Two issuers, each with its own watched JWKS file: a key verifies only
+/// its own issuer's tokens, even after the other issuer publishes the same
+/// key under the same `kid`, and rotating one issuer's file evicts that
+/// issuer's cached tokens.
+#[tokio::test]
+async fn each_issuers_jwks_file_verifies_only_its_own_tokens_across_rotation() {
+    const A: &str = "https://idp-a.test";
+    const B: &str = "https://idp-b.test";
+    let dir = tempfile::tempdir().unwrap();
+    let (path_a, path_b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    write_jwks(&path_a, vec![jwk(EC_PUB, "k1", Algorithm::ES256)]);
+    write_jwks(&path_b, vec![jwk(EC_B_PUB, "k2", Algorithm::ES256)]);
+    let layer = JwtAuthLayer::builder()
+        .issuer_config(
+            Issuer::new(A)
+                .audience(AUD)
+                .jwks_file(&path_a)
+                .username_prefix("a:"),
+        )
+        .issuer_config(
+            Issuer::new(B)
+                .audience(AUD)
+                .jwks_file(&path_b)
+                .username_prefix("b:"),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(layer.key_count(), 2);
+    let server = serve(layer.clone()).await;
+    let key_a = EncodingKey::from_ec_pem(EC_PRIV.as_bytes()).unwrap();
+    let key_b = EncodingKey::from_ec_pem(EC_B_PRIV.as_bytes()).unwrap();
+    let from = |iss: &str| {
+        let mut c = claims("alice");
+        c["iss"] = iss.into();
+        c
+    };
+    let a_by_a = sign(Algorithm::ES256, "k1", &key_a, &from(A));
+    let b_by_b = sign(Algorithm::ES256, "k2", &key_b, &from(B));
+    let a_by_b = sign(Algorithm::ES256, "k2", &key_b, &from(A));
+    let b_by_a = sign(Algorithm::ES256, "k1", &key_a, &from(B));
+
+    let (status, body) = status_of(&server, &a_by_a).await;
+    assert_eq!((status, body["subject"].as_str()), (200, Some("a:alice")));
+    let (status, body) = status_of(&server, &b_by_b).await;
+    assert_eq!((status, body["subject"].as_str()), (200, Some("b:alice")));
+    for forged in [&a_by_b, &b_by_a] {
+        let (status, body) = status_of(&server, forged).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("auth.invalid")));
+    }
+
+    // B now also publishes A's key, under A's kid: B's tokens signed with
+    // it verify as B's users, and A's tokens still only with A's keys.
+    write_jwks(
+        &path_b,
+        vec![
+            jwk(EC_B_PUB, "k2", Algorithm::ES256),
+            jwk(EC_PUB, "k1", Algorithm::ES256),
+        ],
+    );
+    let seen = eventually(&server, &b_by_a, 200).await;
+    assert_eq!(seen["subject"], "b:alice");
+    assert_eq!(status_of(&server, &a_by_b).await.0, 401);
+
+    // A withdraws its key: A's cached token is refused, B's token signed
+    // with the same key (B still publishes it) is not.
+    assert_eq!(status_of(&server, &a_by_a).await.0, 200);
+    write_jwks(&path_a, vec![jwk(RSA_PUB, "k3", Algorithm::RS256)]);
+    let refused = eventually(&server, &a_by_a, 401).await;
+    assert_eq!(refused["code"], "auth.invalid");
+    assert_eq!(status_of(&server, &b_by_a).await.0, 200);
+    assert_eq!(layer.key_count(), 3);
     server.shutdown().await;
 }
 

@@ -10,9 +10,12 @@
 //!   costs a signature check.
 //! - **Never past `exp`**: every hit re-checks the token's `exp` (without
 //!   leeway) against the clock.
-//! - **Emptied when keys change**: entries carry the id of the key set that
-//!   verified them; a hit under another key set is a miss, and the first
-//!   request to see a new key set clears every shard.
+//! - **Emptied when keys change**: entries carry the key generation they
+//!   were verified under (it grows whenever any issuer's key set is
+//!   replaced); a hit under another generation is a miss, and the first
+//!   request to see a new one clears every shard.
+//! - **Issuer-bound**: the token's own `iss` chose the keys, and the entry
+//!   is the principal with its issuer and prefixed names.
 //!
 //! The hasher is foldhash, randomly seeded per process: fast on long keys
 //! (a token is hundreds of bytes) and not predictable by a caller.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 
 use super::algorithm::AlgSet;
+use super::issuer::{Issuer, IssuerTrust, Issuers};
 use super::key::{JwtKey, KeyError};
 use super::key_set::{KeySet, KeySource};
 use super::layer::JwtAuthLayer;
@@ -71,6 +72,11 @@ pub enum AuthConfigError {
     Key(KeyError),
     /// The JWKS file could not be loaded.
     JwksFile(ConfigError),
+    /// [`JwtAuthBuilder::issuer`] was called more than once: those issuers
+    /// would share one set of keys, so each could sign as the others.
+    /// Configure each with [`JwtAuthBuilder::issuer_config`] and its own
+    /// keys.
+    IssuersShareKeys,
 }
 
 impl fmt::Display for AuthConfigError {
@@ -96,6 +102,10 @@ impl fmt::Display for AuthConfigError {
             Self::InvalidSetting(what) => f.write_str(what),
             Self::Key(e) => e.fmt(f),
             Self::JwksFile(e) => write!(f, "JWKS file: {e}"),
+            Self::IssuersShareKeys => f.write_str(
+                "several issuers were given with .issuer() and would share one set of keys; \
+                 configure each with .issuer_config(Issuer::new(..)) and its own keys",
+            ),
         }
     }
 }
@@ -119,8 +129,6 @@ impl From<KeyError> for AuthConfigError {
 /// The immutable settings the verifier reads on every request.
 #[derive(Debug)]
 pub(crate) struct Settings {
-    pub(crate) issuers: Box<[Arc<str>]>,
-    pub(crate) audiences: Box<[Box<str>]>,
     pub(crate) algorithms: AlgSet,
     pub(crate) leeway: u64,
     pub(crate) required_claims: Box<[Box<str>]>,
@@ -156,6 +164,7 @@ pub struct JwtAuthBuilder {
     keys: Vec<JwtKey>,
     key_errors: Vec<KeyError>,
     jwks_file: Option<(PathBuf, WatchOptions)>,
+    issuer_configs: Vec<Issuer>,
     algorithms: Vec<Algorithm>,
     leeway: Duration,
     required_claims: Vec<String>,
@@ -176,6 +185,7 @@ impl Default for JwtAuthBuilder {
             keys: Vec::new(),
             key_errors: Vec::new(),
             jwks_file: None,
+            issuer_configs: Vec::new(),
             algorithms: DEFAULT_ALGORITHMS.to_vec(),
             leeway: DEFAULT_LEEWAY,
             required_claims: Vec::new(),
@@ -191,19 +201,40 @@ impl Default for JwtAuthBuilder {
 }
 
 impl JwtAuthBuilder {
-    /// Accepts tokens whose `iss` is `issuer` (repeat for several).
+    /// Accepts tokens whose `iss` is `issuer`, verified with the keys given
+    /// by [`key`](Self::key), [`jwks`](Self::jwks) and
+    /// [`jwks_file`](Self::jwks_file), addressed to an
+    /// [`audience`](Self::audience): the one-issuer form.
+    ///
+    /// This issuer's subjects and groups are the RBAC names as they are
+    /// (no prefix), so bindings that name `alice` keep matching `alice`;
+    /// a `sub` or group starting with `system:` is still refused, and no
+    /// token of it becomes a ServiceAccount. Call it at most once:
+    /// further issuers go through [`issuer_config`](Self::issuer_config),
+    /// each with its own keys (two `.issuer()` calls are
+    /// [`AuthConfigError::IssuersShareKeys`]).
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuers.push(issuer.into());
         self
     }
 
-    /// Accepts tokens whose `aud` names `audience` (repeat for several).
+    /// Trusts another issuer with its own audiences, keys and RBAC name
+    /// prefixes (see [`Issuer`]); repeat for several. A token is verified
+    /// only with the keys of the issuer its `iss` names, and a `kid` is
+    /// looked up among that issuer's keys only.
+    pub fn issuer_config(mut self, issuer: Issuer) -> Self {
+        self.issuer_configs.push(issuer);
+        self
+    }
+
+    /// Accepts tokens of the [`issuer`](Self::issuer) whose `aud` names
+    /// `audience` (repeat for several).
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audiences.push(audience.into());
         self
     }
 
-    /// Adds a verification key.
+    /// Adds a verification key of the [`issuer`](Self::issuer).
     pub fn key(mut self, key: JwtKey) -> Self {
         self.keys.push(key);
         self
@@ -315,31 +346,28 @@ impl JwtAuthBuilder {
     /// after building a layer keeps working.
     ///
     /// [`install_default_crypto_provider`]: super::install_default_crypto_provider
-    pub fn build(self) -> Result<JwtAuthLayer, AuthConfigError> {
+    pub fn build(mut self) -> Result<JwtAuthLayer, AuthConfigError> {
         // Unit tests: lock a panicking process default first, so that they
         // prove verification never uses it.
         #[cfg(test)]
         super::crypto::panicking_process_default();
         super::crypto::install_default_crypto_provider();
-        if let Some(e) = self.key_errors.into_iter().next() {
+        let issuers = self.issuer_list()?;
+        if let Some(e) = issuers.iter().flat_map(|i| &i.key_errors).next().cloned() {
             return Err(e.into());
         }
-        if self.issuers.is_empty() {
-            return Err(AuthConfigError::MissingIssuer);
-        }
-        if self.audiences.is_empty() {
+        if issuers.iter().any(|i| i.audiences.is_empty()) {
             return Err(AuthConfigError::MissingAudience);
         }
-        if self
-            .issuers
+        if issuers
             .iter()
-            .chain(&self.audiences)
-            .any(String::is_empty)
+            .any(|i| i.url.is_empty() || i.audiences.iter().any(String::is_empty))
         {
             return Err(AuthConfigError::InvalidSetting(
                 "issuers and audiences must not be empty strings",
             ));
         }
+        check_issuers_apart(&issuers)?;
         let algorithms = AlgSet::of(&self.algorithms);
         if algorithms.is_empty() {
             return Err(AuthConfigError::NoAlgorithms);
@@ -366,14 +394,17 @@ impl JwtAuthBuilder {
                 "accepted typ values must not be empty",
             ));
         }
-        if self.keys.is_empty() && self.jwks_file.is_none() {
+        if issuers
+            .iter()
+            .any(|i| i.keys.is_empty() && i.jwks_file.is_none())
+        {
             return Err(AuthConfigError::NoKeys);
         }
         // A configured key that can never be used is a mistake worth
         // failing on (typically an HMAC secret without HS256 allowed).
-        if let Some(key) = self
-            .keys
+        if let Some(key) = issuers
             .iter()
+            .flat_map(|i| &i.keys)
             .find(|k| !k.algorithms().intersects(algorithms))
         {
             return Err(AuthConfigError::UnusableKey {
@@ -382,8 +413,6 @@ impl JwtAuthBuilder {
             });
         }
         let settings = Settings {
-            issuers: self.issuers.into_iter().map(Arc::from).collect(),
-            audiences: self.audiences.into_iter().map(Into::into).collect(),
             algorithms,
             leeway: self.leeway.as_secs(),
             required_claims: self.required_claims.into_iter().map(Into::into).collect(),
@@ -398,27 +427,129 @@ impl JwtAuthBuilder {
             tenant_claim: self.tenant_claim.into(),
             risk_claim: self.risk_claim.into(),
         };
-        let keys = match self.jwks_file {
-            None => KeySource::Static(Arc::new(KeySet::new(self.keys)?)),
-            Some((path, options)) => {
-                let fixed = Arc::new(self.keys);
-                // The whole set (configured keys plus the file's) is built
-                // and validated on the reload thread; a bad file never
-                // replaces good keys.
-                let watched = options
-                    .watch(&path, move |bytes: &[u8]| {
-                        let mut keys = (*fixed).clone();
-                        keys.extend(JwtKey::from_jwks(bytes)?);
-                        KeySet::new(keys)
-                    })
-                    .map_err(AuthConfigError::JwksFile)?;
-                KeySource::Watched(watched)
-            }
-        };
+        let issuers = issuers.into_iter().map(trust).collect::<Result<_, _>>()?;
         Ok(JwtAuthLayer::from_parts(
             settings,
-            keys,
+            Issuers(issuers),
             self.cache_capacity,
         ))
     }
+
+    /// Every issuer: the one given with [`issuer`](Self::issuer) (keys,
+    /// audiences and JWKS of the builder, no name prefixes), then those
+    /// given with [`issuer_config`](Self::issuer_config).
+    fn issuer_list(&mut self) -> Result<Vec<Issuer>, AuthConfigError> {
+        let mut issuers = Vec::with_capacity(1 + self.issuer_configs.len());
+        match self.issuers.len() {
+            0 if self.issuer_configs.is_empty() => return Err(AuthConfigError::MissingIssuer),
+            0 => {
+                if !(self.audiences.is_empty()
+                    && self.keys.is_empty()
+                    && self.key_errors.is_empty()
+                    && self.jwks_file.is_none())
+                {
+                    return Err(AuthConfigError::InvalidSetting(
+                        "audiences and keys given to the builder belong to its .issuer(), \
+                         and none was given; give them to the Issuer they belong to",
+                    ));
+                }
+            }
+            1 => {
+                let mut legacy = Issuer::new(self.issuers.remove(0))
+                    .username_prefix("")
+                    .groups_prefix("");
+                legacy.audiences = std::mem::take(&mut self.audiences);
+                legacy.keys = std::mem::take(&mut self.keys);
+                legacy.key_errors = std::mem::take(&mut self.key_errors);
+                legacy.jwks_file = self.jwks_file.take();
+                issuers.push(legacy);
+            }
+            // Security: the finding this guards against — two issuers
+            // sharing keys let either sign as the other.
+            _ => return Err(AuthConfigError::IssuersShareKeys),
+        }
+        issuers.append(&mut self.issuer_configs);
+        Ok(issuers)
+    }
+}
+
+/// The default username and groups prefix of an [`Issuer`]: the
+/// apiserver's `<issuer URL>#`.
+fn default_prefix(url: &str) -> String {
+    format!("{url}#")
+}
+
+/// No issuer twice, no reserved prefix, and no two issuers whose users
+/// (or groups) would be named alike.
+fn check_issuers_apart(issuers: &[Issuer]) -> Result<(), AuthConfigError> {
+    let names = |i: &Issuer| {
+        (
+            i.username_prefix
+                .clone()
+                .unwrap_or_else(|| default_prefix(&i.url)),
+            i.groups_prefix
+                .clone()
+                .unwrap_or_else(|| default_prefix(&i.url)),
+        )
+    };
+    for (n, a) in issuers.iter().enumerate() {
+        let (user_a, group_a) = names(a);
+        if user_a.starts_with("system:") || group_a.starts_with("system:") {
+            return Err(AuthConfigError::InvalidSetting(
+                "a username or groups prefix must not start with system:",
+            ));
+        }
+        for b in &issuers[n + 1..] {
+            if a.url == b.url {
+                return Err(AuthConfigError::InvalidSetting(
+                    "an issuer is configured twice",
+                ));
+            }
+            // Security: equal prefixes would make one issuer's `alice` (or
+            // `treasury` group) the other's.
+            let (user_b, group_b) = names(b);
+            if user_a == user_b || group_a == group_b {
+                return Err(AuthConfigError::InvalidSetting(
+                    "two issuers have the same username or groups prefix, \
+                     so their users or groups would share RBAC names",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads an issuer's keys (and starts watching its JWKS file).
+fn trust(issuer: Issuer) -> Result<IssuerTrust, AuthConfigError> {
+    let username_prefix = issuer
+        .username_prefix
+        .unwrap_or_else(|| default_prefix(&issuer.url));
+    let groups_prefix = issuer
+        .groups_prefix
+        .unwrap_or_else(|| default_prefix(&issuer.url));
+    let keys = match issuer.jwks_file {
+        None => KeySource::Static(Arc::new(KeySet::new(issuer.keys)?)),
+        Some((path, options)) => {
+            let fixed = Arc::new(issuer.keys);
+            // The whole set (configured keys plus the file's) is built
+            // and validated on the reload thread; a bad file never
+            // replaces good keys.
+            let watched = options
+                .watch(&path, move |bytes: &[u8]| {
+                    let mut keys = (*fixed).clone();
+                    keys.extend(JwtKey::from_jwks(bytes)?);
+                    KeySet::new(keys)
+                })
+                .map_err(AuthConfigError::JwksFile)?;
+            KeySource::Watched(watched)
+        }
+    };
+    Ok(IssuerTrust {
+        url: issuer.url.into(),
+        audiences: issuer.audiences.into_iter().map(Into::into).collect(),
+        keys,
+        username_prefix: username_prefix.into(),
+        groups_prefix: groups_prefix.into(),
+        allow_service_accounts: issuer.allow_service_accounts,
+    })
 }

@@ -22,8 +22,9 @@ const NOT_YET_VALID: &str = "auth.not_yet_valid";
 const CLAIM_INVALID: &str = "auth.claim_invalid";
 use super::algorithm::AlgSet;
 use super::config::{Settings, normalize_typ};
+use super::issuer::{IssuerTrust, Issuers};
 use super::key::JwtKey;
-use super::key_set::KeySet;
+use super::key_set::{KeySet, KeySource};
 use super::verify::verify;
 use super::{Algorithm, JwtAuthLayer};
 use crate::{RiskLevel, TenantNamespace};
@@ -43,8 +44,6 @@ const ED_PRIV: &str = include_str!("../../tests/keys/ed25519-private.pem");
 
 fn settings() -> Settings {
     Settings {
-        issuers: Box::new([Arc::from(ISS)]),
-        audiences: Box::new([AUD.into()]),
         algorithms: AlgSet::of(&[
             Algorithm::HS256,
             Algorithm::RS256,
@@ -65,16 +64,31 @@ fn settings() -> Settings {
     }
 }
 
-fn keys() -> KeySet {
+/// `ISS` (audience `AUD`, no name prefixes, as the one-issuer builder
+/// form configures it) with `keys`.
+fn one_issuer(keys: KeySet) -> Issuers {
+    Issuers(Box::new([IssuerTrust {
+        url: Arc::from(ISS),
+        audiences: Box::new([AUD.into()]),
+        keys: KeySource::Static(Arc::new(keys)),
+        username_prefix: "".into(),
+        groups_prefix: "".into(),
+        allow_service_accounts: false,
+    }]))
+}
+
+fn keys() -> Issuers {
     // Verification must never reach jsonwebtoken's process default.
     super::crypto::panicking_process_default();
-    KeySet::new(vec![
-        JwtKey::hmac(HMAC_SECRET).unwrap().with_kid("h1"),
-        JwtKey::rsa_pem(RSA_PUB).unwrap().with_kid("r1"),
-        JwtKey::ec_pem(EC_PUB).unwrap().with_kid("e1"),
-        JwtKey::ed25519_pem(ED_PUB).unwrap().with_kid("d1"),
-    ])
-    .unwrap()
+    one_issuer(
+        KeySet::new(vec![
+            JwtKey::hmac(HMAC_SECRET).unwrap().with_kid("h1"),
+            JwtKey::rsa_pem(RSA_PUB).unwrap().with_kid("r1"),
+            JwtKey::ec_pem(EC_PUB).unwrap().with_kid("e1"),
+            JwtKey::ed25519_pem(ED_PUB).unwrap().with_kid("d1"),
+        ])
+        .unwrap(),
+    )
 }
 
 fn b64(s: &[u8]) -> String {
@@ -765,11 +779,13 @@ fn missing_typ_refused_when_configured() {
 
 #[test]
 fn no_kid_with_two_keys_of_the_family_is_refused() {
-    let keys = KeySet::new(vec![
-        JwtKey::hmac(HMAC_SECRET).unwrap(),
-        JwtKey::hmac([9u8; 32]).unwrap(),
-    ])
-    .unwrap();
+    let keys = one_issuer(
+        KeySet::new(vec![
+            JwtKey::hmac(HMAC_SECRET).unwrap(),
+            JwtKey::hmac([9u8; 32]).unwrap(),
+        ])
+        .unwrap(),
+    );
     let token = raw(r#"{"alg":"HS256"}"#, &good_claims(), Signer::Hs);
     assert_eq!(
         verify(&settings(), &keys, &token, NOW)
@@ -1020,4 +1036,335 @@ async fn the_service_inserts_the_principal_and_labels_subject_and_risk() {
     let seen = labels.snapshot();
     assert_eq!(seen.rejection.unwrap().code, MISSING);
     assert_eq!(seen.subject, None);
+}
+
+// --- Issuer binding: each key verifies only its own issuer's tokens, and
+// each issuer's subjects and groups get that issuer's RBAC names.
+
+const ISS_A: &str = "https://idp-a.test";
+const ISS_B: &str = "https://idp-b.test";
+const ISS_C: &str = "https://idp-c.test";
+const SECRET_B: &[u8] = b"issuer B's HMAC secret, 32 bytes or more";
+const SECRET_C: &[u8] = b"issuer C's HMAC secret, 32 bytes or more";
+const SA: &str = "system:serviceaccount:tenant-a:ledger";
+
+/// A: corporate, `idp-a:` prefixes. B: a service-account issuer
+/// (`idp-b:` prefixes, ServiceAccounts allowed, its own audience). C: no
+/// prefixes. All three sign HS256 under the same `kid`.
+fn three_issuers() -> Issuers {
+    super::crypto::panicking_process_default();
+    let trust = |url: &str, aud: &str, secret: &[u8], prefix: &str, sa: bool| IssuerTrust {
+        url: Arc::from(url),
+        audiences: Box::new([aud.into()]),
+        keys: KeySource::Static(Arc::new(
+            KeySet::new(vec![JwtKey::hmac(secret).unwrap().with_kid("k")]).unwrap(),
+        )),
+        username_prefix: prefix.into(),
+        groups_prefix: prefix.into(),
+        allow_service_accounts: sa,
+    };
+    Issuers(Box::new([
+        trust(ISS_A, AUD, HMAC_SECRET, "idp-a:", false),
+        trust(ISS_B, "partner-api", SECRET_B, "idp-b:", true),
+        trust(ISS_C, AUD, SECRET_C, "", false),
+    ]))
+}
+
+fn hs_with(secret: &[u8], claims: serde_json::Value) -> String {
+    let message = format!(
+        "{}.{}",
+        b64(br#"{"alg":"HS256","kid":"k"}"#),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = super::crypto::sign(
+        message.as_bytes(),
+        &EncodingKey::from_secret(secret),
+        Algorithm::HS256,
+    );
+    format!("{message}.{sig}")
+}
+
+fn from(iss: &str, aud: &str, sub: &str, groups: &[&str]) -> serde_json::Value {
+    json!({"iss": iss, "aud": aud, "sub": sub, "exp": NOW + 300, "groups": groups})
+}
+
+#[test]
+fn identities_are_bound_to_their_issuer() {
+    let issuers = three_issuers();
+    const SA_GROUPS: &[&str] = &["system:serviceaccounts", "system:serviceaccounts:tenant-a"];
+    // (row, token, Ok((user, groups)) or Err(code))
+    type Want = Result<(&'static str, &'static [&'static str]), &'static str>;
+    let rows: Vec<(&str, String, Want)> = vec![
+        (
+            "A's token, A's key",
+            hs_with(HMAC_SECRET, from(ISS_A, AUD, "alice", &[])),
+            Ok(("idp-a:alice", &[])),
+        ),
+        (
+            "claims A, signed with B's key under the same kid",
+            hs_with(SECRET_B, from(ISS_A, AUD, "alice", &[])),
+            Err(INVALID),
+        ),
+        (
+            "claims B, signed with A's key",
+            hs_with(HMAC_SECRET, from(ISS_B, "partner-api", "alice", &[])),
+            Err(INVALID),
+        ),
+        (
+            "claims C (no prefix), signed with A's key",
+            hs_with(HMAC_SECRET, from(ISS_C, AUD, "alice", &[])),
+            Err(INVALID),
+        ),
+        (
+            "an unknown issuer",
+            hs_with(HMAC_SECRET, from("https://idp-z.test", AUD, "alice", &[])),
+            Err(INVALID),
+        ),
+        (
+            "no issuer",
+            hs_with(
+                HMAC_SECRET,
+                json!({"aud": AUD, "sub": "alice", "exp": NOW + 300}),
+            ),
+            Err(INVALID),
+        ),
+        (
+            "B's alice is not A's alice",
+            hs_with(SECRET_B, from(ISS_B, "partner-api", "alice", &[])),
+            Ok(("idp-b:alice", &[])),
+        ),
+        (
+            "audiences are per issuer: A's token for B's audience",
+            hs_with(HMAC_SECRET, from(ISS_A, "partner-api", "alice", &[])),
+            Err(INVALID),
+        ),
+        (
+            "groups get the issuer's prefix",
+            hs_with(HMAC_SECRET, from(ISS_A, AUD, "bob", &["treasury"])),
+            Ok(("idp-a:bob", &["idp-a:treasury"])),
+        ),
+        (
+            "ServiceAccount-shaped sub from A (not allowed) is prefixed",
+            hs_with(HMAC_SECRET, from(ISS_A, AUD, SA, &[])),
+            Ok(("idp-a:system:serviceaccount:tenant-a:ledger", &[])),
+        ),
+        (
+            "ServiceAccount-shaped sub from C (not allowed, no prefix) is refused",
+            hs_with(SECRET_C, from(ISS_C, AUD, SA, &[])),
+            Err(CLAIM_INVALID),
+        ),
+        (
+            "any system: user from C is refused",
+            hs_with(SECRET_C, from(ISS_C, AUD, "system:admin", &[])),
+            Err(CLAIM_INVALID),
+        ),
+        (
+            "a system: group from C is refused",
+            hs_with(SECRET_C, from(ISS_C, AUD, "bob", &["system:masters"])),
+            Err(CLAIM_INVALID),
+        ),
+        (
+            "C's names are as they are",
+            hs_with(SECRET_C, from(ISS_C, AUD, "alice", &["treasury"])),
+            Ok(("alice", &["treasury"])),
+        ),
+        (
+            "ServiceAccount from B (allowed)",
+            hs_with(SECRET_B, from(ISS_B, "partner-api", SA, &[])),
+            Ok((SA, SA_GROUPS)),
+        ),
+        (
+            "ServiceAccount from B keeps its claimed groups prefixed",
+            hs_with(
+                SECRET_B,
+                from(ISS_B, "partner-api", SA, &["system:masters"]),
+            ),
+            Ok((
+                SA,
+                &[
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:tenant-a",
+                    "idp-b:system:masters",
+                ],
+            )),
+        ),
+        (
+            "a malformed ServiceAccount name from B",
+            hs_with(
+                SECRET_B,
+                from(ISS_B, "partner-api", "system:serviceaccount:tenant-a", &[]),
+            ),
+            Err(CLAIM_INVALID),
+        ),
+        (
+            "another system: user from B is prefixed",
+            hs_with(SECRET_B, from(ISS_B, "partner-api", "system:admin", &[])),
+            Ok(("idp-b:system:admin", &[])),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    let mut untrusted_details = Vec::new();
+    for (row, token, want) in rows {
+        let got = verify(&settings(), &issuers, &token, NOW).map(|v| v.principal);
+        let ok = match (&got, want) {
+            (Ok(p), Ok((user, groups))) => {
+                let iss = token_iss(&token);
+                &*p.subject == user
+                    && p.groups.iter().map(|g| &**g).eq(groups.iter().copied())
+                    && *p.issuer == *iss
+            }
+            (Err(r), Err(code)) => {
+                if r.code.as_str() == INVALID && !row.starts_with("audiences") {
+                    untrusted_details.push(r.detail);
+                }
+                r.code.as_str() == code
+            }
+            _ => false,
+        };
+        if !ok {
+            wrong.push(format!(
+                "{row}: got {:?}, want {want:?}",
+                got.map(|p| (p.subject, p.groups, p.issuer))
+                    .map_err(|r| (r.code.as_str(), r.detail))
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+    // Wrong key, unknown issuer, no issuer: one sentence, so probing
+    // does not reveal which issuers (or kids) exist.
+    untrusted_details.dedup();
+    assert_eq!(untrusted_details.len(), 1, "{untrusted_details:?}");
+}
+
+fn token_iss(token: &str) -> String {
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["iss"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_cache_keeps_each_issuers_principal() {
+    // Two issuers sharing a kid: each token is verified with its own
+    // issuer's key, and the cached principal keeps its issuer and names.
+    let layer = JwtAuthLayer::builder()
+        .algorithms([Algorithm::HS256])
+        .issuer_config(
+            super::Issuer::new(ISS_A)
+                .audience(AUD)
+                .key(JwtKey::hmac(HMAC_SECRET).unwrap().with_kid("k")),
+        )
+        .issuer_config(
+            super::Issuer::new(ISS_B)
+                .audience(AUD)
+                .key(JwtKey::hmac(SECRET_B).unwrap().with_kid("k")),
+        )
+        .build()
+        .unwrap();
+    let now = super::verify::unix_now();
+    let claims = |iss: &str| json!({"iss": iss, "aud": AUD, "sub": "alice", "exp": now + 300});
+    let a = hs_with(HMAC_SECRET, claims(ISS_A));
+    let b = hs_with(SECRET_B, claims(ISS_B));
+    for _ in 0..2 {
+        let p = layer.verify_token(&a).unwrap();
+        assert_eq!(
+            (&*p.subject, &*p.issuer),
+            ("https://idp-a.test#alice", ISS_A)
+        );
+        let p = layer.verify_token(&b).unwrap();
+        assert_eq!(
+            (&*p.subject, &*p.issuer),
+            ("https://idp-b.test#alice", ISS_B)
+        );
+    }
+    // A cached A token's claims with B's signature is a different token,
+    // and B's key does not verify A's claims.
+    assert_eq!(
+        layer
+            .verify_token(&hs_with(SECRET_B, claims(ISS_A)))
+            .unwrap_err()
+            .code(),
+        INVALID
+    );
+}
+
+#[test]
+fn build_keeps_issuers_apart() {
+    use super::{AuthConfigError as E, Issuer};
+    let key = || JwtKey::hmac(HMAC_SECRET).unwrap();
+    let base = || JwtAuthLayer::builder().algorithms([Algorithm::HS256]);
+    let issuer = |url: &str| Issuer::new(url).audience(AUD).key(key());
+    // Two issuers in the one-issuer form would share their keys.
+    assert!(matches!(
+        base()
+            .issuer(ISS_A)
+            .issuer(ISS_B)
+            .audience(AUD)
+            .key(key())
+            .build(),
+        Err(E::IssuersShareKeys)
+    ));
+    // Keys or audiences on the builder belong to its .issuer().
+    for b in [
+        base().key(key()).issuer_config(issuer(ISS_A)),
+        base().audience(AUD).issuer_config(issuer(ISS_A)),
+    ] {
+        assert!(matches!(b.build(), Err(E::InvalidSetting(_))));
+    }
+    assert!(matches!(
+        base().issuer_config(Issuer::new(ISS_A).key(key())).build(),
+        Err(E::MissingAudience)
+    ));
+    assert!(matches!(
+        base()
+            .issuer_config(Issuer::new(ISS_A).audience(AUD))
+            .build(),
+        Err(E::NoKeys)
+    ));
+    assert!(matches!(
+        base()
+            .issuer_config(Issuer::new(ISS_A).audience(AUD).jwks("{}"))
+            .build(),
+        Err(E::Key(_))
+    ));
+    for b in [
+        // The same issuer twice.
+        base()
+            .issuer_config(issuer(ISS_A))
+            .issuer_config(issuer(ISS_A)),
+        base()
+            .issuer(ISS_A)
+            .audience(AUD)
+            .key(key())
+            .issuer_config(issuer(ISS_A)),
+        // Prefixes that would share names.
+        base()
+            .issuer_config(issuer(ISS_A).username_prefix("x:"))
+            .issuer_config(issuer(ISS_B).username_prefix("x:")),
+        base()
+            .issuer_config(issuer(ISS_A).groups_prefix(""))
+            .issuer_config(issuer(ISS_B).groups_prefix("")),
+        base()
+            .issuer(ISS_A)
+            .audience(AUD)
+            .key(key())
+            .issuer_config(issuer(ISS_B).username_prefix("")),
+        // Kubernetes' own names.
+        base().issuer_config(issuer(ISS_A).username_prefix("system:a:")),
+        base().issuer_config(issuer(ISS_A).groups_prefix("system:")),
+        base().issuer_config(issuer("")),
+    ] {
+        assert!(matches!(b.build(), Err(E::InvalidSetting(_))));
+    }
+    // The one-issuer form plus configured issuers, each with defaults.
+    assert!(
+        base()
+            .issuer(ISS_A)
+            .audience(AUD)
+            .key(key())
+            .issuer_config(issuer(ISS_B))
+            .issuer_config(issuer(ISS_C).allow_service_accounts(true))
+            .build()
+            .is_ok()
+    );
 }

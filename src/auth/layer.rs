@@ -11,6 +11,7 @@ use tower_service::Service;
 use super::AuthCode;
 use super::cache::VerifyCache;
 use super::config::{JwtAuthBuilder, Settings};
+use super::issuer::Issuers;
 use super::key_set::KeySource;
 use super::verify::{Refusal, unix_now, verify};
 use crate::body::ResponseBody;
@@ -33,7 +34,7 @@ pub struct JwtAuthLayer {
 #[derive(Debug)]
 struct Shared {
     settings: Settings,
-    keys: KeySource,
+    issuers: Issuers,
     cache: Option<VerifyCache>,
 }
 
@@ -43,11 +44,11 @@ impl JwtAuthLayer {
         JwtAuthBuilder::default()
     }
 
-    pub(crate) fn from_parts(settings: Settings, keys: KeySource, cache_capacity: usize) -> Self {
+    pub(crate) fn from_parts(settings: Settings, issuers: Issuers, cache_capacity: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 settings,
-                keys,
+                issuers,
                 cache: VerifyCache::new(cache_capacity),
             }),
         }
@@ -68,26 +69,39 @@ impl JwtAuthLayer {
             .map_err(rejection)
     }
 
-    /// How many keys are in use now (configured plus JWKS file).
+    /// How many keys are in use now (configured plus JWKS files), over
+    /// all issuers.
     pub fn key_count(&self) -> usize {
-        self.shared.keys.current().len()
+        self.shared.issuers.key_count()
     }
 
-    /// Why the last reload of the JWKS file failed, if it did (the keys
-    /// in force are then the last good ones). `None` without a JWKS file.
+    /// Why the last reload of a JWKS file failed, if one did (the keys in
+    /// force for its issuer are then the last good ones): the first
+    /// issuer's with an error, in configuration order. `None` without a
+    /// JWKS file.
     pub fn jwks_last_error(&self) -> Option<crate::config::ConfigError> {
-        match &self.shared.keys {
-            KeySource::Watched(watched) => watched.last_error(),
-            KeySource::Static(_) => None,
-        }
+        self.shared
+            .issuers
+            .0
+            .iter()
+            .find_map(|issuer| match &issuer.keys {
+                KeySource::Watched(watched) => watched.last_error(),
+                KeySource::Static(_) => None,
+            })
     }
 
-    /// How many reloads of the JWKS file have failed (0 without one).
+    /// How many reloads of JWKS files have failed, over all issuers (0
+    /// without one).
     pub fn jwks_error_count(&self) -> u64 {
-        match &self.shared.keys {
-            KeySource::Watched(watched) => watched.error_count(),
-            KeySource::Static(_) => 0,
-        }
+        self.shared
+            .issuers
+            .0
+            .iter()
+            .map(|issuer| match &issuer.keys {
+                KeySource::Watched(watched) => watched.error_count(),
+                KeySource::Static(_) => 0,
+            })
+            .sum()
     }
 }
 
@@ -101,15 +115,20 @@ impl Shared {
             });
         }
         let now = unix_now();
-        let keys = self.keys.current();
+        // Security: the cache is keyed by the whole token, whose `iss`
+        // chose the keys, and holds the issuer-bound principal (issuer,
+        // prefixed user and groups); it is emptied when any issuer's keys
+        // change. Read the generation before verifying: keys replaced in
+        // between only make the new entry stale, never an old one fresh.
+        let generation = self.issuers.generation();
         if let Some(cache) = &self.cache
-            && let Some(principal) = cache.get(token, keys.id(), now)
+            && let Some(principal) = cache.get(token, generation, now)
         {
             return Ok(principal);
         }
-        let verified = verify(&self.settings, &keys, token, now)?;
+        let verified = verify(&self.settings, &self.issuers, token, now)?;
         if let Some(cache) = &self.cache {
-            cache.insert(token, keys.id(), verified.exp, &verified.principal, now);
+            cache.insert(token, generation, verified.exp, &verified.principal, now);
         }
         Ok(verified.principal)
     }

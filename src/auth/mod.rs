@@ -84,17 +84,27 @@
 //!    must be one of the accepted types (`JWT`, `at+jwt` by default,
 //!    case-insensitive, `application/` optional). Failures are
 //!    `auth.invalid`.
-//! 4. **Key.** Only keys bound to the token's algorithm are candidates, so
-//!    an RSA public key is never used as an HMAC secret. A `kid` must name
-//!    one of them; without `kid`, exactly one key of the algorithm's
-//!    family (RSA, P-256, P-384, Ed25519 or HMAC) may be configured, and it
-//!    must allow the algorithm: a rotation that adds a second key makes
-//!    kid-less tokens fail loudly rather than depend on key order. Keys
-//!    named by the token (`jku`, `x5u`, `jwk`, `x5c`) are ignored: nothing
-//!    is ever fetched on the request path. Failures are `auth.invalid`.
-//! 5. **Signature**, before any claim is believed: `auth.invalid`.
-//! 6. **Claims.** `iss` must be a configured issuer and `aud` (a string or
-//!    an array of strings) must name a configured audience (`auth.invalid`);
+//! 4. **Issuer.** The claims set is parsed (as a JSON object without
+//!    duplicate names, else `auth.malformed`) and its `iss` must be a
+//!    configured issuer, exactly; only `iss` is read before the signature,
+//!    to choose whose keys may verify the token.
+//! 5. **Key.** Only the keys of that issuer, bound to the token's
+//!    algorithm, are candidates: a key never verifies another issuer's
+//!    tokens, and a `kid` is looked up among its issuer's keys only. An
+//!    RSA public key is never used as an HMAC secret. Without `kid`,
+//!    exactly one key of the algorithm's family (RSA, P-256, P-384,
+//!    Ed25519 or HMAC) may be configured for the issuer, and it must allow
+//!    the algorithm: a rotation that adds a second key makes kid-less
+//!    tokens fail loudly rather than depend on key order. Keys named by
+//!    the token (`jku`, `x5u`, `jwk`, `x5c`) are ignored: nothing is ever
+//!    fetched on the request path.
+//! 6. **Signature**, before any other claim is believed. An unknown or
+//!    missing `iss`, an unknown `kid`, no key for the algorithm and a bad
+//!    signature are all `auth.invalid` with one and the same detail, so
+//!    probing does not reveal which issuers (or `kid`s) exist; the precise
+//!    reason is logged at debug level (target `finmesh::auth`).
+//! 7. **Claims.** `aud` (a string or an array of strings) must name one of
+//!    the issuer's audiences (`auth.invalid`);
 //!    `exp` is required; `exp`, `nbf` and `iat` must be non-negative
 //!    integer NumericDates — strings, negatives and **fractions** are
 //!    refused with `auth.claim_invalid` (RFC 7519 permits fractions, but no
@@ -105,9 +115,71 @@
 //!    claim a valid namespace, the risk claim `low`, `medium`, `high` or
 //!    `critical`, and every [required claim] present — otherwise
 //!    `auth.claim_invalid`.
+//! 8. **Names.** `sub` and each group get the issuer's username and groups
+//!    prefix (see below); a name that would then start with `system:` is
+//!    `auth.claim_invalid`, except a ServiceAccount from an issuer allowed
+//!    to mint them.
 //!
 //! The rejection detail is a fixed sentence per failure: it never echoes
 //! the token or any part of it.
+//!
+//! # Issuers
+//!
+//! Every key belongs to one issuer. The one-issuer form —
+//! [`issuer`](JwtAuthBuilder::issuer), [`audience`](JwtAuthBuilder::audience),
+//! [`key`](JwtAuthBuilder::key) on the builder — configures one; further
+//! issuers come with [`issuer_config`](JwtAuthBuilder::issuer_config), each
+//! an [`Issuer`] with its own audiences, keys or JWKS file, and the
+//! prefixes that turn its subjects and groups into RBAC names, as the
+//! Kubernetes apiserver's OIDC authenticator does (`--oidc-username-prefix`,
+//! `--oidc-groups-prefix`):
+//!
+//! | | username prefix | groups prefix | ServiceAccounts |
+//! |---|---|---|---|
+//! | one-issuer form | none | none | never |
+//! | [`Issuer`], unset | `<issuer URL>#` (the apiserver's default) | `<issuer URL>#` | only with [`allow_service_accounts(true)`](Issuer::allow_service_accounts) |
+//!
+//! The one-issuer form keeps names as they are, so existing bindings for
+//! `alice` keep working; a `sub` or group starting with `system:` is
+//! refused rather than taken for one of Kubernetes' own names, and calling
+//! [`issuer`](JwtAuthBuilder::issuer) twice is refused (those issuers would
+//! share keys). An [`Issuer`]'s prefixes default to the apiserver's
+//! `<issuer URL>#` for both usernames and groups — the apiserver leaves
+//! groups unprefixed unless told, but then a partner's `treasury` group
+//! would be the corporate one — so `alice` of `https://partner.example` is
+//! `https://partner.example#alice`; `""` opts out. Two issuers may not
+//! share a username or groups prefix, and no prefix may start with
+//! `system:`. The [`Principal`](crate::Principal) carries the prefixed
+//! names and its issuer; the raw claims stay in `claims`.
+//!
+//! ```
+//! use finmesh::auth::{Algorithm, Issuer, JwtAuthLayer, JwtKey};
+//!
+//! let auth = JwtAuthLayer::builder()
+//!     .algorithms([Algorithm::HS256])
+//!     // The corporate IdP: names as they are.
+//!     .issuer("https://login.corp.example")
+//!     .audience("payments")
+//!     .key(JwtKey::hmac(b"the corporate secret, 32 bytes or more")?.with_kid("k1"))
+//!     // A partner: its users are `partner:<sub>`, its groups `partner:<group>`.
+//!     .issuer_config(
+//!         Issuer::new("https://partner.example")
+//!             .audience("payments")
+//!             .key(JwtKey::hmac(b"the partner's secret, 32 bytes or more")?.with_kid("k1"))
+//!             .username_prefix("partner:")
+//!             .groups_prefix("partner:"),
+//!     )
+//!     // The cluster's service-account issuer: its ServiceAccounts are
+//!     // `system:serviceaccount:<ns>:<name>`, as RBAC bindings name them.
+//!     .issuer_config(
+//!         Issuer::new("https://kubernetes.default.svc")
+//!             .audience("payments")
+//!             .key(JwtKey::hmac(b"the cluster's secret, 32 bytes or more")?.with_kid("k1"))
+//!             .allow_service_accounts(true),
+//!     )
+//!     .build()?;
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Keys
 //!
@@ -122,9 +194,12 @@
 //!
 //! A verified token is remembered (bounded, [`cache_capacity`]), keyed by
 //! the whole token, so the next request with it costs a hash lookup instead
-//! of a signature check. An entry is never served past the token's `exp`
-//! and dies with the key set that verified it: rotating or removing a key
-//! empties the cache. Only verified tokens enter it.
+//! of a signature check. The entry is the issuer-bound principal (issuer,
+//! prefixed names), and the token's own `iss` chose the keys, so a cached
+//! token never stands for another issuer's user. An entry is never served
+//! past the token's `exp` and dies with the keys that verified it:
+//! rotating or removing any issuer's key empties the cache. Only verified
+//! tokens enter it.
 //!
 //! # Crypto backend
 //!
@@ -148,6 +223,7 @@ mod algorithm;
 mod cache;
 mod config;
 mod crypto;
+mod issuer;
 mod jwks;
 mod key;
 mod key_set;
@@ -164,6 +240,7 @@ pub use config::{
     DEFAULT_MAX_TOKEN_LEN, JwtAuthBuilder, MAX_LEEWAY,
 };
 pub use crypto::install_default_crypto_provider;
+pub use issuer::Issuer;
 pub use jsonwebtoken::Algorithm;
 pub use key::{JwtKey, KeyError, MIN_HMAC_SECRET_LEN};
 pub use layer::{JwtAuth, JwtAuthLayer};

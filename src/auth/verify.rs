@@ -1,7 +1,8 @@
 //! Token verification, in the order RFC 8725 asks for: bound the input,
-//! parse strictly, check the algorithm against the allowlist, pick a key of
-//! that algorithm's family, check the signature, and only then read and
-//! validate the claims.
+//! parse strictly, check the algorithm against the allowlist, find the
+//! issuer the token names, pick one of *that issuer's* keys of the
+//! algorithm's family, check the signature, and only then read and
+//! validate the claims and map them to the issuer's RBAC names.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use super::AuthCode;
 use super::algorithm::algorithm_from_name;
 use super::config::{Settings, normalize_typ};
 use super::crypto::verify_signature;
-use super::key_set::{KeySet, NoKey};
+use super::issuer::Issuers;
+use super::key_set::NoKey;
 use crate::principal::{Principal, RiskLevel};
 use crate::tenant::TenantNamespace;
 
@@ -144,10 +146,25 @@ pub(crate) struct Verified {
     pub(crate) exp: u64,
 }
 
-/// Verifies `token` against `keys` and `settings` at time `now` (seconds).
+/// The one detail for every way a token is not signed by a key of the
+/// issuer it names: an unknown `iss`, an unknown `kid`, no key for the
+/// algorithm, a bad signature.
+///
+/// Security: one sentence, so that probing with unsigned tokens cannot
+/// tell which issuers are configured (or which `kid`s they have). The
+/// precise reason is logged at debug level.
+const UNTRUSTED: &str = "the token is not signed by a key of an accepted issuer";
+
+fn untrusted(reason: &'static str) -> Refusal {
+    tracing::debug!(target: "finmesh::auth", reason, "token refused");
+    invalid(UNTRUSTED)
+}
+
+/// Verifies `token` against `issuers` and `settings` at time `now`
+/// (seconds).
 pub(crate) fn verify(
     settings: &Settings,
-    keys: &KeySet,
+    issuers: &Issuers,
     token: &str,
     now: u64,
 ) -> Result<Verified, Refusal> {
@@ -197,48 +214,59 @@ pub(crate) fn verify(
         }
     }
 
-    // --- Key: only keys bound to this algorithm are candidates.
-    let key = keys
-        .select(alg, header.kid.as_deref())
-        .map_err(|e| match e {
-            NoKey::UnknownKid => invalid("no key with the token's kid for its algorithm"),
-            NoKey::Ambiguous => {
-                invalid("the token names no kid and several keys of its algorithm family exist")
-            }
-            NoKey::NoneForAlgorithm => invalid("no key for the token's algorithm"),
-        })?;
-
-    // --- Signature, before any claim is believed.
-    let message = &token[..h64.len() + 1 + p64.len()];
-    if !verify_signature(s64, message.as_bytes(), key.decoding_key(), alg) {
-        return Err(invalid("the signature does not verify"));
-    }
-
-    // --- Claims.
+    // --- Issuer. The claims are parsed (strictly, bounded by the token
+    // length) before the signature is checked, but only `iss` is read, and
+    // only to choose whose keys may verify the token.
+    //
+    // Security: each key belongs to one issuer. A token naming issuer A is
+    // verified with A's keys alone, so B's key — or B's `kid` — can never
+    // make it A's; after the signature, the `iss` that chose the keys is
+    // the `iss` the principal gets.
     let StrictObject(claims) = decode_object(p64)
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or(malformed(
             "the claims are not a JSON object without duplicate names",
         ))?;
-
-    match claims.get("iss") {
-        Some(Value::String(_)) | None => {}
+    let issuer = match claims.get("iss") {
+        Some(Value::String(iss)) => issuers
+            .find(iss)
+            .ok_or_else(|| untrusted("the issuer is not accepted"))?,
+        None => return Err(untrusted("the token has no iss")),
         Some(_) => return Err(invalid("iss is not a string")),
+    };
+
+    // --- Key: only this issuer's keys bound to this algorithm are
+    // candidates.
+    let keys = issuer.keys.current();
+    let key = keys
+        .select(alg, header.kid.as_deref())
+        .map_err(|e| match e {
+            NoKey::UnknownKid => {
+                untrusted("the issuer has no key with the token's kid for its algorithm")
+            }
+            NoKey::Ambiguous => untrusted(
+                "the token names no kid and the issuer has several keys of its algorithm family",
+            ),
+            NoKey::NoneForAlgorithm => untrusted("the issuer has no key for the token's algorithm"),
+        })?;
+
+    // --- Signature, before any claim is believed.
+    let message = &token[..h64.len() + 1 + p64.len()];
+    if !verify_signature(s64, message.as_bytes(), key.decoding_key(), alg) {
+        return Err(untrusted("the signature does not verify"));
     }
-    let issuer = claims
-        .get("iss")
-        .and_then(Value::as_str)
-        .and_then(|iss| settings.issuers.iter().find(|i| ***i == *iss))
-        .ok_or(invalid("the issuer is missing or not accepted"))?;
+    drop(keys);
+
+    // --- Claims.
     let audience_ok = match claims.get("aud") {
-        Some(Value::String(aud)) => settings.audiences.iter().any(|a| **a == **aud),
+        Some(Value::String(aud)) => issuer.accepts_audience(aud),
         Some(Value::Array(auds)) => {
             if !auds.iter().all(Value::is_string) {
                 return Err(invalid("aud is not a string or an array of strings"));
             }
             auds.iter()
                 .filter_map(Value::as_str)
-                .any(|aud| settings.audiences.iter().any(|a| **a == *aud))
+                .any(|aud| issuer.accepts_audience(aud))
         }
         Some(_) => return Err(invalid("aud is not a string or an array of strings")),
         None => false,
@@ -258,8 +286,8 @@ pub(crate) fn verify(
         return Err(refuse(AuthCode::NotYetValid, "the token is not valid yet"));
     }
 
-    let subject = match claims.get("sub") {
-        Some(Value::String(s)) if !s.is_empty() => Arc::<str>::from(s.as_str()),
+    let (subject, mut groups) = match claims.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() => issuer.user(s)?,
         Some(Value::String(_)) => return Err(claim_invalid("sub is empty")),
         Some(_) => return Err(claim_invalid("sub is not a string")),
         None => return Err(claim_invalid("the token has no sub")),
@@ -271,15 +299,19 @@ pub(crate) fn verify(
     {
         return Err(claim_invalid("a required claim is missing"));
     }
-    let groups: Arc<[Arc<str>]> = match claims.get(&*settings.groups_claim) {
-        None | Some(Value::Null) => Arc::from([]),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|g| g.as_str().map(Arc::from))
-            .collect::<Option<_>>()
-            .ok_or(claim_invalid("the groups claim is not an array of strings"))?,
+    match claims.get(&*settings.groups_claim) {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            groups.reserve(items.len());
+            for item in items {
+                let group = item
+                    .as_str()
+                    .ok_or(claim_invalid("the groups claim is not an array of strings"))?;
+                groups.push(issuer.group(group)?);
+            }
+        }
         Some(_) => return Err(claim_invalid("the groups claim is not an array of strings")),
-    };
+    }
     let tenant = match claims.get(&*settings.tenant_claim) {
         None | Some(Value::Null) => None,
         Some(Value::String(t)) => Some(
@@ -298,10 +330,10 @@ pub(crate) fn verify(
 
     let principal = Principal {
         subject,
-        groups,
+        groups: groups.into(),
         tenant,
         risk,
-        issuer: Arc::clone(issuer),
+        issuer: Arc::clone(&issuer.url),
         expires_at: UNIX_EPOCH.checked_add(Duration::from_secs(exp)),
         claims: Arc::new(claims),
     };

@@ -202,6 +202,24 @@ mod tests {
 
     type ResB = BoxBody<Bytes, io::Error>;
 
+    #[test]
+    fn the_scope_is_the_issuer_bound_identity() {
+        // `alice` from two issuers (the JWT layer prefixes her name per
+        // issuer; even unprefixed, the issuer is part of the scope) never
+        // shares a record.
+        let scope_of = |p: Principal| {
+            let mut req = Request::new(());
+            req.extensions_mut().insert(p);
+            let (parts, ()) = req.into_parts();
+            scope(&parts, IdempotencyKey::parse(b"k-1").unwrap())
+        };
+        let a = scope_of(Principal::new("alice", "https://idp-a.test"));
+        let b = scope_of(Principal::new("alice", "https://idp-b.test"));
+        assert_eq!(a.caller, Caller::verified("https://idp-a.test", "alice"));
+        assert_ne!(a.caller, b.caller);
+        assert_ne!(a.digest(), b.digest());
+    }
+
     fn frames(frames: Vec<Result<Frame<Bytes>, io::Error>>) -> ResB {
         StreamBody::new(futures_util::stream::iter(frames)).boxed()
     }

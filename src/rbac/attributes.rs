@@ -187,7 +187,8 @@ impl fmt::Display for Action {
 /// namespace; `None` for cluster scope) and what ([`Action`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Attributes<'a> {
-    /// The user name (`Principal::subject`; a service account's is
+    /// The user name (`Principal::subject`, which the JWT layer prefixes
+    /// per issuer; a service account's is
     /// `system:serviceaccount:<ns>:<name>`).
     pub user: &'a str,
     /// The user's groups.
@@ -215,7 +216,10 @@ impl<'a> Attributes<'a> {
         }
     }
 
-    /// Attributes for a verified [`Principal`] (subject and groups).
+    /// Attributes for a verified [`Principal`]: its subject and groups,
+    /// which already carry its issuer's username and groups prefixes (see
+    /// `finmesh::auth::Issuer`), so `alice` of one issuer never
+    /// matches a binding for another's.
     pub fn for_principal(
         principal: &'a Principal,
         namespace: Option<&'a str>,
