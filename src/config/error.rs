@@ -31,7 +31,7 @@ impl fmt::Display for ConfigErrorKind {
 
 /// A watched file could not be loaded or reloaded.
 ///
-/// Names the file and the cause; cheap to clone so that [`Watched::last_error`]
+/// Names the file and the cause; cheap to clone so that [`Watched::last_error`](super::Watched::last_error)
 /// can hand it out, for example to a readiness check.
 ///
 /// Equality compares the path, the kind and the message, not the source.

@@ -14,7 +14,7 @@ use super::watched::{WatchGuard, Watched};
 use super::watcher::{reload_loop, start_watcher};
 
 /// The largest file [`Watched`] reads unless told otherwise, and the largest
-/// input [`parse_yaml_or_json`] accepts: 16 MiB.
+/// input [`parse_yaml_or_json`](super::parse_yaml_or_json) accepts: 16 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The quiet window a burst of file-system events must end with before the
