@@ -8,7 +8,8 @@
 //!      -H 'x-tenant-namespace: tenant-a'
 //! ```
 //!
-//! Options: `--addr ADDR`, `--config DIR` (tenants.yaml and rbac.yaml,
+//! Options: `--addr ADDR`, `--metrics-addr ADDR` (Prometheus, default
+//! `127.0.0.1:9464`), `--config DIR` (tenants.yaml and rbac.yaml,
 //! hot-reloaded), `--message-timeout 2s`, `--audit-log PATH`,
 //! `--drain-delay 5s`. Environment: `FINMESH_JWT_SECRET` (else a demo
 //! secret, with a warning), `OTEL_EXPORTER_OTLP_ENDPOINT` (export traces),
@@ -23,15 +24,19 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 const USAGE: &str = "\
-usage: reference_gateway [--addr ADDR] [--config DIR] [--message-timeout DUR]
-                         [--audit-log PATH] [--drain-delay DUR]
+usage: reference_gateway [--addr ADDR] [--metrics-addr ADDR] [--config DIR]
+                         [--message-timeout DUR] [--audit-log PATH] [--drain-delay DUR]
        reference_gateway token <alice|bob|carol|dave>
 
   --addr ADDR            listen address, HTTP/1.1 and h2c gRPC (default 127.0.0.1:8080)
+  --metrics-addr ADDR    separate listener for GET /metrics, Prometheus text, no token
+                         (default 127.0.0.1:9464; keep it off the public network)
   --config DIR           load DIR/tenants.yaml and DIR/rbac.yaml, hot-reloaded
                          (default: the embedded demo policy, examples/gateway/config/)
   --message-timeout DUR  per-message deadline on gRPC streams (default 2s)
-  --audit-log PATH       hash-chained audit log (default finmesh-audit.log)
+  --audit-log PATH       hash-chained audit log (default finmesh-audit.log); 64 MiB
+                         files, the 32 newest rotated files kept; readiness fails
+                         below 256 MiB free
   --drain-delay DUR      on SIGTERM / Ctrl-C, how long readiness fails while
                          requests are still served (default 5s)
   token USER             print a demo JWT for USER, valid one hour
@@ -44,14 +49,15 @@ Environment:
   RUST_LOG                     log filter (default info, SDK internals at warn)
 
 Routes: GET /v1/accounts, GET|PUT /v1/accounts/{id}, POST /v1/transfer,
-gRPC finmesh.gateway.v1.Ledger and grpc.health.v1.Health; /livez, /readyz,
-/healthz and /metrics need no token.";
+gRPC finmesh.gateway.v1.Ledger and grpc.health.v1.Health; /livez, /readyz
+and /healthz need no token. /metrics is served only on --metrics-addr.";
 
 /// How long in-flight requests may run on after the listener closes.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
 
 struct Cli {
     addr: SocketAddr,
+    metrics_addr: SocketAddr,
     config_dir: Option<PathBuf>,
     message_timeout: Duration,
     audit_log: PathBuf,
@@ -80,6 +86,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut cli = Cli {
         addr: "127.0.0.1:8080".parse().expect("valid default"),
+        metrics_addr: "127.0.0.1:9464".parse().expect("valid default"),
         config_dir: None,
         message_timeout: Duration::from_secs(2),
         audit_log: PathBuf::from("finmesh-audit.log"),
@@ -95,6 +102,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
             "--addr" => {
                 let v = value("--addr")?;
                 cli.addr = v.parse().map_err(|e| format!("--addr {v:?}: {e}"))?;
+            }
+            "--metrics-addr" => {
+                let v = value("--metrics-addr")?;
+                cli.metrics_addr = v
+                    .parse()
+                    .map_err(|e| format!("--metrics-addr {v:?}: {e}"))?;
             }
             "--config" => cli.config_dir = Some(value("--config")?.into()),
             "--message-timeout" => {
@@ -196,6 +209,15 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
         )
     })?;
     let addr = listener.local_addr()?;
+    let metrics_listener = tokio::net::TcpListener::bind(cli.metrics_addr)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {} for metrics: {e} (choose another with --metrics-addr)",
+                cli.metrics_addr
+            )
+        })?;
+    let metrics_addr = metrics_listener.local_addr()?;
     // Ctrl-C / SIGTERM: readiness fails at once, requests are still served
     // for the drain delay, then the listener closes and in-flight requests
     // finish. The handlers are installed here, before the banner says the
@@ -206,13 +228,14 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
         None => "embedded demo policy (examples/gateway/config/)".into(),
     };
     println!(
-        "finmesh reference gateway on http://{addr} — HTTP/1.1 and h2c gRPC\n\
+        "finmesh reference gateway on http://{addr} — HTTP/1.1 and h2c gRPC; metrics on http://{metrics_addr}/metrics\n\
          {policy}; audit log {}; per-message stream deadline {:?}\n\n\
          Get a token (alice, bob, carol or dave):\n\
          \x20 TOKEN=$(cargo run -q --example reference_gateway -- token alice)\n\
          Then:\n\
          \x20 curl -s http://{addr}/v1/accounts -H \"authorization: Bearer $TOKEN\" -H 'x-tenant-namespace: tenant-a'\n\
-         Probes and metrics (no token): http://{addr}/readyz?verbose, /livez, /metrics\n\
+         Probes (no token): http://{addr}/readyz?verbose, /livez\n\
+         Prometheus metrics (no token, this listener only): http://{metrics_addr}/metrics\n\
          gRPC: finmesh.gateway.v1.Ledger (examples/gateway/proto/ledger.proto), grpc.health.v1.Health\n\
          SIGTERM or Ctrl-C drains for {:?}, then exits.\n",
         cli.audit_log.display(),
@@ -230,6 +253,13 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
             closing.notify_one();
         }
     };
+    // Scraped until the process stops (a scraper's keep-alive connection
+    // must not hold up the exit, so it is not drained).
+    let metrics = tokio::spawn(async move {
+        if let Err(e) = axum::serve(metrics_listener, gw.metrics).await {
+            tracing::error!("metrics listener failed: {e}");
+        }
+    });
     let serve = axum::serve(listener, gw.app).with_graceful_shutdown(shutdown);
     // In-flight requests get a bounded time to finish once the listener
     // closes: a stream that never ends (a grpc.health.v1 Watch, say) must
@@ -241,6 +271,7 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
             tokio::time::sleep(IN_FLIGHT_GRACE).await;
         } => tracing::warn!("in-flight requests still open after {IN_FLIGHT_GRACE:?}; stopping anyway"),
     }
+    metrics.abort();
     gw.auditor.flush().await?;
     gw.observability.shutdown();
     tracing::info!("stopped");

@@ -13,7 +13,8 @@ use std::time::Duration;
 use axum::routing::post;
 use finmesh::audit::{
     AuditHandle, AuditLayer, AuditRecord, Auditor, BreakKind, Durability, FileSink,
-    FileSinkOptions, MemorySink, Outcome, RecordKind, Verdict, VerifyError, verify,
+    FileSinkOptions, MAX_FIELD_BYTES, MemorySink, Outcome, RecordKind, Verdict, VerifyError,
+    verify,
 };
 use finmesh::future::ResponseFuture;
 use finmesh::labels::Authorization;
@@ -495,6 +496,214 @@ async fn handler_events_join_the_chain_with_the_request_context() {
     assert!(!records[3].replayed);
 }
 
+/// Appends the request body, whatever its size, as a handler event.
+async fn memo(axum::Extension(audit): axum::Extension<AuditHandle>, body: String) -> &'static str {
+    audit
+        .event("MEMO", serde_json::json!({ "memo": body, "n": [1, 2, 3] }))
+        .await
+        .expect("audit event queued");
+    "noted"
+}
+
+#[tokio::test]
+async fn ten_megabyte_fields_grow_the_log_by_less_than_100_kb() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let auditor = Auditor::spawn(fast_file(&path)).unwrap();
+    let server = spawn(
+        echo_app()
+            .route("/memo", post(memo))
+            .layer(axum::extract::DefaultBodyLimit::max(2 << 20))
+            .layer(FakeGovernanceLayer)
+            .layer(AuditLayer::new(auditor.clone())),
+    )
+    .await;
+    let huge = "m".repeat(1_000_000);
+    // Headers as long as hyper takes.
+    let long_order = "o".repeat(60_000);
+    for _ in 0..10 {
+        let req = Request::post(server.url("/memo"))
+            .header("x-subject", "alice")
+            .header("x-order-id", &long_order)
+            .header("idempotency-key", &long_order)
+            .body(Full::new(bytes::Bytes::from(huge.clone())))
+            .unwrap();
+        assert_eq!(support::send(req).await.status, 200);
+    }
+    auditor.flush().await.unwrap();
+    let grown = std::fs::metadata(&path).unwrap().len();
+    assert!(grown < 100 * 1024, "the audit log grew by {grown} bytes");
+    assert_eq!(verify(&path).unwrap().records, 20);
+    let records = read_records(&path);
+    let event = &records[0];
+    assert_eq!(event.event.as_deref(), Some("MEMO"));
+    assert!(event.order_id.as_ref().unwrap().starts_with("oooo"));
+    assert_eq!(event.order_id.as_ref().unwrap().len(), MAX_FIELD_BYTES);
+    let data = event.data.as_ref().unwrap();
+    assert_eq!(data["memo"].as_str().unwrap().len(), MAX_FIELD_BYTES);
+    assert_eq!(data["n"], serde_json::json!([1, 2, 3]));
+    assert_eq!(event.truncated, ["order_id", "idempotency_key", "data"]);
+    let request = &records[1];
+    assert_eq!(request.kind, RecordKind::Request);
+    assert_eq!(request.truncated, ["order_id", "idempotency_key"]);
+
+    // A path far past any route is cut too; a short one is not marked.
+    let long_path = format!("/v1/{}", "p".repeat(60_000));
+    assert_eq!(support::get(&server.url(&long_path), &[]).await.status, 200);
+    assert_eq!(support::get(&server.url("/ok"), &[]).await.status, 200);
+    auditor.flush().await.unwrap();
+    let records = read_records(&path);
+    let [.., long, short] = &records[..] else {
+        panic!("records: {records:?}")
+    };
+    assert_eq!(long.route.as_ref().unwrap().len(), MAX_FIELD_BYTES);
+    assert_eq!(long.truncated, ["route"]);
+    assert!(short.truncated.is_empty());
+    assert!(
+        !std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .contains("truncated")
+    );
+    assert_eq!(verify(&path).unwrap().records, 22);
+}
+
+/// Writes `n` requests' records through a sink with `options`.
+async fn write_requests(path: &Path, options: FileSinkOptions, n: usize) {
+    let auditor = Auditor::spawn(FileSink::open_with(path, options).unwrap()).unwrap();
+    let server = spawn(app(&auditor)).await;
+    for _ in 0..n {
+        assert_eq!(support::get(&server.url("/ok"), &[]).await.status, 200);
+    }
+    auditor.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn rotated_files_are_kept_by_count_or_bytes_and_the_rest_still_verifies() {
+    for (name, keep_files, keep_bytes) in [
+        ("by count", Some(2), None),
+        ("by bytes", None, Some(9 * 1024)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let options = FileSinkOptions {
+            durability: Durability::Os,
+            max_file_bytes: 4 * 1024,
+            max_rotated_files: keep_files,
+            max_rotated_bytes: keep_bytes,
+            ..FileSinkOptions::default()
+        };
+        write_requests(&path, options.clone(), 60).await;
+        let rotated: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().into_string().unwrap())
+            .filter(|n| {
+                n.strip_prefix("audit.log.")
+                    .is_some_and(|d| d.parse::<u64>().is_ok())
+            })
+            .collect();
+        assert!(rotated.len() <= 2, "{name}: {rotated:?}");
+        assert!(
+            !rotated.contains(&"audit.log.1".to_owned()),
+            "{name}: {rotated:?}"
+        );
+        let report = verify(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let pruned = report
+            .pruned
+            .clone()
+            .expect("started after the pruned head");
+        assert_eq!(report.last_seq, Some(60), "{name}");
+        assert_eq!(report.records, 60 - pruned.seq, "{name}");
+
+        // Restarting resumes the chain, and it still verifies.
+        write_requests(&path, options, 5).await;
+        let report = verify(&path).unwrap();
+        assert_eq!(report.last_seq, Some(65), "{name}");
+        let pruned = report.pruned.expect("still pruned");
+
+        // A forged anchor is found at the first record left.
+        std::fs::write(
+            dir.path().join("audit.log.pruned"),
+            format!(
+                "{{\"seq\":{},\"hash\":\"{}\"}}\n",
+                pruned.seq,
+                "0".repeat(64)
+            ),
+        )
+        .unwrap();
+        match verify(&path) {
+            Err(VerifyError::Broken(b)) => {
+                assert!(
+                    matches!(b.kind, BreakKind::PrevMismatch { .. }),
+                    "{name}: {b}"
+                )
+            }
+            other => panic!("{name}: not detected: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn low_free_space_fails_readiness_and_counts_before_the_disk_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let sink = FileSink::open_with(
+        &path,
+        FileSinkOptions {
+            // More than any disk has free.
+            min_free_bytes: u64::MAX,
+            ..FileSinkOptions::default()
+        },
+    )
+    .unwrap();
+    let auditor = Auditor::spawn(sink).unwrap();
+    let server = spawn(app(&auditor)).await;
+    // Records are still written: the disk is not full.
+    for _ in 0..3 {
+        assert_eq!(support::get(&server.url("/ok"), &[]).await.status, 200);
+    }
+    auditor.flush().await.unwrap();
+    let stats = auditor.stats();
+    assert!(stats.low_space, "{stats:?}");
+    assert_eq!(stats.low_space_errors, 1, "counted once per crossing");
+    assert!(!stats.failed);
+    assert_eq!(stats.written, 3);
+    let err = auditor.readiness().unwrap_err();
+    assert!(err.contains("bytes free"), "{err}");
+    assert_eq!(verify(&path).unwrap().records, 3);
+
+    // With room, ready.
+    let fine = Auditor::spawn(FileSink::open(dir.path().join("other.log")).unwrap()).unwrap();
+    fine.event("STARTUP", serde_json::json!({})).await.unwrap();
+    fine.flush().await.unwrap();
+    assert_eq!(fine.readiness(), Ok(()));
+    assert_eq!(fine.stats().low_space_errors, 0);
+}
+
+#[test]
+fn logs_written_before_the_truncated_member_still_parse_and_verify() {
+    // Sealed by the previous release: no `truncated` member.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let line = r#"{"seq":1,"time":"2026-01-01T00:00:00.000000Z","kind":"event","event":"STARTUP","trace_id":null,"order_id":null,"tenant":null,"subject":null,"risk":null,"method":null,"route":null,"verb":null,"resource":null,"name":null,"decision":null,"code":null,"binding":null,"shadow":false,"http_status":null,"grpc_status":null,"latency_us":null,"outcome":null,"idempotency_key":null,"replayed":false,"data":{},"prev":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+    let hash = {
+        use sha2::Digest as _;
+        let d = sha2::Sha256::digest(line.as_bytes());
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let sealed = format!("{},\"hash\":\"{hash}\"}}\n", &line[..line.len() - 1]);
+    std::fs::write(&path, &sealed).unwrap();
+    assert_eq!(verify(&path).unwrap().records, 1);
+    let r: AuditRecord = serde_json::from_str(sealed.trim_end()).unwrap();
+    assert!(r.truncated.is_empty());
+    // And a sink continues it.
+    let sink = FileSink::open(&path).unwrap();
+    drop(sink);
+}
+
 #[tokio::test]
 async fn rotation_across_files_verifies_as_one_chain() {
     let dir = tempfile::tempdir().unwrap();
@@ -502,6 +711,7 @@ async fn rotation_across_files_verifies_as_one_chain() {
     let options = FileSinkOptions {
         durability: Durability::EveryRecord,
         max_file_bytes: 4 * 1024,
+        ..FileSinkOptions::default()
     };
     let auditor = Auditor::spawn(FileSink::open_with(&path, options).unwrap()).unwrap();
     let server = spawn(app(&auditor)).await;

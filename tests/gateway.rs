@@ -524,7 +524,7 @@ async fn draining_fails_readyz_at_once_while_livez_and_traffic_stay_up() {
 }
 
 #[tokio::test]
-async fn probes_and_metrics_need_no_token() {
+async fn probes_and_the_metrics_listener_need_no_token() {
     let gw = start(Duration::from_secs(2)).await;
     for path in ["/livez", "/readyz", "/healthz", "/readyz?verbose"] {
         assert_eq!(
@@ -544,12 +544,22 @@ async fn probes_and_metrics_need_no_token() {
             .status,
         200
     );
-    let metrics = support::get(&gw.server.url("/metrics"), &[]).await;
+    // Metrics are served by their own listener, not the public port.
+    let metrics_server = spawn(gw.gateway.metrics.clone()).await;
+    let metrics = support::get(&metrics_server.url("/metrics"), &[]).await;
     assert_eq!(metrics.status, 200);
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(
         text.contains("finmesh_server_duration_milliseconds_bucket"),
         "{text}"
+    );
+    // Registered tenants are named; nothing else is served there.
+    assert!(text.contains("tenant=\"tenant-b\""), "{text}");
+    assert_eq!(
+        support::get(&metrics_server.url("/v1/accounts"), &[])
+            .await
+            .status,
+        404
     );
     assert!(
         !text.contains("order_id") && !text.contains("trace_id"),
@@ -564,6 +574,87 @@ async fn probes_and_metrics_need_no_token() {
     assert_eq!(res.status, 401);
     assert_eq!(res.json()["code"], "auth.missing");
     assert_eq!(res.header("www-authenticate"), "Bearer");
+}
+
+/// Size of the audit log and its rotated files.
+fn audit_bytes(path: &Path) -> u64 {
+    let dir = path.parent().unwrap();
+    let base = path.file_name().unwrap().to_str().unwrap();
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(base)))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[tokio::test]
+async fn ten_transfers_with_megabyte_fields_grow_the_audit_log_by_less_than_100_kb() {
+    let gw = start(Duration::from_secs(2)).await;
+    gw.gateway.auditor.flush().await.unwrap();
+    let before = audit_bytes(&gw.audit_log);
+    let huge = "x".repeat(1_000_000);
+    for (i, body) in [
+        json_body(&huge, "acc-2"),
+        json_body("acc-1", &huge),
+        json_body(&huge, &huge[..20_000]),
+    ]
+    .iter()
+    .cycle()
+    .take(10)
+    .enumerate()
+    {
+        let res = http(
+            &gw.server,
+            "POST",
+            "/v1/transfer",
+            &alice_transfer(&format!("ord-huge-{i}")),
+            body,
+        )
+        .await;
+        // Refused before anything is audited or echoed at length.
+        assert_eq!(res.status, 422, "{i}");
+        assert_eq!(res.json()["code"], "transfer.invalid_account", "{i}");
+        assert!(
+            res.body.len() < 2048,
+            "{i}: {} bytes echoed",
+            res.body.len()
+        );
+    }
+    gw.gateway.auditor.flush().await.unwrap();
+    let grown = audit_bytes(&gw.audit_log) - before;
+    assert!(grown < 100 * 1024, "the audit log grew by {grown} bytes");
+    let report = finmesh::audit::verify(&gw.audit_log).expect("the chain verifies");
+    assert_eq!(report.records, 10);
+}
+
+fn json_body(from: &str, to: &str) -> String {
+    serde_json::json!({ "from": from, "to": to, "amount": "1.00" }).to_string()
+}
+
+#[tokio::test]
+async fn metrics_on_the_public_port_is_an_ordinary_governed_path() {
+    let gw = start(Duration::from_secs(2)).await;
+    // Even after a tenant's traffic, nothing is told without a token.
+    let headers = vec![
+        ("authorization", format!("Bearer {}", token("bob"))),
+        ("x-tenant-namespace", "tenant-b".to_owned()),
+    ];
+    assert_eq!(
+        http(&gw.server, "GET", "/v1/accounts", &headers, "")
+            .await
+            .status,
+        200
+    );
+    let res = support::get(&gw.server.url("/metrics"), &[]).await;
+    assert_eq!(res.status, 401, "{:?}", res.body);
+    assert_eq!(res.json()["code"], "auth.missing");
+    let text = String::from_utf8_lossy(&res.body);
+    assert!(!text.contains("tenant"), "{text}");
+    // With a token it is a path no RBAC route maps.
+    let res = http(&gw.server, "GET", "/metrics", &headers, "").await;
+    assert_eq!(res.status, 403, "{:?}", res.body);
+    assert_eq!(res.json()["code"], "rbac.unmapped");
 }
 
 #[test]
@@ -1001,7 +1092,17 @@ mod cli {
         // --help is an answer, not an error; a bad flag is an error.
         let out = gateway_command().arg("--help").output().unwrap();
         assert!(out.status.success());
-        assert!(String::from_utf8_lossy(&out.stdout).contains("--message-timeout"));
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("--message-timeout"));
+        assert!(
+            help.contains("--metrics-addr ADDR") && help.contains("default 127.0.0.1:9464"),
+            "{help}"
+        );
+        let out = gateway_command()
+            .args(["--metrics-addr", "everywhere"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
         let out = gateway_command()
             .args(["--message-timeout", "soon"])
             .output()
@@ -1014,6 +1115,7 @@ mod cli {
     struct Process {
         child: Child,
         addr: SocketAddr,
+        metrics_addr: SocketAddr,
         stderr: Option<std::thread::JoinHandle<String>>,
     }
 
@@ -1022,7 +1124,7 @@ mod cli {
         /// address it bound.
         fn start(mut cmd: Command, args: &[&str]) -> Self {
             let child = cmd
-                .args(["--addr", "127.0.0.1:0"])
+                .args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
                 .args(args)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -1032,6 +1134,7 @@ mod cli {
             let mut process = Self {
                 child,
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 stderr: None,
             };
             let stderr = process.child.stderr.take().unwrap();
@@ -1055,8 +1158,14 @@ mod cli {
                 .split("http://")
                 .nth(1)
                 .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|a| a.parse().ok())
+                .and_then(|a| a.trim_end_matches(';').parse().ok())
                 .unwrap_or_else(|| panic!("no address in {banner:?}"));
+            process.metrics_addr = banner
+                .split("metrics on http://")
+                .nth(1)
+                .and_then(|rest| rest.strip_suffix("/metrics"))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no metrics address in {banner:?}"));
             process
         }
 
@@ -1196,6 +1305,16 @@ mod cli {
         );
         assert_eq!(p.accounts("alice", "tenant-a").await.status, 200);
         assert_eq!(p.accounts("bob", "tenant-b").await.status, 200);
+        // Metrics on their own listener; the public port does not serve them.
+        let metrics = support::get(&format!("http://{}/metrics", p.metrics_addr), &[]).await;
+        assert_eq!(metrics.status, 200);
+        assert!(
+            String::from_utf8_lossy(&metrics.body).contains("tenant=\"tenant-b\""),
+            "{:?}",
+            metrics.body
+        );
+        let public = support::get(&p.url("/metrics"), &[]).await;
+        assert_eq!(public.status, 401);
         // Suspend tenant-a the way an operator would: write, then rename.
         let tenants = std::fs::read_to_string(config.path().join("tenants.yaml")).unwrap();
         let suspended = tenants.replacen(

@@ -6,7 +6,7 @@
 //! token USER)` lines become environment variables (minted with the same
 //! function the binary uses), and every `curl` command is run by `bash`
 //! against the gateway started in-process, with `localhost:8080` pointed at
-//! it. The comment above each command states what it must answer: the
+//! it (and `localhost:9464` at its metrics listener). The comment above each command states what it must answer: the
 //! status, and optionally the rejection code or a header.
 
 #[path = "../examples/gateway/mod.rs"]
@@ -77,7 +77,7 @@ async fn every_readme_curl_command_answers_as_documented() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let (tokens, examples) = parse_block(&readme);
     assert!(
-        tokens.len() >= 2 && examples.len() >= 8,
+        tokens.len() >= 2 && examples.len() >= 9,
         "the block lost its examples"
     );
 
@@ -106,10 +106,15 @@ async fn every_readme_curl_command_answers_as_documented() {
     })
     .unwrap();
     let server = support::spawn(gw.app.clone()).await;
+    let metrics = support::spawn(gw.metrics.clone()).await;
     let base = format!("{}", server.addr);
+    let metrics_base = format!("{}", metrics.addr);
 
     for example in &examples {
-        let command = example.command.replace("localhost:8080", &base);
+        let command = example
+            .command
+            .replace("localhost:8080", &base)
+            .replace("localhost:9464", &metrics_base);
         let mut bash = Command::new("bash");
         bash.arg("-c")
             .arg(format!("{command} -w '\\n%{{http_code}}'"));

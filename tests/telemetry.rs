@@ -388,6 +388,35 @@ async fn successful_http_request_has_semantic_attributes_and_unset_status() {
 }
 
 #[tokio::test]
+async fn tenants_outside_the_metric_set_are_counted_as_other() {
+    let otel = Otel::new();
+    // `acme` (what the fake auth admits) is not in the set; spans keep it.
+    let layer = otel
+        .layer()
+        .metric_tenants(|ns: &TenantNamespace| ns.as_str() == "registered")
+        .build();
+    let app = support::echo_app().layer(from_fn(fake_auth)).layer(layer);
+    let server = support::spawn(app).await;
+    let res = support::get(
+        &server.url("/v1/accounts"),
+        &[("authorization", "Bearer alice:low")],
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    let span = otel.server_span("GET /v1/{*rest}").await;
+    assert_eq!(attr(&span, "tenant").as_deref(), Some("acme"));
+    let points = otel.points(SERVER_DURATION);
+    assert!(!points.is_empty());
+    for (attrs, _) in &points {
+        assert_eq!(
+            attrs.get("tenant").map(String::as_str),
+            Some(finmesh::telemetry::OTHER_TENANT),
+            "{attrs:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn custom_order_id_and_trace_id_headers_and_skip_paths_are_honoured() {
     let otel = Otel::new();
     let layer = otel

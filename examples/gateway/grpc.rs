@@ -43,7 +43,7 @@ impl LedgerApi for LedgerService {
         let account = self
             .ledger
             .get(tenant.namespace.as_str(), &id)
-            .ok_or_else(|| Status::not_found(format!("no account {id:?}")))?;
+            .ok_or_else(|| Status::not_found(super::http::no_account(&id)))?;
         Ok(Response::new(Account {
             id: account.id,
             tenant: account.tenant,
@@ -104,7 +104,11 @@ impl LedgerApi for LedgerService {
     }
 }
 
-fn rejected(order_id: String) -> TransferResult {
+fn rejected(mut order_id: String) -> TransferResult {
+    // Security: an over-long order id is not echoed back.
+    if order_id.len() > super::ledger::MAX_ORDER_ID_LEN {
+        order_id.clear();
+    }
     TransferResult {
         order_id,
         transfer_id: String::new(),

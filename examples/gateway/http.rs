@@ -15,7 +15,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::amount::Amount;
-use super::ledger::Ledger;
+use super::ledger::{Ledger, check_account_id};
 
 /// `/v1/accounts`, `/v1/accounts/{id}`, `/v1/transfer`.
 pub fn routes(ledger: Arc<Ledger>) -> Router {
@@ -45,8 +45,32 @@ fn not_found(labels: &Labels, id: &str) -> Response {
         labels,
         RejectionKind::NotFound,
         "ledger.account_not_found",
-        format!("no account {id:?}"),
+        no_account(id),
     )
+}
+
+/// "no account \"acc-9\"", naming the id only when it is a well-formed
+/// one. Security: a refusal never echoes caller input at length.
+pub(crate) fn no_account(id: &str) -> String {
+    if check_account_id(id).is_ok() {
+        format!("no account {id:?}")
+    } else {
+        "no such account".to_owned()
+    }
+}
+
+/// A parser's message, cut short: serde quotes the offending input.
+fn bounded(mut message: String) -> String {
+    const MAX: usize = 200;
+    if message.len() > MAX {
+        let mut end = MAX;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
 }
 
 async fn list_accounts(
@@ -88,7 +112,7 @@ async fn update_account(
                 &labels,
                 RejectionKind::InvalidArgument,
                 "ledger.invalid_body",
-                format!("expected {{\"name\": string}}: {e}"),
+                bounded(format!("expected {{\"name\": string}}: {e}")),
             );
         }
     };
@@ -128,10 +152,19 @@ async fn transfer(
                 &labels,
                 RejectionKind::InvalidArgument,
                 "transfer.invalid_body",
-                format!("expected {{\"from\", \"to\", \"amount\"}}: {e}"),
+                bounded(format!("expected {{\"from\", \"to\", \"amount\"}}: {e}")),
             );
         }
     };
+    // Before anything is audited or echoed.
+    if let Err(e) = check_account_id(&req.from).and_then(|()| check_account_id(&req.to)) {
+        return refuse(
+            &labels,
+            RejectionKind::Unprocessable,
+            "transfer.invalid_account",
+            e.to_string(),
+        );
+    }
     let amount = match Amount::from_json(&req.amount) {
         Ok(a) => a,
         Err(e) => {
@@ -211,6 +244,11 @@ pub(crate) async fn execute(
             None => Ok(()),
         }
     };
+    // Ids are checked before they reach the audit chain (the HTTP route
+    // refuses them earlier, with its own code).
+    check_account_id(from)
+        .and_then(|()| check_account_id(to))
+        .map_err(|e| e.to_string())?;
     let known = match ledger.committed(tenant, order_id, from, to, amount) {
         // The order was paid before: answer with its transfer, move nothing.
         Ok(Some(done)) => return Ok(done.transfer_id),

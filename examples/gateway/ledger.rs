@@ -38,6 +38,8 @@ pub enum TransferError {
     MissingOrderId,
     /// An order id over 128 characters or outside visible ASCII.
     InvalidOrderId,
+    /// An account id over 64 characters or outside `[A-Za-z0-9._-]`.
+    InvalidAccountId,
     /// The order id was committed before for a different payment.
     OrderReused(String),
 }
@@ -50,6 +52,9 @@ impl std::fmt::Display for TransferError {
             Self::InsufficientFunds => f.write_str("insufficient funds"),
             Self::MissingOrderId => f.write_str("a transfer needs an order id"),
             Self::InvalidOrderId => f.write_str("an order id is 1-128 visible ASCII characters"),
+            Self::InvalidAccountId => f.write_str(
+                "an account id is 1-64 characters: ASCII letters, digits, '.', '_' or '-'",
+            ),
             Self::OrderReused(id) => {
                 write!(f, "order {id:?} was committed for a different transfer")
             }
@@ -79,6 +84,27 @@ pub fn check_order_id(order_id: &str) -> Result<(), TransferError> {
         return Err(TransferError::InvalidOrderId);
     }
     Ok(())
+}
+
+/// The longest account id.
+pub const MAX_ACCOUNT_ID_LEN: usize = 64;
+
+/// An account id must be 1–64 ASCII letters, digits, `.`, `_` or `-`.
+///
+/// Security: ids come from the caller and are written to the audit log and
+/// echoed in refusals (which the idempotency store keeps); they are checked
+/// before either, so a megabyte `from` field is refused, not recorded.
+pub fn check_account_id(id: &str) -> Result<(), TransferError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ACCOUNT_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(TransferError::InvalidAccountId)
+    }
 }
 
 /// What an order pays: compared when an order id comes again.

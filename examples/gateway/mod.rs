@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use finmesh::GovernanceLayer;
-use finmesh::audit::{AuditLayer, Auditor, FileSink};
+use finmesh::audit::{AuditLayer, Auditor, FileSink, FileSinkOptions};
 use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
 use finmesh::deadline::StreamDeadlineLayer;
 use finmesh::health::{HealthLayer, HealthRegistry};
@@ -150,8 +150,12 @@ pub struct Options {
 /// The built gateway: its router and the handles the binary (and the
 /// tests) drive it with.
 pub struct Gateway {
-    /// The whole application, governed, plus `/metrics`.
+    /// The whole application, governed; `/metrics` here is an ordinary
+    /// governed path (401 without a token).
     pub app: axum::Router,
+    /// `GET /metrics` in the Prometheus text format, for the separate
+    /// metrics listener (`--metrics-addr`, loopback by default).
+    pub metrics: axum::Router,
     /// Health: readiness fails at once on `begin_shutdown`.
     pub health: HealthRegistry,
     /// The audit writer (flush it before exiting).
@@ -194,16 +198,27 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
     );
 
     let health = HealthRegistry::with_cache_interval(Duration::from_secs(1));
-    let auditor = Auditor::spawn(FileSink::open(&options.audit_log)?)?;
+    let auditor = Auditor::spawn(FileSink::open_with(
+        &options.audit_log,
+        FileSinkOptions {
+            // 64 MiB files, at most 32 kept (2 GiB); readiness fails when
+            // the volume has less than 256 MiB free.
+            max_rotated_files: Some(32),
+            ..FileSinkOptions::default()
+        },
+    )?)?;
     {
         let auditor = auditor.clone();
         health.add_readiness_check("audit", Duration::from_secs(1), move || {
-            let error = auditor.last_error().map(|e| e.to_string());
-            async move { error.map_or(Ok(()), Err) }
+            let ready = auditor.readiness();
+            async move { ready }
         })?;
     }
 
+    let known = tenants.clone();
     let telemetry = TelemetryLayer::builder()
+        // Security: only registered tenants become metric series.
+        .metric_tenants(move |ns| known.lookup(ns).is_some())
         .tracer_provider(&observability.tracer_provider)
         .meter_provider(&observability.meter_provider)
         .propagator(w3c_propagator())
@@ -238,22 +253,25 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         .build();
 
     let ledger = Arc::new(Ledger::demo());
-    let metrics = observability.registry.clone();
     let app = http::routes(ledger.clone())
         .merge(grpc::routes(ledger.clone()))
         .layer(governance)
-        // Not governed: scraped by Prometheus, which carries no token.
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let metrics = metrics.clone();
-                async move { observability::render_prometheus(&metrics) }
-            }),
-        )
         .layer(axum::middleware::from_fn(log_request));
+    // Security: metrics name tenants with their volumes and risk levels,
+    // and Prometheus scrapes without a token, so they are served on their
+    // own listener (loopback by default), never on the public port.
+    let registry = observability.registry.clone();
+    let metrics = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move { observability::render_prometheus(&registry) }
+        }),
+    );
 
     Ok(Gateway {
         app,
+        metrics,
         health,
         auditor,
         observability,

@@ -68,6 +68,26 @@ impl Auditor {
         self.shared.recovery().cloned()
     }
 
+    /// Whether the audit log can take records, as a readiness check
+    /// wants it: an error when the writer stopped after a sink error, or
+    /// when the sink reports less free space than its threshold
+    /// (records are still written then; the instance should be drained
+    /// before the disk is full).
+    pub fn readiness(&self) -> Result<(), String> {
+        if let Some(e) = self.last_error() {
+            return Err(e.to_string());
+        }
+        if self.shared.failed() {
+            return Err("audit writer stopped".into());
+        }
+        match self.shared.low_space() {
+            Some(free) => Err(format!(
+                "audit log: {free} bytes free, below the sink's threshold"
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The sink error that stopped the writer, if one did: always an
     /// [`AuditError::Sink`].
     pub fn last_error(&self) -> Option<AuditError> {

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 
+use super::bound;
 use super::record::{AuditRecord, Outcome, RecordKind, Verdict, rfc3339};
 use crate::labels::LabelValues;
 
@@ -36,20 +37,25 @@ pub(super) enum Detail {
     Event {
         name: Cow<'static, str>,
         data: serde_json::Value,
+        /// Whether `data` was cut to its bound.
+        cut: bool,
     },
 }
 
 impl Msg {
-    /// A handler or startup event, stamped now.
+    /// A handler or startup event, stamped now. The data is cut to its
+    /// bound here, on the caller's thread, so the queue never holds more
+    /// than the bound of it.
     pub(super) fn event(
         labels: LabelValues,
         name: Cow<'static, str>,
         data: serde_json::Value,
     ) -> Self {
+        let (data, cut) = bound::data(data);
         Self::Entry(Box::new(Entry {
             at: SystemTime::now(),
             labels,
-            detail: Detail::Event { name, data },
+            detail: Detail::Event { name, data, cut },
         }))
     }
 }
@@ -59,31 +65,41 @@ impl Entry {
     /// not yet sealed.
     pub(super) fn into_record(self, seq: u64, prev: String) -> AuditRecord {
         let Entry { at, labels, detail } = self;
-        let s = |v: Option<Arc<str>>| v.map(|v| v.to_string());
+        let mut truncated = Vec::new();
+        let mut text = |v: Option<&str>, field| v.map(|v| bound::text(v, field, &mut truncated));
         let authz = labels.authorization;
         let (verb, resource, name, binding, shadow) = match &authz {
             Some(a) => (
-                Some(a.verb.to_string()),
-                Some(a.resource.to_string()),
-                a.name.as_ref().map(|n| n.to_string()),
-                a.binding.as_ref().map(|b| b.to_string()),
+                text(Some(&a.verb), "verb"),
+                text(Some(&a.resource), "resource"),
+                text(a.name.as_deref(), "name"),
+                text(a.binding.as_deref(), "binding"),
                 a.shadow,
             ),
             None => (None, None, None, None, false),
         };
-        let code = labels.rejection.map(|r| r.code.into_owned());
+        let trace_id = text(labels.trace_id.as_deref(), "trace_id");
+        let order_id = text(labels.order_id.as_deref(), "order_id");
+        let subject = text(labels.subject.as_deref(), "subject");
+        let route = text(labels.route.as_deref(), "route");
+        let idempotency_key = text(labels.idempotency_key.as_deref(), "idempotency_key");
+        let code = labels
+            .rejection
+            .as_ref()
+            .and_then(|r| text(Some(&r.code), "code"));
         let mut record = AuditRecord {
             seq,
             time: rfc3339(at),
             kind: RecordKind::Event,
             event: None,
-            trace_id: s(labels.trace_id),
-            order_id: s(labels.order_id),
+            trace_id,
+            order_id,
+            // A DNS-1123 label: 63 bytes at most.
             tenant: labels.tenant.map(|t| t.to_string()),
-            subject: s(labels.subject),
+            subject,
             risk: labels.risk,
             method: None,
-            route: labels.route.map(Cow::into_owned),
+            route,
             verb,
             resource,
             name,
@@ -95,9 +111,10 @@ impl Entry {
             grpc_status: None,
             latency_us: None,
             outcome: None,
-            idempotency_key: s(labels.idempotency_key),
+            idempotency_key,
             replayed: labels.replayed,
             data: None,
+            truncated: Vec::new(),
             prev,
             hash: String::new(),
         };
@@ -113,9 +130,9 @@ impl Entry {
                 let denied =
                     code.is_some() || authz.as_ref().is_some_and(|a| !a.allowed && !a.shadow);
                 record.kind = RecordKind::Request;
-                record.method = Some(method.as_str().to_owned());
+                record.method = text(Some(method.as_str()), "method");
                 if record.route.is_none() {
-                    record.route = path;
+                    record.route = text(path.as_deref(), "route");
                 }
                 record.decision = Some(if denied {
                     Verdict::Deny
@@ -128,11 +145,15 @@ impl Entry {
                 record.latency_us = Some(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
                 record.outcome = Some(outcome);
             }
-            Detail::Event { name, data } => {
-                record.event = Some(name.into_owned());
+            Detail::Event { name, data, cut } => {
+                record.event = text(Some(&name), "event");
                 record.data = Some(data);
+                if cut {
+                    truncated.push("data".to_owned());
+                }
             }
         }
+        record.truncated = truncated;
         record
     }
 }

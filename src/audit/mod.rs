@@ -28,6 +28,16 @@
 //! latency, idempotency key and `replayed`. See [`AuditRecord`] for every field and the exact canonical
 //! encoding the hash covers.
 //!
+//! # Bounded fields
+//!
+//! What a caller chooses — order id, idempotency key, path, RBAC resource
+//! name, a handler's event data — is cut to its bound before it is
+//! queued or written: [`MAX_FIELD_BYTES`] per text field,
+//! [`MAX_DATA_BYTES`] (about) for event data, whose strings are cut to
+//! [`MAX_FIELD_BYTES`] too. A record whose fields were cut names them in
+//! its `truncated` member (`["order_id", "data"]`). Applications should
+//! still refuse over-long ids before they are audited or echoed.
+//!
 //! # Handler events
 //!
 //! The layer puts an [`AuditHandle`] into the request extensions. Handlers
@@ -120,6 +130,7 @@
 mod auditor;
 mod batch;
 mod body;
+mod bound;
 mod builder;
 mod codes;
 mod entry;
@@ -140,6 +151,7 @@ mod writer;
 
 pub use auditor::Auditor;
 pub use body::AuditBody;
+pub use bound::{MAX_DATA_BYTES, MAX_FIELD_BYTES};
 pub use builder::AuditorBuilder;
 pub use codes::AuditCode;
 pub use error::AuditError;

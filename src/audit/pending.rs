@@ -53,7 +53,13 @@ impl Drop for Pending {
             labels: self.ctx.labels.snapshot(),
             detail: Detail::Request {
                 method: std::mem::take(&mut self.ctx.method),
-                path: Some(self.ctx.uri.path().to_owned()),
+                // Just past the bound: the queue never holds a long path,
+                // and the writer still sees that it was cut.
+                path: Some(
+                    super::bound::cut(self.ctx.uri.path(), super::bound::MAX_FIELD_BYTES + 4)
+                        .0
+                        .to_owned(),
+                ),
                 http_status: self.http_status,
                 grpc_status: self.grpc_status,
                 latency: self.ctx.start.elapsed(),

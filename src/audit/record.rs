@@ -64,7 +64,8 @@ pub enum Outcome {
 /// *without* the `hash` member: one JSON object, no whitespace, the members
 /// in exactly the order of this struct's fields (`seq` first, `prev` last),
 /// every member always present (`null` for an absent value, never
-/// omitted), strings escaped by `serde_json`. `Serialize` for this type
+/// omitted) but `truncated`, which is omitted when empty, strings escaped
+/// by `serde_json`. `Serialize` for this type
 /// produces exactly that encoding (it skips `hash`).
 ///
 /// `hash` is the lowercase hex SHA-256 of the canonical encoding. A log
@@ -134,6 +135,14 @@ pub struct AuditRecord {
     pub replayed: bool,
     /// The handler's event payload.
     pub data: Option<serde_json::Value>,
+    /// The fields cut to their bound (`order_id`, `route`, `data`, …):
+    /// what the caller sent was longer. See
+    /// [`MAX_FIELD_BYTES`](super::MAX_FIELD_BYTES) and
+    /// [`MAX_DATA_BYTES`](super::MAX_DATA_BYTES). The one member omitted
+    /// when empty, so a record with nothing cut encodes as records did
+    /// before it existed, and older logs parse and verify unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncated: Vec<String>,
     /// Hash of the previous record ([`GENESIS`] for the first).
     pub prev: String,
     /// SHA-256 of the canonical encoding, lowercase hex.
@@ -292,6 +301,7 @@ mod tests {
             idempotency_key: None,
             replayed: false,
             data: Some(serde_json::json!({"z": 1.5, "a": [1, 2]})),
+            truncated: Vec::new(),
             prev: GENESIS.into(),
             hash: String::new(),
         }
@@ -324,6 +334,24 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn truncated_is_omitted_when_empty_and_round_trips_when_not() {
+        let mut r = sample();
+        let plain = String::from_utf8(r.canonical()).unwrap();
+        assert!(!plain.contains("truncated"), "{plain}");
+        r.truncated = vec!["order_id".into(), "data".into()];
+        let line = r.seal();
+        let text = std::str::from_utf8(&line).unwrap();
+        assert!(
+            text.contains(&format!(
+                ",\"truncated\":[\"order_id\",\"data\"],\"prev\":\"{GENESIS}\""
+            )),
+            "{text}"
+        );
+        let parsed: AuditRecord = serde_json::from_slice(&line[..line.len() - 1]).unwrap();
+        assert_eq!(parsed, r);
     }
 
     #[test]

@@ -58,6 +58,15 @@ pub trait AuditSink: Send + 'static {
     fn recovery(&self) -> Option<TornTail> {
         None
     }
+
+    /// The free space left where the sink writes, when it is below the
+    /// sink's threshold: the writer then turns readiness red and counts
+    /// it, while records are still written. Called after every batch, so
+    /// an implementation should rate-limit what it measures. `None` (the
+    /// default): enough room, or not measured.
+    fn low_space(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// Records with their encoded lines.
@@ -147,6 +156,20 @@ pub struct FileSinkOptions {
     /// Rotate once the active file reaches this many bytes (default
     /// 64 MiB; `u64::MAX` never rotates).
     pub max_file_bytes: u64,
+    /// Keep at most this many rotated files, deleting the oldest after a
+    /// rotation (default `None`: keep them all, for your log shipper to
+    /// prune).
+    pub max_rotated_files: Option<usize>,
+    /// Keep rotated files totalling at most this many bytes, deleting the
+    /// oldest after a rotation (default `None`). With it, the log's
+    /// directory holds at most this plus
+    /// [`max_file_bytes`](Self::max_file_bytes) and a record.
+    pub max_rotated_bytes: Option<u64>,
+    /// Report low space once the file system holding the log has fewer
+    /// than this many bytes free for unprivileged writers (default 256 MiB;
+    /// `0` never reports). Measured with `statvfs` on Unix at most every
+    /// second or every MiB written; not measured elsewhere.
+    pub min_free_bytes: u64,
 }
 
 impl Default for FileSinkOptions {
@@ -154,9 +177,16 @@ impl Default for FileSinkOptions {
         Self {
             durability: Durability::Interval(Duration::from_millis(50)),
             max_file_bytes: 64 * 1024 * 1024,
+            max_rotated_files: None,
+            max_rotated_bytes: None,
+            min_free_bytes: 256 * 1024 * 1024,
         }
     }
 }
+
+/// How often a [`FileSink`] measures free space, in time and bytes.
+const SPACE_CHECK_EVERY: Duration = Duration::from_secs(1);
+const SPACE_CHECK_BYTES: u64 = 1024 * 1024;
 
 /// An append-only JSON-lines file with size-based rotation.
 ///
@@ -170,9 +200,27 @@ impl Default for FileSinkOptions {
 /// the new file holds the hash of the last record of the previous one.
 /// [`verify`](super::verify()) walks `audit.log.1`, `audit.log.2`, … in
 /// numeric order, then `audit.log`. Rotation is one rename, so a crash
-/// leaves either the old or the new layout; rotated files are never
-/// deleted by finmesh (ship or prune them with your log tooling, and keep
-/// the head of what you prune to anchor the rest).
+/// leaves either the old or the new layout.
+///
+/// # Retention and free space
+///
+/// By default rotated files are kept (ship or prune them with your log
+/// tooling, and keep the head of what you prune to anchor the rest). With
+/// [`max_rotated_files`](FileSinkOptions::max_rotated_files) or
+/// [`max_rotated_bytes`](FileSinkOptions::max_rotated_bytes) the sink
+/// deletes the oldest rotated files after a rotation. Before it deletes
+/// any, it writes the `seq` and `hash` of the last record it deletes to
+/// `audit.log.pruned` (written to a temporary file, synced, renamed), so
+/// [`verify`](super::verify()) checks that the oldest file left starts
+/// right after it. Keep that head elsewhere too: whoever can delete the
+/// oldest files can also rewrite this one.
+///
+/// The sink also watches the free space of the file system it writes to
+/// ([`min_free_bytes`](FileSinkOptions::min_free_bytes)); below the
+/// threshold, [`Auditor::readiness`](super::Auditor::readiness) fails and
+/// [`AuditStats::low_space_errors`](super::AuditStats::low_space_errors)
+/// counts it, while there is still room for records — so a load balancer
+/// drains the instance before a full disk makes every request fail.
 ///
 /// # Restart and torn lines
 ///
@@ -197,6 +245,10 @@ pub struct FileSink {
     head: Option<ChainHead>,
     recovery: Option<TornTail>,
     dirty_since: Option<Instant>,
+    /// When and after how many bytes free space is measured next.
+    space_checked: Option<Instant>,
+    written_since_check: u64,
+    low_space: Option<u64>,
 }
 
 impl FileSink {
@@ -225,8 +277,12 @@ impl FileSink {
                 head = repair_tail(&f, last, &mut recovery)?;
             }
         }
+        if head.is_none() {
+            // Every rotated file was pruned: resume after the last pruned.
+            head = read_pruned(&path)?;
+        }
         let size = file.metadata()?.len();
-        Ok(Self {
+        let mut sink = Self {
             path,
             file,
             size,
@@ -235,7 +291,83 @@ impl FileSink {
             head,
             recovery,
             dirty_since: None,
-        })
+            space_checked: None,
+            written_since_check: 0,
+            low_space: None,
+        };
+        sink.check_space();
+        Ok(sink)
+    }
+
+    /// Measures free space when due; `low_space` holds the free bytes
+    /// when below the threshold.
+    fn check_space(&mut self) {
+        if self.options.min_free_bytes == 0 {
+            return;
+        }
+        let due = self.written_since_check >= SPACE_CHECK_BYTES
+            || self
+                .space_checked
+                .is_none_or(|t| t.elapsed() >= SPACE_CHECK_EVERY);
+        if !due {
+            return;
+        }
+        self.space_checked = Some(Instant::now());
+        self.written_since_check = 0;
+        self.low_space = free_bytes(&self.path).filter(|free| *free < self.options.min_free_bytes);
+    }
+
+    /// Deletes the oldest rotated files beyond the retention limits,
+    /// after recording the head of the last one deleted.
+    fn prune(&mut self) -> io::Result<()> {
+        let (max_files, max_bytes) = (
+            self.options.max_rotated_files,
+            self.options.max_rotated_bytes,
+        );
+        if max_files.is_none() && max_bytes.is_none() {
+            return Ok(());
+        }
+        let rotated = rotated_files(&self.path)?;
+        let mut sizes = Vec::with_capacity(rotated.len());
+        for (_, p) in &rotated {
+            sizes.push(fs::metadata(p)?.len());
+        }
+        let mut total: u64 = sizes.iter().sum();
+        let mut count = rotated.len();
+        let mut doomed = 0;
+        while doomed < rotated.len()
+            && (max_files.is_some_and(|m| count > m) || max_bytes.is_some_and(|m| total > m))
+        {
+            total -= sizes[doomed];
+            count -= 1;
+            doomed += 1;
+        }
+        let Some((_, newest_doomed)) = doomed.checked_sub(1).map(|i| &rotated[i]) else {
+            return Ok(());
+        };
+        let f = File::open(newest_doomed)?;
+        let len = f.metadata()?.len();
+        let (_, last) = last_line(&f, len)?;
+        let head = parse_head(&last).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: its last line is not a sealed record; not pruning",
+                    newest_doomed.display()
+                ),
+            )
+        })?;
+        write_pruned(&self.path, &head)?;
+        for (_, p) in &rotated[..doomed] {
+            fs::remove_file(p)?;
+        }
+        sync_dir(&self.path);
+        tracing::info!(
+            files = doomed,
+            up_to_seq = head.seq,
+            "audit log: pruned rotated files past the retention limit"
+        );
+        Ok(())
     }
 
     /// The active file's path.
@@ -255,6 +387,14 @@ impl FileSink {
             .open(&self.path)?;
         self.size = 0;
         sync_dir(&self.path);
+        // The rotation itself succeeded: a file that cannot be pruned is
+        // logged, not a reason to stop auditing (the free-space check
+        // still turns readiness red if the disk fills).
+        if let Err(e) = self.prune() {
+            tracing::error!(error = %e, "audit log: pruning rotated files failed");
+        }
+        // A new file is a good moment to look at the room left.
+        self.space_checked = None;
         Ok(())
     }
 }
@@ -267,6 +407,7 @@ impl AuditSink for FileSink {
     fn append(&mut self, record: &AuditRecord, line: &[u8]) -> io::Result<()> {
         self.file.write_all(line)?;
         self.size += line.len() as u64;
+        self.written_since_check += line.len() as u64;
         match self.options.durability {
             Durability::EveryRecord => self.file.sync_data()?,
             Durability::Interval(_) => {
@@ -299,6 +440,72 @@ impl AuditSink for FileSink {
     fn recovery(&self) -> Option<TornTail> {
         self.recovery.clone()
     }
+
+    fn low_space(&mut self) -> Option<u64> {
+        self.check_space();
+        self.low_space
+    }
+}
+
+/// Bytes free for unprivileged writers on the file system holding `path`.
+#[cfg(unix)]
+fn free_bytes(path: &Path) -> Option<u64> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_path: &Path) -> Option<u64> {
+    None
+}
+
+/// `audit.log.pruned`: the head of the last record pruned with its file.
+pub(crate) fn pruned_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".pruned");
+    PathBuf::from(name)
+}
+
+/// The head recorded when rotated files were last pruned, if any were.
+pub(crate) fn read_pruned(path: &Path) -> io::Result<Option<ChainHead>> {
+    let text = match fs::read_to_string(pruned_name(path)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    #[derive(serde::Deserialize)]
+    struct Pruned {
+        seq: u64,
+        hash: String,
+    }
+    let p: Pruned = serde_json::from_str(&text).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", pruned_name(path).display()),
+        )
+    })?;
+    Ok(Some(ChainHead {
+        seq: p.seq,
+        hash: p.hash,
+    }))
+}
+
+fn write_pruned(path: &Path, head: &ChainHead) -> io::Result<()> {
+    let target = pruned_name(path);
+    let mut tmp = target.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let body = serde_json::json!({ "seq": head.seq, "hash": head.hash }).to_string() + "\n";
+    let mut f = File::create(&tmp)?;
+    f.write_all(body.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, &target)?;
+    sync_dir(path);
+    Ok(())
 }
 
 fn rotated_name(path: &Path, n: u64) -> PathBuf {
@@ -608,6 +815,7 @@ mod tests {
         let opts = FileSinkOptions {
             durability: Durability::Os,
             max_file_bytes: 1500,
+            ..FileSinkOptions::default()
         };
         let mut sink = FileSink::open_with(&path, opts.clone()).unwrap();
         // Write until a second rotation has just happened (active file empty).

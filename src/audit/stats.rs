@@ -25,18 +25,25 @@ pub struct AuditStats {
     pub lost: u64,
     /// Whether the writer stopped after a sink error.
     pub failed: bool,
+    /// Whether the sink reports less free space than its threshold now
+    /// ([`FileSinkOptions::min_free_bytes`](super::FileSinkOptions::min_free_bytes)).
+    pub low_space: bool,
+    /// How many times the sink went below its free-space threshold.
+    pub low_space_errors: u64,
 }
 
 /// Counters and the writer's fate, shared by the writer thread, every
 /// `Auditor` clone and every reserved slot. Lock-free but for the error
 /// that stopped the writer, which is written once and read rarely.
-#[derive(Default)]
 pub(super) struct Shared {
     written: AtomicU64,
     refused: AtomicU64,
     events_refused: AtomicU64,
     lost: AtomicU64,
     failed: AtomicBool,
+    /// Free bytes while below the threshold, else `u64::MAX`.
+    low_space: AtomicU64,
+    low_space_errors: AtomicU64,
     recovery: Option<TornTail>,
     last_error: Mutex<Option<Arc<io::Error>>>,
 }
@@ -45,9 +52,39 @@ impl Shared {
     /// State for a writer whose sink repaired `recovery` when it opened.
     pub(super) fn new(recovery: Option<TornTail>) -> Self {
         Self {
+            written: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            events_refused: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            low_space: AtomicU64::new(u64::MAX),
+            low_space_errors: AtomicU64::new(0),
             recovery,
-            ..Self::default()
+            last_error: Mutex::new(None),
         }
+    }
+
+    /// Records what the sink reports about free space; going below the
+    /// threshold is counted and logged once per crossing.
+    pub(super) fn set_low_space(&self, free: Option<u64>) {
+        let now = free.unwrap_or(u64::MAX);
+        let before = self.low_space.swap(now, Ordering::Relaxed);
+        match (before == u64::MAX, free) {
+            (true, Some(free)) => {
+                self.low_space_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    free_bytes = free,
+                    "audit log: free space below the threshold; readiness fails until there is room"
+                );
+            }
+            (false, None) => tracing::info!("audit log: free space above the threshold again"),
+            _ => {}
+        }
+    }
+
+    /// Free bytes, while the sink reports less than its threshold.
+    pub(super) fn low_space(&self) -> Option<u64> {
+        Some(self.low_space.load(Ordering::Relaxed)).filter(|f| *f != u64::MAX)
     }
 
     pub(super) fn stats(&self) -> AuditStats {
@@ -57,6 +94,8 @@ impl Shared {
             events_refused: self.events_refused.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),
             failed: self.failed(),
+            low_space: self.low_space().is_some(),
+            low_space_errors: self.low_space_errors.load(Ordering::Relaxed),
         }
     }
 

@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::record::{AuditRecord, GENESIS, sha256_hex, split_hash};
-use super::sink::rotated_files;
+use super::sink::{ChainHead, read_pruned, rotated_files};
 
 /// What a successful verification saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +22,10 @@ pub struct VerifyReport {
     /// log that simply ended there. To catch that, store `(last_seq,
     /// head)` somewhere else (a ticket, another system) and compare.
     pub head: String,
+    /// When older files were pruned by retention: the last pruned record
+    /// (from `<log>.pruned`), which the oldest file left continues. Compare
+    /// it with the head kept elsewhere when those files were shipped.
+    pub pruned: Option<ChainHead>,
 }
 
 /// How a link is broken.
@@ -164,6 +168,11 @@ impl std::error::Error for VerifyError {
 /// reported at the record after it, whose `prev` no longer matches.
 /// Whole records cut off the end leave a valid, shorter chain: compare
 /// [`VerifyReport::head`] with a head kept elsewhere to catch that.
+///
+/// When the sink pruned old files by retention, `<log>.pruned` holds the
+/// head of the last record deleted, and the walk starts right after it
+/// (the first record must carry the next `seq` and that hash as `prev`);
+/// see [`VerifyReport::pruned`].
 pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyError> {
     let path = path.as_ref();
     let io_err = |source| VerifyError::Io {
@@ -182,6 +191,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyError> {
         return Err(VerifyError::NotFound(path.to_path_buf()));
     }
     let mut v = Verifier::new();
+    v.pruned = read_pruned(path).map_err(io_err)?;
     for file in &files {
         let bytes = std::fs::read(file).map_err(|source| VerifyError::Io {
             path: file.clone(),
@@ -198,6 +208,9 @@ pub(crate) struct Verifier {
     records: u64,
     next_seq: u64,
     prev: String,
+    /// Where the chain starts when older files were pruned.
+    pruned: Option<ChainHead>,
+    started_after_pruned: bool,
 }
 
 impl Verifier {
@@ -207,6 +220,8 @@ impl Verifier {
             records: 0,
             next_seq: 1,
             prev: GENESIS.to_owned(),
+            pruned: None,
+            started_after_pruned: false,
         }
     }
 
@@ -268,6 +283,17 @@ impl Verifier {
                     ));
                 }
             };
+            // The oldest file left after pruning continues the pruned
+            // head; one still starting at 1 (a crash between recording the
+            // head and deleting) is an ordinary chain.
+            if self.records == 0
+                && record.seq != 1
+                && let Some(p) = &self.pruned
+            {
+                self.next_seq = p.seq.saturating_add(1);
+                self.prev = p.hash.clone();
+                self.started_after_pruned = true;
+            }
             if record.seq > self.next_seq {
                 // The expected record further down this file means it was
                 // moved, not deleted.
@@ -314,6 +340,7 @@ impl Verifier {
             records: self.records,
             last_seq: self.next_seq.checked_sub(1).filter(|s| *s > 0),
             head: self.prev,
+            pruned: self.pruned.filter(|_| self.started_after_pruned),
         }
     }
 }

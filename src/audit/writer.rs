@@ -12,6 +12,9 @@ use super::record::GENESIS;
 use super::sink::AuditSink;
 use super::stats::Shared;
 
+/// How often a writer with little free space looks again, idle or not.
+const SPACE_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Starts the writer thread (`finmesh-audit-writer`) over `sink`, reading
 /// `rx` until every sender is gone or the sink fails.
 pub(super) fn spawn<S: AuditSink>(
@@ -39,18 +42,32 @@ async fn run<S: AuditSink>(
         Some(h) => (h.seq, h.hash),
         None => (0, GENESIS.to_owned()),
     };
+    shared.set_low_space(sink.low_space());
     let mut batch = Vec::with_capacity(BATCH);
     // Marks the writer failed *before* anything queued is dropped, so a
     // `flush` that sees the writer gone also sees why.
     let fail = |e: io::Error| shared.fail(e);
     let result: Result<(), Arc<io::Error>> = async {
         loop {
-            let n = match sink.sync_deadline() {
+            // While space is low, look again every second even if no
+            // record comes: a drained instance gets none, and must see
+            // the room come back to turn ready again.
+            let recheck = shared
+                .low_space()
+                .map(|_| std::time::Instant::now() + SPACE_RECHECK);
+            let wake = match (sink.sync_deadline(), recheck) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let n = match wake {
                 Some(deadline) => {
                     tokio::select! {
                         n = rx.recv_many(&mut batch, BATCH) => n,
                         () = tokio::time::sleep_until(deadline.into()) => {
-                            sink.sync().map_err(fail)?;
+                            if sink.sync_deadline().is_some() {
+                                sink.sync().map_err(fail)?;
+                            }
+                            shared.set_low_space(sink.low_space());
                             continue;
                         }
                     }
@@ -85,6 +102,7 @@ async fn run<S: AuditSink>(
                     }
                 }
             }
+            shared.set_low_space(sink.low_space());
             // Under a steady stream of records the timer branch above may
             // rarely win the select: honour the interval here as well.
             if sink

@@ -11,8 +11,9 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Tracer, TracerProvider};
 use tower_layer::Layer;
 
-use super::metrics::Instruments;
+use super::metrics::{Instruments, OTHER_TENANT};
 use super::service::Telemetry;
+use crate::tenant::TenantNamespace;
 
 /// The scope name of finmesh's tracer and meter.
 pub const INSTRUMENTATION_SCOPE: &str = "finmesh";
@@ -100,9 +101,23 @@ pub(crate) struct Config {
     pub(crate) skip_paths: Vec<Cow<'static, str>>,
     pub(crate) require_order_id: Vec<(Option<Method>, Cow<'static, str>)>,
     pub(crate) route_template: Option<Box<dyn RouteTemplate>>,
+    pub(crate) metric_tenants: Option<Box<MetricTenants>>,
 }
 
+/// Whether a tenant may be a metric attribute value.
+pub(crate) type MetricTenants = dyn Fn(&TenantNamespace) -> bool + Send + Sync;
+
 impl Config {
+    /// The `tenant` metric attribute: the tenant itself when
+    /// [`metric_tenants`](TelemetryLayerBuilder::metric_tenants) admits
+    /// it, else `_other`.
+    pub(crate) fn tenant_metric_label(&self, tenant: &TenantNamespace) -> String {
+        match &self.metric_tenants {
+            Some(known) if !known(tenant) => OTHER_TENANT.to_owned(),
+            _ => tenant.to_string(),
+        }
+    }
+
     pub(crate) fn skips(&self, path: &str) -> bool {
         self.skip_paths.iter().any(|p| {
             path.strip_prefix(&**p)
@@ -186,6 +201,7 @@ pub struct TelemetryLayerBuilder {
     skip_paths: Vec<Cow<'static, str>>,
     require_order_id: Vec<(Option<Method>, Cow<'static, str>)>,
     route_template: Option<Box<dyn RouteTemplate>>,
+    metric_tenants: Option<Box<MetricTenants>>,
 }
 
 impl fmt::Debug for TelemetryLayerBuilder {
@@ -210,6 +226,7 @@ impl Default for TelemetryLayerBuilder {
                 .collect(),
             require_order_id: Vec::new(),
             route_template: None,
+            metric_tenants: None,
         }
     }
 }
@@ -308,6 +325,26 @@ impl TelemetryLayerBuilder {
         self
     }
 
+    /// Which tenants may appear as the metric attribute `tenant`; any
+    /// other tenant is counted as `_other` (spans keep the real name).
+    ///
+    /// Pass the registry the tenant layer admits from, e.g.
+    /// `move |ns| registry.lookup(ns).is_some()`. Without it, the attribute
+    /// is whatever tenant the inner layers recorded: the tenant layer only
+    /// records tenants its registry admitted, so the set is as large as the
+    /// registry.
+    ///
+    /// Security: every value of an attribute is a series the metrics
+    /// backend keeps and anyone who can read `/metrics` sees; names a
+    /// caller invents must never become one.
+    pub fn metric_tenants<F>(mut self, known: F) -> Self
+    where
+        F: Fn(&TenantNamespace) -> bool + Send + Sync + 'static,
+    {
+        self.metric_tenants = Some(Box::new(known));
+        self
+    }
+
     /// The layer.
     pub fn build(self) -> TelemetryLayer {
         let tracer = self
@@ -326,6 +363,7 @@ impl TelemetryLayerBuilder {
                 skip_paths: self.skip_paths,
                 require_order_id: self.require_order_id,
                 route_template: self.route_template,
+                metric_tenants: self.metric_tenants,
             }),
         }
     }

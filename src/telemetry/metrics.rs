@@ -14,6 +14,11 @@ pub const SERVER_DURATION: &str = "finmesh.server.duration";
 /// The rejection counter, by layer and code.
 pub const SERVER_REJECTIONS: &str = "finmesh.server.rejections";
 
+/// The `tenant` attribute of a tenant that
+/// [`metric_tenants`](super::TelemetryLayerBuilder::metric_tenants) does
+/// not admit.
+pub const OTHER_TENANT: &str = "_other";
+
 /// Bucket boundaries in milliseconds, from sub-millisecond in-process
 /// answers to slow upstream calls.
 const DURATION_BUCKETS_MS: [f64; 16] = [

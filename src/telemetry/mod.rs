@@ -67,7 +67,9 @@
 //! [`SERVER_DURATION`] (`finmesh.server.duration`, a histogram in
 //! milliseconds) and [`SERVER_REJECTIONS`] (`finmesh.server.rejections`,
 //! by `finmesh.layer` and `finmesh.code`). Attributes come only from
-//! bounded sets: `tenant`, `http.route` or `rpc.method` (unknown gRPC
+//! bounded sets: `tenant` (only tenants the tenant layer admitted; with
+//! [`TelemetryLayerBuilder::metric_tenants`], only those it names, any
+//! other as `_other`), `http.route` or `rpc.method` (unknown gRPC
 //! methods become `_OTHER`), `http.request.method`,
 //! `http.response.status_class` or `rpc.grpc.status_code`,
 //! `user_risk_level` and `consistency_status`. `order_id`, `trace_id` and
@@ -139,7 +141,7 @@ pub use self::layer::{
     DEFAULT_SKIP_PATHS, INSTRUMENTATION_SCOPE, ORDER_ID_HEADER, RouteTemplate, TRACE_ID_HEADER,
     TelemetryLayer, TelemetryLayerBuilder,
 };
-pub use self::metrics::{SERVER_DURATION, SERVER_REJECTIONS};
+pub use self::metrics::{OTHER_TENANT, SERVER_DURATION, SERVER_REJECTIONS};
 pub use self::propagate::{Propagate, PropagateFuture, PropagateLayer};
 pub use self::service::{MAX_ORDER_ID_LEN, Telemetry};
 pub use crate::labels::RequestLabels;

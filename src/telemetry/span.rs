@@ -244,7 +244,10 @@ impl State {
             }
         }
         if let Some(tenant) = &values.tenant {
-            m.push(KeyValue::new("tenant", tenant.to_string()));
+            m.push(KeyValue::new(
+                "tenant",
+                self.config.tenant_metric_label(tenant),
+            ));
         }
         if let Some(risk) = values.risk {
             m.push(KeyValue::new("user_risk_level", risk.as_str()));
