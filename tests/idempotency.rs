@@ -526,6 +526,129 @@ async fn a_unary_grpc_call_is_replayed() {
     assert!(replies.message().await.unwrap().is_some());
 }
 
+/// A store whose completion takes `delay`: a slow or reconnecting Redis.
+/// `completing` counts completions that have started.
+#[derive(Clone)]
+struct SlowCompletion {
+    inner: InMemoryStore,
+    delay: Duration,
+    completing: Arc<AtomicUsize>,
+}
+
+impl IdempotencyStore for SlowCompletion {
+    fn claim<'a>(
+        &'a self,
+        key: &'a finmesh::idempotency::StoreKey,
+        fingerprint: finmesh::idempotency::Fingerprint,
+        ttl: Duration,
+    ) -> finmesh::idempotency::StoreFuture<'a, finmesh::idempotency::Claim> {
+        self.inner.claim(key, fingerprint, ttl)
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a finmesh::idempotency::StoreKey,
+        token: finmesh::idempotency::ClaimToken,
+        record: finmesh::idempotency::Completed,
+        retention: Duration,
+    ) -> finmesh::idempotency::StoreFuture<'a, bool> {
+        Box::pin(async move {
+            self.completing.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            self.inner.complete(key, token, record, retention).await
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a finmesh::idempotency::StoreKey,
+        token: finmesh::idempotency::ClaimToken,
+    ) -> finmesh::idempotency::StoreFuture<'a, ()> {
+        self.inner.release(key, token)
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn a_client_that_cancels_while_the_response_is_stored_gets_a_replay_on_retry() {
+    // Finding 6 of issue 14: the handler answered, the store is slow to
+    // take the response, and the client resets the stream meanwhile. The
+    // claim must survive and the response must be stored, so that the
+    // retry replays instead of paying twice.
+    let counter = Counter::default();
+    let store = SlowCompletion {
+        inner: InMemoryStore::new(),
+        delay: Duration::from_millis(400),
+        completing: Arc::default(),
+    };
+    let server = spawn(app(store.clone(), counter.clone(), MINUTE)).await;
+
+    // gRPC (tonic): dropping the call resets the HTTP/2 stream.
+    let mut client = grpc_client(server.addr).await;
+    let msg = || EchoRequest {
+        message: "pay".into(),
+        payload: vec![7; 16],
+    };
+    let mut c = client.clone();
+    let call = tokio::spawn(async move {
+        c.unary(grpc_request(msg(), &[("idempotency-key", "cancel-g")]))
+            .await
+    });
+    wait_for("the gRPC completion to start", || {
+        store.completing.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let retry = client
+        .unary(grpc_request(msg(), &[("idempotency-key", "cancel-g")]))
+        .await
+        .expect("the retry is answered");
+    assert_eq!(
+        retry.metadata().get("idempotency-replayed").unwrap(),
+        "true",
+        "the retry replays the stored response"
+    );
+    assert_eq!(retry.into_inner().seq, 1);
+    assert_eq!(counter.get(), 1, "the handler ran once");
+
+    // h2c (hyper-util): dropping the request future resets the stream too.
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let h = &[("idempotency-key", "cancel-h"), ("x-test-subject", "alice")];
+    let first = tokio::spawn({
+        let h2 = h2.clone();
+        let req = post(&server, "/v1/transfers", r#"{"amount":3}"#, h);
+        async move { h2.request(req).await }
+    });
+    wait_for("the h2c completion to start", || {
+        store.completing.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let retry = h2
+        .request(post(&server, "/v1/transfers", r#"{"amount":3}"#, h))
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotency-replayed"], "true");
+    assert_eq!(retry.headers()["x-payment-id"], "pay-2");
+    assert_eq!(counter.get(), 2, "each key's handler ran once");
+}
+
 #[cfg(feature = "redis")]
 mod redis {
     use super::*;

@@ -346,6 +346,65 @@ mod tests {
         ));
     }
 
+    /// Resident memory of this process, from `/proc/self/statm`.
+    fn rss_bytes() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: usize = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    }
+
+    /// The memory a completed record costs beyond its body: 200,000
+    /// records with a 128-byte body and a `content-type` header, RSS
+    /// before and after. Run alone:
+    /// `cargo test --all-features --lib per_record_memory -- --ignored --nocapture --test-threads=1`
+    #[tokio::test]
+    #[ignore = "a measurement; run alone"]
+    async fn per_record_memory() {
+        const N: usize = 200_000;
+        const BODY: usize = 128;
+        let store = InMemoryStore::new();
+        let body = bytes::Bytes::from(vec![b'x'; BODY]);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let before = rss_bytes();
+        for i in 0..N {
+            let k = StoreKey {
+                tenant: Some("acme".parse().unwrap()),
+                caller: Caller::verified("https://issuer.test", "alice"),
+                key: format!("transfer-{i:08}").parse().unwrap(),
+            };
+            let Claim::Acquired(t) = store.claim(&k, FP, MIN).await.unwrap() else {
+                panic!()
+            };
+            let record = Completed {
+                fingerprint: FP,
+                response: Some(crate::idempotency::StoredResponse {
+                    status: http::StatusCode::CREATED,
+                    headers: headers.clone(),
+                    // A copy, as a response body read off a handler is.
+                    body: bytes::Bytes::copy_from_slice(&body),
+                    trailers: None,
+                }),
+            };
+            assert!(store.complete(&k, t, record, MIN).await.unwrap());
+        }
+        let after = rss_bytes();
+        let per_record = (after - before) / N;
+        println!(
+            "per_record_memory: {N} records, body {BODY} B: RSS +{} KiB, {per_record} B per record, {} B beyond the body",
+            (after - before) / 1024,
+            per_record.saturating_sub(BODY)
+        );
+        assert_eq!(store.len(), N);
+    }
+
     #[tokio::test]
     async fn the_sweeper_ends_with_the_store() {
         let store = InMemoryStore::new().sweep_every(Duration::from_millis(5));

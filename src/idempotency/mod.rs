@@ -64,11 +64,19 @@
 //!   (default 60 s), so a crashed replica does not lock a key forever. A
 //!   handler that runs longer than that may run twice: set it above your
 //!   slowest governed handler.
-//! - **Handler error, failing response body, or client gone** (the future
-//!   is dropped): the claim is released, so a retry runs the handler again
-//!   instead of waiting for the TTL. Design handlers so that an
-//!   interrupted run is safe to repeat (a database transaction that did
-//!   not commit).
+//! - **Handler error, failing response body, or client gone while the
+//!   handler runs** (the future is dropped): the claim is released, so a
+//!   retry runs the handler again instead of waiting for the TTL. Design
+//!   handlers so that an interrupted run is safe to repeat (a database
+//!   transaction that did not commit).
+//! - **Once the handler has answered, the claim is never released** by the
+//!   request going away. Storing the response runs in a task of its own
+//!   that finishes even if the client resets the stream or closes the
+//!   connection, so its retry gets the replay. That task is bounded: it
+//!   gives up after the claim TTL, and at most 4096 run detached per
+//!   layer (past that the write runs inline, and a client that leaves
+//!   then makes its retry wait for the claim TTL — 409, never a second
+//!   run).
 //! - **The store fails after the handler ran**: the response still goes to
 //!   the caller; the claim is kept (never freed early, which could pay
 //!   twice) and expires by TTL.
