@@ -526,6 +526,87 @@ async fn a_unary_grpc_call_is_replayed() {
     assert!(replies.message().await.unwrap().is_some());
 }
 
+#[tokio::test]
+async fn a_tenant_flooding_unique_keys_gets_quota_exceeded_while_another_tenant_carries_on() {
+    // Finding 2 of issue 14: one tenant must not be able to fill the
+    // store for everyone. Room for about 8 stored transfers per tenant.
+    let store = InMemoryStore::new()
+        .max_bytes(1 << 20)
+        .tenant_max_bytes(8 * 512);
+    let counter = Counter::default();
+    let server = spawn(app(store.clone(), counter.clone(), MINUTE)).await;
+    let transfer = |tenant: &str, key: &str| {
+        post(
+            &server,
+            "/v1/transfers",
+            r#"{"amount":1}"#,
+            &[
+                ("idempotency-key", key),
+                ("x-test-subject", "mallory"),
+                ("x-test-tenant", tenant),
+            ],
+        )
+    };
+    let mut refused = None;
+    for i in 0..100 {
+        let res = send(transfer("acme", &format!("flood-{i}"))).await;
+        if res.status == 201 {
+            continue;
+        }
+        assert_eq!(res.status, 429, "{:?}", res.body);
+        assert_eq!(res.header("content-type"), "application/problem+json");
+        assert_eq!(res.json()["code"], "idempotency.quota_exceeded");
+        refused = Some(i);
+        break;
+    }
+    let refused = refused.expect("the flood is refused once over its share");
+    assert!(refused >= 4, "the share holds a few transfers ({refused})");
+    let executions = counter.get();
+    assert_eq!(executions, refused, "refused requests never run");
+    // Still refused: the flooding tenant's share is used up...
+    let res = send(transfer("acme", "flood-more")).await;
+    assert_eq!(res.json()["code"], "idempotency.quota_exceeded");
+    // ...over gRPC too, with the code in the metadata.
+    let mut client = grpc_client(server.addr).await;
+    let err = client
+        .unary(grpc_request(
+            EchoRequest {
+                message: "pay".into(),
+                payload: vec![],
+            },
+            &[("idempotency-key", "flood-grpc"), ("x-test-tenant", "acme")],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(
+        err.metadata().get("finmesh-code").unwrap(),
+        "idempotency.quota_exceeded"
+    );
+    // ...but its completed transfers still replay.
+    let replay = send(transfer("acme", "flood-0")).await;
+    assert_eq!(replay.status, 201);
+    assert_eq!(replay.header("idempotency-replayed"), "true");
+    // Another tenant is unaffected, over HTTP and gRPC.
+    for i in 0..4 {
+        let res = send(transfer("globex", &format!("own-{i}"))).await;
+        assert_eq!(res.status, 201, "{:?}", res.body);
+    }
+    let ok = client
+        .unary(grpc_request(
+            EchoRequest {
+                message: "pay".into(),
+                payload: vec![],
+            },
+            &[("idempotency-key", "g-1"), ("x-test-tenant", "globex")],
+        ))
+        .await
+        .unwrap();
+    assert!(ok.metadata().get("idempotency-replayed").is_none());
+    assert_eq!(counter.get(), executions + 5);
+    assert!(store.tenant_bytes_used(Some(&"acme".parse().unwrap())) <= 8 * 512);
+}
+
 /// A store whose completion takes `delay`: a slow or reconnecting Redis.
 /// `completing` counts completions that have started.
 #[derive(Clone)]

@@ -101,6 +101,10 @@ async fn claim(
         )),
         Ok(Claim::Completed(record)) if record.fingerprint != fingerprint => Err(KEY_REUSED),
         Ok(Claim::Completed(record)) => Err(Answered::Completed(record)),
+        Ok(Claim::QuotaExceeded) => Err(Answered::Refused(
+            IdempotencyCode::QuotaExceeded,
+            "the idempotency store holds as much as this tenant may keep; retry later",
+        )),
         Err(e) => {
             tracing::warn!(error = %e, "idempotency store unavailable; refusing the request");
             Err(Answered::Refused(

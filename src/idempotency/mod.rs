@@ -45,6 +45,7 @@
 //!    | in flight, same fingerprint | 409 `idempotency.in_flight` / ABORTED |
 //!    | completed, same fingerprint | the stored response, replayed byte for byte, with `idempotency-replayed: true` |
 //!    | anything, another fingerprint | 422 `idempotency.key_reused` / FAILED_PRECONDITION |
+//!    | nothing, but the tenant has used up its share of the store | 429 `idempotency.quota_exceeded` / RESOURCE_EXHAUSTED; the handler does **not** run |
 //!    | the store cannot be reached | 503 `idempotency.store_unavailable` / UNAVAILABLE; the handler does **not** run |
 //!
 //! 6. **Completion.** The response — whatever its status, as Stripe does —
@@ -92,7 +93,10 @@
 //!
 //! [`IdempotencyStore`] is object safe (methods return boxed futures), so
 //! one layer type serves any store. [`InMemoryStore`] keeps records in a
-//! sharded map, swept in the background, for one process and for tests.
+//! sharded map, swept in the background, for one process and for tests,
+//! within a byte budget (default 64 MiB) of which each tenant may hold a
+//! share (default a quarter): one tenant flooding unique keys gets 429
+//! `idempotency.quota_exceeded` while the others carry on.
 //! With feature `redis`, `RedisStore` keeps them in Redis (`SET NX PX`
 //! claims, Lua-scripted completion that checks the claim token), so
 //! several replicas behave as one.
@@ -189,7 +193,7 @@ pub use codes::IdempotencyCode;
 pub use future::ResponseFuture;
 pub use key::{IDEMPOTENCY_KEY, IDEMPOTENCY_REPLAYED, IdempotencyKey, InvalidKey, MAX_KEY_LEN};
 pub use layer::{DEFAULT_STORED_HEADERS, Governs, IdempotencyLayer, PostAndPatch};
-pub use memory::InMemoryStore;
+pub use memory::{DEFAULT_MAX_BYTES, DEFAULT_TENANT_SHARE, InMemoryStore, RECORD_OVERHEAD};
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
 pub use service::Idempotency;

@@ -528,7 +528,11 @@ mod tests {
         let layer = IdempotencyLayer::new(FailingCompletion(store.clone()));
         let s = svc(layer, count.clone(), ok);
         let res = s.clone().oneshot(post("k", "x")).await.unwrap();
-        assert_eq!(body_of(res).await, "run 1", "the caller still gets its answer");
+        assert_eq!(
+            body_of(res).await,
+            "run 1",
+            "the caller still gets its answer"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(store.len(), 1, "the claim is kept");
         let retry = s.oneshot(post("k", "x")).await.unwrap();
