@@ -736,15 +736,26 @@ mod redis {
     use finmesh::idempotency::RedisStore;
     use support::redis_server::RedisServer;
 
+    /// How many records are stored; and checks that every key the store
+    /// wrote is namespaced and has a TTL.
     async fn stored_keys(url: &str) -> usize {
         let client = ::redis::Client::open(url).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let keys: Vec<String> = ::redis::cmd("KEYS")
-            .arg("finmesh:idempotency:*")
+            .arg("*")
             .query_async(&mut conn)
             .await
             .unwrap();
-        keys.len()
+        for key in &keys {
+            assert!(key.starts_with("finmesh:idempotency:{"), "{key}");
+            let ttl: i64 = ::redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(ttl > 0, "{key} has no TTL ({ttl})");
+        }
+        keys.iter().filter(|k| k.contains("}:r:")).count()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -775,6 +786,74 @@ mod redis {
         let changed = send(post(&a, "/v1/transfers", r#"{"amount":7}"#, h)).await;
         assert_eq!(changed.status, 422);
         assert_eq!(changed.json()["code"], "idempotency.key_reused");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_enforces_a_per_tenant_record_quota_atomically() {
+        let Some(redis) = RedisServer::start("redis_enforces_a_per_tenant_record_quota_atomically")
+        else {
+            return;
+        };
+        let counter = Counter::default();
+        let open = || RedisStore::open(&redis.url()).unwrap().tenant_quota(5);
+        let a = spawn(app(open(), counter.clone(), MINUTE)).await;
+        let b = spawn(app(open(), counter.clone(), MINUTE)).await;
+        // 20 unique keys of one tenant at once, over two replicas: exactly
+        // 5 run, the rest are refused.
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let server = if i % 2 == 0 { &a } else { &b };
+            let key = format!("flood-{i}");
+            let req = post(
+                server,
+                "/v1/transfers",
+                "{}",
+                &[
+                    ("idempotency-key", key.as_str()),
+                    ("x-test-subject", "mallory"),
+                    ("x-test-tenant", "acme"),
+                ],
+            );
+            tasks.push(tokio::spawn(send(req)));
+        }
+        let mut ran = 0;
+        for t in tasks {
+            let res = t.await.unwrap();
+            match res.status.as_u16() {
+                201 => ran += 1,
+                429 => assert_eq!(res.json()["code"], "idempotency.quota_exceeded"),
+                other => panic!("unexpected {other}: {:?}", res.body),
+            }
+        }
+        assert_eq!(ran, 5);
+        assert_eq!(counter.get(), 5);
+        // gRPC: RESOURCE_EXHAUSTED with the code.
+        let err = grpc_client(b.addr)
+            .await
+            .unary(grpc_request(
+                EchoRequest {
+                    message: "m".into(),
+                    payload: vec![],
+                },
+                &[("idempotency-key", "g"), ("x-test-tenant", "acme")],
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert_eq!(
+            err.metadata().get("finmesh-code").unwrap(),
+            "idempotency.quota_exceeded"
+        );
+        // Another tenant, and requests without one, carry on.
+        for tenant in [Some("globex"), None] {
+            let mut h = vec![("idempotency-key", "own-1")];
+            if let Some(t) = tenant {
+                h.push(("x-test-tenant", t));
+            }
+            let res = send(post(&a, "/v1/transfers", "{}", &h)).await;
+            assert_eq!(res.status, 201, "{tenant:?}: {:?}", res.body);
+        }
+        assert_eq!(stored_keys(&redis.url()).await, 7);
     }
 
     #[tokio::test]

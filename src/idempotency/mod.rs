@@ -97,9 +97,11 @@
 //! within a byte budget (default 64 MiB) of which each tenant may hold a
 //! share (default a quarter): one tenant flooding unique keys gets 429
 //! `idempotency.quota_exceeded` while the others carry on.
-//! With feature `redis`, `RedisStore` keeps them in Redis (`SET NX PX`
-//! claims, Lua-scripted completion that checks the claim token), so
-//! several replicas behave as one.
+//! With feature `redis`, `RedisStore` keeps them in Redis (Lua-scripted
+//! claims, completion that checks the claim token), so several replicas
+//! behave as one; its keys are namespaced per tenant, all have TTLs, and
+//! the claim script enforces a per-tenant record quota in the same atomic
+//! step (see its docs for what `maxmemory` eviction does).
 //!
 //! # Example
 //!
@@ -195,7 +197,7 @@ pub use key::{IDEMPOTENCY_KEY, IDEMPOTENCY_REPLAYED, IdempotencyKey, InvalidKey,
 pub use layer::{DEFAULT_STORED_HEADERS, Governs, IdempotencyLayer, PostAndPatch};
 pub use memory::{DEFAULT_MAX_BYTES, DEFAULT_TENANT_SHARE, InMemoryStore, RECORD_OVERHEAD};
 #[cfg(feature = "redis")]
-pub use redis_store::RedisStore;
+pub use redis_store::{DEFAULT_REDIS_TENANT_QUOTA, RedisStore};
 pub use service::Idempotency;
 pub use store::{
     Caller, Claim, ClaimToken, Completed, Fingerprint, IdempotencyStore, StoreError, StoreFuture,
