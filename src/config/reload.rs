@@ -164,8 +164,6 @@ impl<T> Shared<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use crate::config::{ConfigErrorKind, Watched};
 
     use crate::config::test_support::{number, write};
