@@ -526,21 +526,236 @@ async fn a_unary_grpc_call_is_replayed() {
     assert!(replies.message().await.unwrap().is_some());
 }
 
+#[tokio::test]
+async fn a_tenant_flooding_unique_keys_gets_quota_exceeded_while_another_tenant_carries_on() {
+    // Finding 2 of issue 14: one tenant must not be able to fill the
+    // store for everyone. Room for about 8 stored transfers per tenant.
+    let store = InMemoryStore::new()
+        .max_bytes(1 << 20)
+        .tenant_max_bytes(8 * 512);
+    let counter = Counter::default();
+    let server = spawn(app(store.clone(), counter.clone(), MINUTE)).await;
+    let transfer = |tenant: &str, key: &str| {
+        post(
+            &server,
+            "/v1/transfers",
+            r#"{"amount":1}"#,
+            &[
+                ("idempotency-key", key),
+                ("x-test-subject", "mallory"),
+                ("x-test-tenant", tenant),
+            ],
+        )
+    };
+    let mut refused = None;
+    for i in 0..100 {
+        let res = send(transfer("acme", &format!("flood-{i}"))).await;
+        if res.status == 201 {
+            continue;
+        }
+        assert_eq!(res.status, 429, "{:?}", res.body);
+        assert_eq!(res.header("content-type"), "application/problem+json");
+        assert_eq!(res.json()["code"], "idempotency.quota_exceeded");
+        refused = Some(i);
+        break;
+    }
+    let refused = refused.expect("the flood is refused once over its share");
+    assert!(refused >= 4, "the share holds a few transfers ({refused})");
+    let executions = counter.get();
+    assert_eq!(executions, refused, "refused requests never run");
+    // Still refused: the flooding tenant's share is used up...
+    let res = send(transfer("acme", "flood-more")).await;
+    assert_eq!(res.json()["code"], "idempotency.quota_exceeded");
+    // ...over gRPC too, with the code in the metadata.
+    let mut client = grpc_client(server.addr).await;
+    let err = client
+        .unary(grpc_request(
+            EchoRequest {
+                message: "pay".into(),
+                payload: vec![],
+            },
+            &[("idempotency-key", "flood-grpc"), ("x-test-tenant", "acme")],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(
+        err.metadata().get("finmesh-code").unwrap(),
+        "idempotency.quota_exceeded"
+    );
+    // ...but its completed transfers still replay.
+    let replay = send(transfer("acme", "flood-0")).await;
+    assert_eq!(replay.status, 201);
+    assert_eq!(replay.header("idempotency-replayed"), "true");
+    // Another tenant is unaffected, over HTTP and gRPC.
+    for i in 0..4 {
+        let res = send(transfer("globex", &format!("own-{i}"))).await;
+        assert_eq!(res.status, 201, "{:?}", res.body);
+    }
+    let ok = client
+        .unary(grpc_request(
+            EchoRequest {
+                message: "pay".into(),
+                payload: vec![],
+            },
+            &[("idempotency-key", "g-1"), ("x-test-tenant", "globex")],
+        ))
+        .await
+        .unwrap();
+    assert!(ok.metadata().get("idempotency-replayed").is_none());
+    assert_eq!(counter.get(), executions + 5);
+    assert!(store.tenant_bytes_used(Some(&"acme".parse().unwrap())) <= 8 * 512);
+}
+
+/// A store whose completion takes `delay`: a slow or reconnecting Redis.
+/// `completing` counts completions that have started.
+#[derive(Clone)]
+struct SlowCompletion {
+    inner: InMemoryStore,
+    delay: Duration,
+    completing: Arc<AtomicUsize>,
+}
+
+impl IdempotencyStore for SlowCompletion {
+    fn claim<'a>(
+        &'a self,
+        key: &'a finmesh::idempotency::StoreKey,
+        fingerprint: finmesh::idempotency::Fingerprint,
+        ttl: Duration,
+    ) -> finmesh::idempotency::StoreFuture<'a, finmesh::idempotency::Claim> {
+        self.inner.claim(key, fingerprint, ttl)
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a finmesh::idempotency::StoreKey,
+        token: finmesh::idempotency::ClaimToken,
+        record: finmesh::idempotency::Completed,
+        retention: Duration,
+    ) -> finmesh::idempotency::StoreFuture<'a, bool> {
+        Box::pin(async move {
+            self.completing.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            self.inner.complete(key, token, record, retention).await
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a finmesh::idempotency::StoreKey,
+        token: finmesh::idempotency::ClaimToken,
+    ) -> finmesh::idempotency::StoreFuture<'a, ()> {
+        self.inner.release(key, token)
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn a_client_that_cancels_while_the_response_is_stored_gets_a_replay_on_retry() {
+    // Finding 6 of issue 14: the handler answered, the store is slow to
+    // take the response, and the client resets the stream meanwhile. The
+    // claim must survive and the response must be stored, so that the
+    // retry replays instead of paying twice.
+    let counter = Counter::default();
+    let store = SlowCompletion {
+        inner: InMemoryStore::new(),
+        delay: Duration::from_millis(400),
+        completing: Arc::default(),
+    };
+    let server = spawn(app(store.clone(), counter.clone(), MINUTE)).await;
+
+    // gRPC (tonic): dropping the call resets the HTTP/2 stream.
+    let mut client = grpc_client(server.addr).await;
+    let msg = || EchoRequest {
+        message: "pay".into(),
+        payload: vec![7; 16],
+    };
+    let mut c = client.clone();
+    let call = tokio::spawn(async move {
+        c.unary(grpc_request(msg(), &[("idempotency-key", "cancel-g")]))
+            .await
+    });
+    wait_for("the gRPC completion to start", || {
+        store.completing.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let retry = client
+        .unary(grpc_request(msg(), &[("idempotency-key", "cancel-g")]))
+        .await
+        .expect("the retry is answered");
+    assert_eq!(
+        retry.metadata().get("idempotency-replayed").unwrap(),
+        "true",
+        "the retry replays the stored response"
+    );
+    assert_eq!(retry.into_inner().seq, 1);
+    assert_eq!(counter.get(), 1, "the handler ran once");
+
+    // h2c (hyper-util): dropping the request future resets the stream too.
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let h = &[("idempotency-key", "cancel-h"), ("x-test-subject", "alice")];
+    let first = tokio::spawn({
+        let h2 = h2.clone();
+        let req = post(&server, "/v1/transfers", r#"{"amount":3}"#, h);
+        async move { h2.request(req).await }
+    });
+    wait_for("the h2c completion to start", || {
+        store.completing.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let retry = h2
+        .request(post(&server, "/v1/transfers", r#"{"amount":3}"#, h))
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotency-replayed"], "true");
+    assert_eq!(retry.headers()["x-payment-id"], "pay-2");
+    assert_eq!(counter.get(), 2, "each key's handler ran once");
+}
+
 #[cfg(feature = "redis")]
 mod redis {
     use super::*;
     use finmesh::idempotency::RedisStore;
     use support::redis_server::RedisServer;
 
+    /// How many records are stored; and checks that every key the store
+    /// wrote is namespaced and has a TTL.
     async fn stored_keys(url: &str) -> usize {
         let client = ::redis::Client::open(url).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let keys: Vec<String> = ::redis::cmd("KEYS")
-            .arg("finmesh:idempotency:*")
+            .arg("*")
             .query_async(&mut conn)
             .await
             .unwrap();
-        keys.len()
+        for key in &keys {
+            assert!(key.starts_with("finmesh:idempotency:{"), "{key}");
+            let ttl: i64 = ::redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(ttl > 0, "{key} has no TTL ({ttl})");
+        }
+        keys.iter().filter(|k| k.contains("}:r:")).count()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,6 +786,74 @@ mod redis {
         let changed = send(post(&a, "/v1/transfers", r#"{"amount":7}"#, h)).await;
         assert_eq!(changed.status, 422);
         assert_eq!(changed.json()["code"], "idempotency.key_reused");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_enforces_a_per_tenant_record_quota_atomically() {
+        let Some(redis) = RedisServer::start("redis_enforces_a_per_tenant_record_quota_atomically")
+        else {
+            return;
+        };
+        let counter = Counter::default();
+        let open = || RedisStore::open(&redis.url()).unwrap().tenant_quota(5);
+        let a = spawn(app(open(), counter.clone(), MINUTE)).await;
+        let b = spawn(app(open(), counter.clone(), MINUTE)).await;
+        // 20 unique keys of one tenant at once, over two replicas: exactly
+        // 5 run, the rest are refused.
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let server = if i % 2 == 0 { &a } else { &b };
+            let key = format!("flood-{i}");
+            let req = post(
+                server,
+                "/v1/transfers",
+                "{}",
+                &[
+                    ("idempotency-key", key.as_str()),
+                    ("x-test-subject", "mallory"),
+                    ("x-test-tenant", "acme"),
+                ],
+            );
+            tasks.push(tokio::spawn(send(req)));
+        }
+        let mut ran = 0;
+        for t in tasks {
+            let res = t.await.unwrap();
+            match res.status.as_u16() {
+                201 => ran += 1,
+                429 => assert_eq!(res.json()["code"], "idempotency.quota_exceeded"),
+                other => panic!("unexpected {other}: {:?}", res.body),
+            }
+        }
+        assert_eq!(ran, 5);
+        assert_eq!(counter.get(), 5);
+        // gRPC: RESOURCE_EXHAUSTED with the code.
+        let err = grpc_client(b.addr)
+            .await
+            .unary(grpc_request(
+                EchoRequest {
+                    message: "m".into(),
+                    payload: vec![],
+                },
+                &[("idempotency-key", "g"), ("x-test-tenant", "acme")],
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert_eq!(
+            err.metadata().get("finmesh-code").unwrap(),
+            "idempotency.quota_exceeded"
+        );
+        // Another tenant, and requests without one, carry on.
+        for tenant in [Some("globex"), None] {
+            let mut h = vec![("idempotency-key", "own-1")];
+            if let Some(t) = tenant {
+                h.push(("x-test-tenant", t));
+            }
+            let res = send(post(&a, "/v1/transfers", "{}", &h)).await;
+            assert_eq!(res.status, 201, "{tenant:?}: {:?}", res.body);
+        }
+        assert_eq!(stored_keys(&redis.url()).await, 7);
     }
 
     #[tokio::test]

@@ -19,6 +19,9 @@ crate::codes::rejection_codes! {
         NotReplayable = ("idempotency.not_replayable", Unprocessable),
         /// The request body is over the configured limit.
         PayloadTooLarge = ("idempotency.payload_too_large", PayloadTooLarge),
+        /// The tenant of the request has used up its share of the
+        /// idempotency store (or the store its budget): nothing ran.
+        QuotaExceeded = ("idempotency.quota_exceeded", ResourceExhausted),
         /// The store cannot be reached.
         StoreUnavailable = ("idempotency.store_unavailable", Unavailable),
     }

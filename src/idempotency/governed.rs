@@ -49,10 +49,14 @@ where
         Err(Answered::Completed(record)) => return Ok(replay_or_refuse(parts, &scope, &record)),
         Err(Answered::Refused(code, detail)) => return Ok(reject(parts, code, detail)),
     };
-    let guard = ClaimGuard::new(config.store.clone(), scope, token);
+    let mut guard = ClaimGuard::new(config.store.clone(), scope, token);
     let req = Request::from_parts(parts, IdempotencyRequestBody::buffered(data, trailers));
-    // An `Err` from the handler drops the guard, which frees the key.
+    // An `Err` from the handler, or the client going away while it runs,
+    // drops the guard, which frees the key.
     let res = inner.call(req).await?;
+    // The handler answered: from here on the claim is kept whatever
+    // happens to this request, and completed.
+    guard.answered();
     Ok(store_response(&config, guard, fingerprint, res).await)
 }
 
@@ -97,6 +101,10 @@ async fn claim(
         )),
         Ok(Claim::Completed(record)) if record.fingerprint != fingerprint => Err(KEY_REUSED),
         Ok(Claim::Completed(record)) => Err(Answered::Completed(record)),
+        Ok(Claim::QuotaExceeded) => Err(Answered::Refused(
+            IdempotencyCode::QuotaExceeded,
+            "the idempotency store holds as much as this tenant may keep; retry later",
+        )),
         Err(e) => {
             tracing::warn!(error = %e, "idempotency store unavailable; refusing the request");
             Err(Answered::Refused(
@@ -144,9 +152,9 @@ where
     let mut body = Box::pin(body);
     let (response, stored) = match buffer(body.as_mut(), config.max_response_body).await {
         Err(e) => {
-            // The guard frees the key as it drops: the response was never
-            // whole, so a retry must be able to run again.
-            drop(guard);
+            // The response was never whole, so a retry must be able to run
+            // again.
+            guard.release();
             return Response::from_parts(head, IdempotencyBody::failed(e));
         }
         Ok(Buffered::Whole(data, trailers)) => {
@@ -174,7 +182,14 @@ where
         fingerprint,
         response: stored,
     };
-    guard.complete(record, config.retention).await;
+    guard
+        .complete(
+            record,
+            config.retention,
+            config.claim_ttl,
+            &config.detached_completions,
+        )
+        .await;
     response
 }
 

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use http::request::Parts;
@@ -59,6 +60,9 @@ pub(super) struct Config {
     pub(super) claim_ttl: Duration,
     pub(super) retention: Duration,
     pub(super) stored_headers: Vec<HeaderName>,
+    /// Completions running detached from their requests (bounded by
+    /// `guard::MAX_DETACHED_COMPLETIONS`).
+    pub(super) detached_completions: Arc<AtomicUsize>,
 }
 
 /// The headers stored and replayed by default, besides the ones added with
@@ -117,6 +121,7 @@ impl IdempotencyLayer {
                 claim_ttl: Duration::from_secs(60),
                 retention: Duration::from_secs(24 * 60 * 60),
                 stored_headers: DEFAULT_STORED_HEADERS.to_vec(),
+                detached_completions: Arc::default(),
             }),
         }
     }

@@ -50,6 +50,7 @@
 //!    | in flight, same fingerprint | 409 `idempotency.in_flight` / ABORTED |
 //!    | completed, same fingerprint | the stored response, replayed byte for byte, with `idempotency-replayed: true` |
 //!    | anything, another fingerprint | 422 `idempotency.key_reused` / FAILED_PRECONDITION |
+//!    | nothing, but the tenant has used up its share of the store | 429 `idempotency.quota_exceeded` / RESOURCE_EXHAUSTED; the handler does **not** run |
 //!    | the store cannot be reached | 503 `idempotency.store_unavailable` / UNAVAILABLE; the handler does **not** run |
 //!
 //! 6. **Completion.** The response — whatever its status, as Stripe does —
@@ -69,11 +70,19 @@
 //!   (default 60 s), so a crashed replica does not lock a key forever. A
 //!   handler that runs longer than that may run twice: set it above your
 //!   slowest governed handler.
-//! - **Handler error, failing response body, or client gone** (the future
-//!   is dropped): the claim is released, so a retry runs the handler again
-//!   instead of waiting for the TTL. Design handlers so that an
-//!   interrupted run is safe to repeat (a database transaction that did
-//!   not commit).
+//! - **Handler error, failing response body, or client gone while the
+//!   handler runs** (the future is dropped): the claim is released, so a
+//!   retry runs the handler again instead of waiting for the TTL. Design
+//!   handlers so that an interrupted run is safe to repeat (a database
+//!   transaction that did not commit).
+//! - **Once the handler has answered, the claim is never released** by the
+//!   request going away. Storing the response runs in a task of its own
+//!   that finishes even if the client resets the stream or closes the
+//!   connection, so its retry gets the replay. That task is bounded: it
+//!   gives up after the claim TTL, and at most 4096 run detached per
+//!   layer (past that the write runs inline, and a client that leaves
+//!   then makes its retry wait for the claim TTL — 409, never a second
+//!   run).
 //! - **The store fails after the handler ran**: the response still goes to
 //!   the caller; the claim is kept (never freed early, which could pay
 //!   twice) and expires by TTL.
@@ -89,10 +98,15 @@
 //!
 //! [`IdempotencyStore`] is object safe (methods return boxed futures), so
 //! one layer type serves any store. [`InMemoryStore`] keeps records in a
-//! sharded map, swept in the background, for one process and for tests.
-//! With feature `redis`, `RedisStore` keeps them in Redis (`SET NX PX`
-//! claims, Lua-scripted completion that checks the claim token), so
-//! several replicas behave as one.
+//! sharded map, swept in the background, for one process and for tests,
+//! within a byte budget (default 64 MiB) of which each tenant may hold a
+//! share (default a quarter): one tenant flooding unique keys gets 429
+//! `idempotency.quota_exceeded` while the others carry on.
+//! With feature `redis`, `RedisStore` keeps them in Redis (Lua-scripted
+//! claims, completion that checks the claim token), so several replicas
+//! behave as one; its keys are namespaced per tenant, all have TTLs, and
+//! the claim script enforces a per-tenant record quota in the same atomic
+//! step (see its docs for what `maxmemory` eviction does).
 //!
 //! # Example
 //!
@@ -186,9 +200,9 @@ pub use codes::IdempotencyCode;
 pub use future::ResponseFuture;
 pub use key::{IDEMPOTENCY_KEY, IDEMPOTENCY_REPLAYED, IdempotencyKey, InvalidKey, MAX_KEY_LEN};
 pub use layer::{DEFAULT_STORED_HEADERS, Governs, IdempotencyLayer, PostAndPatch};
-pub use memory::InMemoryStore;
+pub use memory::{DEFAULT_MAX_BYTES, DEFAULT_TENANT_SHARE, InMemoryStore, RECORD_OVERHEAD};
 #[cfg(feature = "redis")]
-pub use redis_store::RedisStore;
+pub use redis_store::{DEFAULT_REDIS_TENANT_QUOTA, RedisStore};
 pub use service::Idempotency;
 pub use store::{
     Caller, Claim, ClaimToken, Completed, Fingerprint, IdempotencyStore, StoreError, StoreFuture,

@@ -582,6 +582,53 @@ mod tests {
         let _ = IdempotencyLayer::new(InMemoryStore::new()).grpc_method("/pay.v1.Pay");
     }
 
+    /// A store whose completion fails: the response exists, the store
+    /// cannot take it.
+    #[derive(Clone)]
+    struct FailingCompletion(InMemoryStore);
+
+    impl IdempotencyStore for FailingCompletion {
+        fn claim<'a>(
+            &'a self,
+            key: &'a StoreKey,
+            fingerprint: Fingerprint,
+            ttl: Duration,
+        ) -> StoreFuture<'a, Claim> {
+            self.0.claim(key, fingerprint, ttl)
+        }
+        fn complete<'a>(
+            &'a self,
+            _: &'a StoreKey,
+            _: ClaimToken,
+            _: Completed,
+            _: Duration,
+        ) -> StoreFuture<'a, bool> {
+            Box::pin(async { Err(StoreError::new("lost the connection")) })
+        }
+        fn release<'a>(&'a self, key: &'a StoreKey, token: ClaimToken) -> StoreFuture<'a, ()> {
+            self.0.release(key, token)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_error_after_the_handler_answered_keeps_the_claim() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let store = InMemoryStore::new();
+        let layer = IdempotencyLayer::new(FailingCompletion(store.clone()));
+        let s = svc(layer, count.clone(), ok);
+        let res = s.clone().oneshot(post("k", "x")).await.unwrap();
+        assert_eq!(
+            body_of(res).await,
+            "run 1",
+            "the caller still gets its answer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(store.len(), 1, "the claim is kept");
+        let retry = s.oneshot(post("k", "x")).await.unwrap();
+        assert_eq!(retry.status(), 409, "never run twice");
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
     async fn wait_until(mut done: impl FnMut() -> bool) {
         for _ in 0..1000 {
             if done() {

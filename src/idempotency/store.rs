@@ -26,7 +26,9 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// atomic step, so that several replicas sharing one store behave as one:
 ///
 /// - [`claim`](Self::claim) either creates an in-flight record owned by a
-///   fresh [`ClaimToken`] or reports the record already there;
+///   fresh [`ClaimToken`], reports the record already there, or reports
+///   that the caller's tenant is over its quota
+///   ([`Claim::QuotaExceeded`]) — the check and the claim one step;
 /// - [`complete`](Self::complete) replaces the in-flight record with the
 ///   finished response, but only if the claim is still the caller's (a
 ///   replica whose claim expired and was taken over cannot overwrite);
@@ -275,6 +277,10 @@ pub enum Claim {
     },
     /// A request with this key finished.
     Completed(Arc<Completed>),
+    /// The key is free, but the caller's tenant has used up its share of
+    /// the store (or the store its budget): nothing was claimed. The layer
+    /// answers 429 `idempotency.quota_exceeded`.
+    QuotaExceeded,
 }
 
 /// A finished request as stored: the fingerprint it ran with and what it
@@ -313,12 +319,9 @@ pub struct StoredResponse {
 impl Completed {
     /// Encodes the record for a byte store.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            64 + self
-                .response
-                .as_ref()
-                .map_or(0, |r| r.body.len() + 64 * r.headers.len()),
-        );
+        // Exactly the length written, so that a store keeping the bytes
+        // (`into_boxed_slice`) keeps no spare capacity.
+        let mut out = Vec::with_capacity(self.encoded_len());
         out.push(b'C');
         out.extend_from_slice(&self.fingerprint.0);
         match &self.response {
@@ -339,6 +342,19 @@ impl Completed {
             }
         }
         out
+    }
+
+    /// The length of [`Completed::encode`]'s output.
+    pub fn encoded_len(&self) -> usize {
+        1 + 32
+            + 1
+            + self.response.as_ref().map_or(0, |r| {
+                2 + headers_len(&r.headers)
+                    + 4
+                    + r.body.len()
+                    + 1
+                    + r.trailers.as_ref().map_or(0, headers_len)
+            })
     }
 
     /// Decodes a record made by [`Completed::encode`].
@@ -388,6 +404,14 @@ fn encode_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
         out.extend_from_slice(&(value.len() as u32).to_be_bytes());
         out.extend_from_slice(value.as_bytes());
     }
+}
+
+fn headers_len(headers: &HeaderMap) -> usize {
+    2 + headers
+        .iter()
+        .take(u16::MAX as usize)
+        .map(|(name, value)| 2 + name.as_str().len() + 4 + value.len())
+        .sum::<usize>()
 }
 
 fn decode_headers(r: &mut Reader<'_>) -> Result<HeaderMap, StoreError> {
@@ -501,11 +525,14 @@ mod tests {
             }),
         };
         let bytes = record.encode();
+        assert_eq!(bytes.len(), record.encoded_len());
+        assert_eq!(bytes.capacity(), bytes.len(), "no spare capacity");
         assert_eq!(Completed::decode(&bytes).unwrap(), record);
         let empty = Completed {
             fingerprint: Fingerprint([1; 32]),
             response: None,
         };
+        assert_eq!(empty.encode().len(), empty.encoded_len());
         assert_eq!(Completed::decode(&empty.encode()).unwrap(), empty);
         // Every truncation and some corruption is an error, never a panic.
         for n in 0..bytes.len() {
