@@ -427,10 +427,14 @@ impl JwtAuthBuilder {
             tenant_claim: self.tenant_claim.into(),
             risk_claim: self.risk_claim.into(),
         };
-        let issuers = issuers.into_iter().map(trust).collect::<Result<_, _>>()?;
+        let mut issuers = issuers
+            .into_iter()
+            .map(trust)
+            .collect::<Result<Vec<_>, _>>()?;
+        fence_prefixes(&mut issuers);
         Ok(JwtAuthLayer::from_parts(
             settings,
-            Issuers(issuers),
+            Issuers(issuers.into_boxed_slice()),
             self.cache_capacity,
         ))
     }
@@ -551,5 +555,29 @@ fn trust(issuer: Issuer) -> Result<IssuerTrust, AuthConfigError> {
         username_prefix: username_prefix.into(),
         groups_prefix: groups_prefix.into(),
         allow_service_accounts: issuer.allow_service_accounts,
+        foreign_user_prefixes: Box::default(),
+        foreign_group_prefixes: Box::default(),
     })
+}
+
+/// Gives each issuer the longer prefixes of the others that start with its
+/// own (`""` starts every prefix): names it must never produce.
+pub(super) fn fence_prefixes(issuers: &mut [IssuerTrust]) {
+    // Security: with a corporate issuer unprefixed and a partner under
+    // `partner:`, a corporate token with `sub: "partner:alice"` would
+    // otherwise be the partner's alice to RBAC. Names that fall into
+    // another issuer's namespace are refused instead.
+    fn foreign(all: &[Box<str>], own: usize) -> Box<[Box<str>]> {
+        all.iter()
+            .enumerate()
+            .filter(|&(m, p)| m != own && p.len() > all[own].len() && p.starts_with(&*all[own]))
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+    let users: Vec<Box<str>> = issuers.iter().map(|i| i.username_prefix.clone()).collect();
+    let groups: Vec<Box<str>> = issuers.iter().map(|i| i.groups_prefix.clone()).collect();
+    for (n, issuer) in issuers.iter_mut().enumerate() {
+        issuer.foreign_user_prefixes = foreign(&users, n);
+        issuer.foreign_group_prefixes = foreign(&groups, n);
+    }
 }

@@ -74,6 +74,8 @@ fn one_issuer(keys: KeySet) -> Issuers {
         username_prefix: "".into(),
         groups_prefix: "".into(),
         allow_service_accounts: false,
+        foreign_user_prefixes: Box::default(),
+        foreign_group_prefixes: Box::default(),
     }]))
 }
 
@@ -1062,12 +1064,16 @@ fn three_issuers() -> Issuers {
         username_prefix: prefix.into(),
         groups_prefix: prefix.into(),
         allow_service_accounts: sa,
+        foreign_user_prefixes: Box::default(),
+        foreign_group_prefixes: Box::default(),
     };
-    Issuers(Box::new([
+    let mut issuers = [
         trust(ISS_A, AUD, HMAC_SECRET, "idp-a:", false),
         trust(ISS_B, "partner-api", SECRET_B, "idp-b:", true),
         trust(ISS_C, AUD, SECRET_C, "", false),
-    ]))
+    ];
+    super::config::fence_prefixes(&mut issuers);
+    Issuers(Box::new(issuers))
 }
 
 fn hs_with(secret: &[u8], claims: serde_json::Value) -> String {
@@ -1161,6 +1167,16 @@ fn identities_are_bound_to_their_issuer() {
         (
             "a system: group from C is refused",
             hs_with(SECRET_C, from(ISS_C, AUD, "bob", &["system:masters"])),
+            Err(CLAIM_INVALID),
+        ),
+        (
+            "C (unprefixed) cannot name A's alice",
+            hs_with(SECRET_C, from(ISS_C, AUD, "idp-a:alice", &[])),
+            Err(CLAIM_INVALID),
+        ),
+        (
+            "C (unprefixed) cannot name B's groups",
+            hs_with(SECRET_C, from(ISS_C, AUD, "carol", &["idp-b:treasury"])),
             Err(CLAIM_INVALID),
         ),
         (

@@ -54,6 +54,11 @@ const MAX_SERVICE_ACCOUNT_NAME: usize = 253;
 ///   service-account authenticator does). Any other user or group name
 ///   that would start with `system:` after prefixing is refused with
 ///   `auth.claim_invalid`.
+/// - **Prefixes fence each other.** When one issuer's prefix starts
+///   another's (`""` starts every prefix), a name the shorter-prefixed
+///   issuer would produce inside the other's namespace is refused with
+///   `auth.claim_invalid`: an unprefixed corporate issuer cannot mint
+///   `partner:alice`, the partner's alice.
 ///
 /// ```
 /// use finmesh::auth::{Algorithm, Issuer, JwtAuthLayer, JwtKey};
@@ -174,6 +179,11 @@ pub(crate) struct IssuerTrust {
     pub(crate) username_prefix: Box<str>,
     pub(crate) groups_prefix: Box<str>,
     pub(crate) allow_service_accounts: bool,
+    /// Other issuers' longer prefixes that start with this one's: user
+    /// names this issuer must not produce.
+    pub(crate) foreign_user_prefixes: Box<[Box<str>]>,
+    /// The same for group names.
+    pub(crate) foreign_group_prefixes: Box<[Box<str>]>,
 }
 
 const fn claim_invalid(detail: &'static str) -> Refusal {
@@ -238,6 +248,13 @@ impl IssuerTrust {
         if user.starts_with(RESERVED_PREFIX) {
             return Err(claim_invalid("sub maps to a reserved system: user name"));
         }
+        if self
+            .foreign_user_prefixes
+            .iter()
+            .any(|p| user.starts_with(&**p))
+        {
+            return Err(claim_invalid("sub maps into another issuer's user names"));
+        }
         Ok((user, Vec::new()))
     }
 
@@ -247,6 +264,15 @@ impl IssuerTrust {
         if group.starts_with(RESERVED_PREFIX) {
             return Err(claim_invalid(
                 "the groups claim maps to a reserved system: group name",
+            ));
+        }
+        if self
+            .foreign_group_prefixes
+            .iter()
+            .any(|p| group.starts_with(&**p))
+        {
+            return Err(claim_invalid(
+                "the groups claim maps into another issuer's group names",
             ));
         }
         Ok(group)
