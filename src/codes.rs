@@ -197,100 +197,89 @@ mod tests {
         feature = "rbac",
         feature = "idempotency"
     ))]
-    /// Backticked `layer.word` tokens in `text` whose layer is one of
-    /// `layers`: the codes a document names.
-    fn codes_named_in<'a>(text: &'a str, layers: &[&str]) -> Vec<&'a str> {
-        text.split('`')
-            .skip(1)
-            .step_by(2)
-            .filter(|t| {
-                t.split_once('.').is_some_and(|(layer, rest)| {
-                    layers.contains(&layer)
-                        && !rest.is_empty()
-                        // File names such as `rbac.yaml` and `audit.log`.
-                        && !["yaml", "log", "json", "rs", "md"].contains(&rest)
-                        && rest.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-                })
-            })
-            .collect()
-    }
+    mod documented {
+        use super::*;
 
-    #[cfg(all(
-        feature = "telemetry",
-        feature = "audit",
-        feature = "deadline",
-        feature = "_jwt",
-        feature = "rbac",
-        feature = "idempotency"
-    ))]
-    /// The doc comments (`//!` and `///` lines) of every source file.
-    fn source_docs(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                source_docs(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                let docs = text
-                    .lines()
-                    .map(str::trim_start)
-                    .filter(|l| l.starts_with("//!") || l.starts_with("///"))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                out.push((path, docs));
+        /// Backticked `layer.word` tokens in `text` whose layer is one of
+        /// `layers`: the codes a document names.
+        fn codes_named_in<'a>(text: &'a str, layers: &[&str]) -> Vec<&'a str> {
+            text.split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|t| {
+                    t.split_once('.').is_some_and(|(layer, rest)| {
+                        layers.contains(&layer)
+                            && !rest.is_empty()
+                            // File names such as `rbac.yaml` and `audit.log`.
+                            && !["yaml", "log", "json", "rs", "md"].contains(&rest)
+                            && rest.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+                })
+                .collect()
+        }
+
+        /// The doc comments (`//!` and `///` lines) of every source file.
+        fn source_docs(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    source_docs(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let docs = text
+                        .lines()
+                        .map(str::trim_start)
+                        .filter(|l| l.starts_with("//!") || l.starts_with("///"))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    out.push((path, docs));
+                }
             }
         }
-    }
 
-    /// The README's and the module docs' tables cannot drift from the
-    /// declared codes: every code they name exists, and every declared
-    /// code is in the README and in its layer's module docs.
-    #[test]
-    #[cfg(all(
-        feature = "telemetry",
-        feature = "audit",
-        feature = "deadline",
-        feature = "_jwt",
-        feature = "rbac",
-        feature = "idempotency"
-    ))]
-    fn documented_codes_are_the_declared_codes() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let all = all();
-        let declared: std::collections::HashSet<&str> = all.iter().map(|c| c.as_str()).collect();
-        let mut layers: Vec<&str> = all.iter().map(|c| c.layer()).collect();
-        layers.dedup();
+        /// The README's and the module docs' tables cannot drift from the
+        /// declared codes: every code they name exists, and every declared
+        /// code is in the README and in its layer's module docs.
+        #[test]
+        fn documented_codes_are_the_declared_codes() {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            let all = all();
+            let declared: std::collections::HashSet<&str> =
+                all.iter().map(|c| c.as_str()).collect();
+            let mut layers: Vec<&str> = all.iter().map(|c| c.layer()).collect();
+            layers.dedup();
 
-        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-        let mut docs = vec![(root.join("README.md"), readme.clone())];
-        source_docs(&root.join("src"), &mut docs);
-        for (path, text) in &docs {
-            for code in codes_named_in(text, &layers) {
+            let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+            let mut docs = vec![(root.join("README.md"), readme.clone())];
+            source_docs(&root.join("src"), &mut docs);
+            for (path, text) in &docs {
+                for code in codes_named_in(text, &layers) {
+                    assert!(
+                        declared.contains(code),
+                        "{} names `{code}`, which no layer declares",
+                        path.display()
+                    );
+                }
+            }
+
+            let readme_codes = codes_named_in(&readme, &layers);
+            for code in &all {
                 assert!(
-                    declared.contains(code),
-                    "{} names `{code}`, which no layer declares",
-                    path.display()
+                    readme_codes.contains(&code.as_str()),
+                    "`{code}` is not in the README's table of codes"
+                );
+                let module = root.join("src").join(code.layer()).join("mod.rs");
+                let module_docs = &docs
+                    .iter()
+                    .find(|(p, _)| *p == module)
+                    .unwrap_or_else(|| panic!("no {}", module.display()))
+                    .1;
+                assert!(
+                    codes_named_in(module_docs, &layers).contains(&code.as_str()),
+                    "`{code}` is not in the docs of {}",
+                    module.display()
                 );
             }
-        }
-
-        let readme_codes = codes_named_in(&readme, &layers);
-        for code in &all {
-            assert!(
-                readme_codes.contains(&code.as_str()),
-                "`{code}` is not in the README's table of codes"
-            );
-            let module = root.join("src").join(code.layer()).join("mod.rs");
-            let module_docs = &docs
-                .iter()
-                .find(|(p, _)| *p == module)
-                .unwrap_or_else(|| panic!("no {}", module.display()))
-                .1;
-            assert!(
-                codes_named_in(module_docs, &layers).contains(&code.as_str()),
-                "`{code}` is not in the docs of {}",
-                module.display()
-            );
         }
     }
 }

@@ -441,6 +441,7 @@ impl Protocol {
 /// The gRPC service a request path reaches, `pkg.Service` for
 /// `/pkg.Service/Method`: the first segment, which is what a gRPC server
 /// (tonic's router) routes on. `None` for a path with no second segment.
+#[cfg(any(feature = "idempotency", feature = "deadline"))]
 pub(crate) fn grpc_service_of(path: &str) -> Option<&str> {
     let (service, _method) = path.strip_prefix('/')?.split_once('/')?;
     (!service.is_empty()).then_some(service)
@@ -448,6 +449,7 @@ pub(crate) fn grpc_service_of(path: &str) -> Option<&str> {
 
 /// A gRPC service name as a layer's builder takes it: `pkg.Service`, with
 /// or without its slashes.
+#[cfg(any(feature = "idempotency", feature = "deadline"))]
 #[cfg(any(feature = "idempotency", feature = "deadline"))]
 pub(crate) fn grpc_service_name(name: &str) -> Box<str> {
     let name = name.trim_matches('/');
