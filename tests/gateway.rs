@@ -475,13 +475,67 @@ async fn a_traceparent_comes_back_in_x_trace_id_and_in_the_audit_record() {
 
 #[tokio::test]
 async fn draining_fails_readyz_at_once_while_livez_and_traffic_stay_up() {
+    use finmesh::health::grpc::pb::health_check_response::ServingStatus;
+    use finmesh::health::grpc::pb::{HealthCheckRequest, HealthListRequest, HealthListResponse};
+
     let gw = start(Duration::from_secs(2)).await;
     let probe = |path: &'static str| {
         let url = gw.server.url(path);
         async move { support::get(&url, &[]).await }
     };
     assert_eq!(probe("/readyz").await.status, 200);
+
+    // grpc.health.v1 names the Ledger: Check, Watch and List.
+    let channel = Channel::from_shared(format!("http://{}", gw.server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let ledger = || HealthCheckRequest {
+        service: gateway::LEDGER_SERVICE.to_owned(),
+    };
+    let check = |mut health: tonic_health::pb::health_client::HealthClient<Channel>| async move {
+        health.check(ledger()).await.unwrap().into_inner().status()
+    };
+    assert_eq!(check(health.clone()).await, ServingStatus::Serving);
+    let mut watch = health.watch(ledger()).await.unwrap().into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+    let list = || {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        async move {
+            grpc.ready().await.unwrap();
+            grpc.unary::<HealthListRequest, HealthListResponse, _>(
+                tonic::Request::new(HealthListRequest {}),
+                ::http::uri::PathAndQuery::from_static(finmesh::health::grpc::LIST_PATH),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner()
+            .statuses
+        }
+    };
+    let listed = list().await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(
+        listed[gateway::LEDGER_SERVICE].status(),
+        ServingStatus::Serving
+    );
+
     gw.gateway.health.begin_shutdown();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+    assert_eq!(check(health.clone()).await, ServingStatus::NotServing);
+    assert_eq!(
+        list().await[gateway::LEDGER_SERVICE].status(),
+        ServingStatus::NotServing
+    );
     let ready = probe("/readyz").await;
     assert_eq!(ready.status, 503);
     assert!(
@@ -502,13 +556,7 @@ async fn draining_fails_readyz_at_once_while_livez_and_traffic_stay_up() {
             .status,
         200
     );
-    // gRPC health says NOT_SERVING.
-    let channel = Channel::from_shared(format!("http://{}", gw.server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    // gRPC health says NOT_SERVING for the whole server too.
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: String::new(),

@@ -691,6 +691,107 @@ async fn grpc_watch_of_the_whole_server_follows_readiness() {
     );
 }
 
+/// A tonic service added by its type is named by Check, Watch and List,
+/// follows readiness, can be taken out alone, and drains.
+#[tokio::test]
+async fn grpc_service_added_by_type_follows_readiness_and_drains() {
+    type Echo = support::EchoServer<support::EchoService>;
+    const ECHO: &str = "finmesh.test.v1.Echo";
+    let registry = HealthRegistry::new();
+    let ready = Arc::new(AtomicBool::new(true));
+    let r = Arc::clone(&ready);
+    registry
+        .add_readiness_check("db", T, move || {
+            let ok = r.load(Ordering::SeqCst);
+            async move { if ok { Ok(()) } else { Err("down".to_owned()) } }
+        })
+        .unwrap();
+    registry.add_grpc_service::<Echo>();
+    // Adding it again changes nothing.
+    registry.add_grpc_service::<Echo>();
+    assert_eq!(registry.services(), ["", ECHO]);
+    let (server, _) = serve(&registry).await;
+    let mut client = grpc_client(&server).await;
+
+    let check = |client: &mut HealthClient<Channel>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .check(check_request(ECHO))
+                .await
+                .unwrap()
+                .into_inner()
+                .status()
+        }
+    };
+    assert_eq!(check(&mut client).await, ServingStatus::Serving);
+    let listed = list(&server).await.unwrap().statuses;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[ECHO].status(), ServingStatus::Serving);
+    let mut stream = client
+        .watch(check_request(ECHO))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    // Not ready: the service is NOT_SERVING with the whole server, and its
+    // watcher hears as soon as a probe sees it.
+    ready.store(false, Ordering::SeqCst);
+    assert_eq!(check(&mut client).await, ServingStatus::NotServing);
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        list(&server).await.unwrap().statuses[ECHO].status(),
+        ServingStatus::NotServing
+    );
+    ready.store(true, Ordering::SeqCst);
+    assert_eq!(get(&server, "/readyz").await.status, 200);
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    // Taken out alone, then back to following readiness.
+    registry.set_serving(ECHO, false);
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+    assert_eq!(check(&mut client).await, ServingStatus::NotServing);
+    assert_eq!(
+        client
+            .check(check_request(""))
+            .await
+            .unwrap()
+            .into_inner()
+            .status(),
+        ServingStatus::Serving
+    );
+    registry.set_serving(ECHO, true);
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    // Drain: NOT_SERVING at once, for Check, Watch and List.
+    registry.begin_shutdown();
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+    assert_eq!(check(&mut client).await, ServingStatus::NotServing);
+    assert_eq!(
+        list(&server).await.unwrap().statuses[ECHO].status(),
+        ServingStatus::NotServing
+    );
+}
+
 /// `HealthLayer` over a plain hyper service that knows nothing of gRPC:
 /// the layer alone answers Check, Watch and List; nothing reaches the
 /// service but what is not health.

@@ -15,10 +15,14 @@ use super::pb::{Account, GetAccountRequest, TransferRequest, TransferResult};
 
 /// The Ledger service as axum routes, to merge with the HTTP ones.
 pub fn routes(ledger: Arc<Ledger>) -> axum::Router {
-    tonic::service::Routes::new(LedgerServer::new(LedgerService { ledger })).into_axum_router()
+    tonic::service::Routes::new(Server::new(LedgerService { ledger })).into_axum_router()
 }
 
-struct LedgerService {
+/// The tonic server type of the Ledger, named by grpc.health.v1.
+pub type Server = LedgerServer<LedgerService>;
+
+/// The Ledger's implementation.
+pub struct LedgerService {
     ledger: Arc<Ledger>,
 }
 

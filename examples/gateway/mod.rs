@@ -198,6 +198,8 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
     );
 
     let health = HealthRegistry::with_cache_interval(Duration::from_secs(1));
+    // grpc.health.v1 names the Ledger: SERVING while ready, NOT_SERVING on drain.
+    health.add_grpc_service::<grpc::Server>();
     let auditor = Auditor::spawn(FileSink::open_with(
         &options.audit_log,
         FileSinkOptions {

@@ -14,6 +14,10 @@
 //!   Watchers of `""` re-run readiness every
 //!   [`readiness_poll_interval`](GrpcHealthService::readiness_poll_interval)
 //!   and see any readiness result an HTTP probe produced in between.
+//! - A service is known once named: by its tonic type with
+//!   [`HealthRegistry::add_grpc_service`] (it then follows readiness like
+//!   `""`; the way to name each service the server mounts), or by name with
+//!   [`HealthRegistry::set_serving`] (a status set by hand).
 //! - **List** answers every known service, `""` included, and
 //!   `RESOURCE_EXHAUSTED` past [`MAX_LIST_SERVICES`].
 //! - Draining ([`HealthRegistry::begin_shutdown`]) flips every service to
@@ -194,10 +198,12 @@ async fn list(registry: HealthRegistry) -> Result<HealthListResponse, Status> {
             services.len()
         )));
     }
+    // One readiness run for `""` and every service that follows it.
+    registry.readiness().await;
     let mut statuses = std::collections::HashMap::with_capacity(services.len());
     for service in services {
         // A service removed meanwhile is simply not listed.
-        if let Some(serving) = registry.serving(&service).await {
+        if let Some(serving) = registry.serving_now(&service) {
             statuses.insert(service, response(status_of(Some(serving))));
         }
     }
@@ -211,7 +217,9 @@ struct Watcher {
     registry: HealthRegistry,
     service: String,
     changes: watch::Receiver<()>,
-    poll: Option<Interval>,
+    // Ticks for every watcher; readiness runs only for a service that
+    // follows it.
+    poll: Interval,
     sent: Option<ServingStatus>,
     started: bool,
 }
@@ -224,27 +232,24 @@ impl Watcher {
         loop {
             if !self.started {
                 self.started = true;
-                if self.service.is_empty() {
+                if self.registry.follows_readiness(&self.service) {
                     self.registry.readiness().await;
                 }
             } else {
-                let poll = async {
-                    match self.poll.as_mut() {
-                        Some(interval) => {
-                            interval.tick().await;
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
+                let poll = self.poll.tick();
                 tokio::select! {
                     changed = self.changes.changed() => {
                         if changed.is_err() {
                             return None;
                         }
                     }
-                    () = poll => {
-                        // Records the result, which wakes every watcher on a flip.
-                        self.registry.readiness().await;
+                    _ = poll => {
+                        // Records the result, which wakes every watcher on a
+                        // flip. Checked at each tick: the service may be
+                        // added (or become known) after the Watch began.
+                        if self.registry.follows_readiness(&self.service) {
+                            self.registry.readiness().await;
+                        }
                     }
                 }
             }
@@ -260,11 +265,8 @@ impl Watcher {
 fn watch_stream(registry: HealthRegistry, service: String, poll: Duration) -> WatchStream {
     // Subscribe before the first status is read, so no change falls between.
     let changes = registry.subscribe();
-    let poll = service.is_empty().then(|| {
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        interval
-    });
+    let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let watcher = Watcher {
         registry,
         service,

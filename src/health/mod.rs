@@ -38,7 +38,10 @@
 //! answered by the same layer from the same registry, so one
 //! `HealthLayer::new(registry)` serves the kubelet's `httpGet` and `grpc`
 //! probes alike, on the port the application already listens on; the
-//! `grpc` module describes the protocol. The inner service may be any
+//! `grpc` module describes the protocol. Name each tonic service the
+//! server mounts with `HealthRegistry::add_grpc_service::<S>()`, so probes
+//! asking for it by name get `SERVING` while ready and `NOT_SERVING` on
+//! drain rather than `NOT_FOUND`. The inner service may be any
 //! service taking an `http_body::Body<Data = Bytes>` request body — it
 //! need not speak gRPC. `HealthLayer::serve_grpc_health(false)` passes
 //! those calls through instead; `GrpcHealthService` is the service on its
