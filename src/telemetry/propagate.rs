@@ -20,6 +20,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::extract::W3cTraceState;
 use super::layer::{INSTRUMENTATION_SCOPE, PropagatorSource};
 use crate::labels::RequestLabels;
 use crate::reject::Protocol;
@@ -161,6 +162,29 @@ fn with_business_baggage(cx: &Context) -> Context {
     cx.with_baggage(entries)
 }
 
+/// Sends on the `tracestate` that [`TelemetryLayer`](super::TelemetryLayer)
+/// checked for this trace when the propagator wrote a `traceparent` but no
+/// list: the stock `TraceState` refuses keys the W3C grammar allows
+/// (`foo@@bar`, a vendor part of 14 or more characters) and would drop
+/// the caller's whole list.
+fn carry_checked_tracestate(cx: &Context, headers: &mut http::HeaderMap) {
+    let Some(checked) = cx.get::<W3cTraceState>() else {
+        return;
+    };
+    let written = headers
+        .get("tracestate")
+        .is_some_and(|v| !v.as_bytes().is_empty());
+    if written
+        || !headers.contains_key("traceparent")
+        || cx.span().span_context().trace_id() != checked.trace_id
+    {
+        return;
+    }
+    if let Ok(value) = http::HeaderValue::from_str(&checked.header) {
+        headers.insert("tracestate", value);
+    }
+}
+
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Propagate<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -212,6 +236,7 @@ where
         self.config.propagator.with(|p| {
             p.inject_context(&cx, &mut HeaderInjector(req.headers_mut()));
         });
+        carry_checked_tracestate(&cx, req.headers_mut());
         PropagateFuture {
             inner: self.inner.call(req),
             client: ClientSpan(client),
