@@ -1364,3 +1364,45 @@ async fn tracestate_is_checked_against_the_w3c_grammar_and_carried_to_the_next_h
         assert_eq!(got, sent_on.as_deref(), "row {i}: {tracestate:?}");
     }
 }
+
+#[tokio::test]
+async fn each_outgoing_call_has_its_own_parent_id() {
+    let (callback, seen) = harness_callback().await;
+    let provider = SdkTracerProvider::builder().build();
+    let service = support::spawn(tracecontext_service::app(&provider)).await;
+    let valid = tp(TRACE, PARENT);
+    let illegal = tp(&"0".repeat(32), PARENT);
+    // (incoming traceparent, trace continued?)
+    let rows: [(Option<&str>, bool); 3] =
+        [(Some(&valid), true), (None, false), (Some(&illegal), false)];
+    for (traceparent, continued) in rows {
+        seen.lock().unwrap().clear();
+        let headers: Vec<_> = traceparent
+            .map(|v| ("traceparent", v))
+            .into_iter()
+            .collect();
+        ask_for_callbacks(&service, &callback, &headers, 3).await;
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3, "{traceparent:?}");
+        let parsed: Vec<(String, String)> = seen
+            .iter()
+            .map(|h| {
+                let tp = h["traceparent"].to_str().unwrap();
+                let parts: Vec<_> = tp.split('-').collect();
+                (parts[1].to_owned(), parts[2].to_owned())
+            })
+            .collect();
+        let traces: std::collections::HashSet<_> = parsed.iter().map(|(t, _)| t).collect();
+        let parents: std::collections::HashSet<_> = parsed.iter().map(|(_, p)| p).collect();
+        assert_eq!(traces.len(), 1, "{traceparent:?}: one trace {parsed:?}");
+        assert_eq!(
+            parents.len(),
+            3,
+            "{traceparent:?}: a parent id per call {parsed:?}"
+        );
+        assert!(!parents.contains(&PARENT.to_owned()), "{parsed:?}");
+        let trace = traces.iter().next().unwrap();
+        assert_eq!(*trace == TRACE, continued, "{traceparent:?}");
+        assert_ne!(trace.as_str(), "0".repeat(32));
+    }
+}

@@ -16,7 +16,7 @@ use super::TelemetryCode;
 use super::body::TelemetryBody;
 use super::extract::{HeaderCarrier, W3cTraceState};
 use super::future::ResponseFuture;
-use super::layer::Config;
+use super::layer::{Config, ServerTracer};
 use super::span::{CallKind, RequestSpan, method_label};
 use crate::body::ResponseBody;
 use crate::codes::RejectionCode;
@@ -231,7 +231,10 @@ where
                 v.route = route;
             }
         });
-        let mut otel_cx = parent.with_span(span).with_value(labels.clone());
+        let mut otel_cx = parent
+            .with_span(span)
+            .with_value(labels.clone())
+            .with_value(ServerTracer(config.tracer.clone()));
         // The checked tracestate rides beside the span context: the stock
         // `TraceState` refuses some keys the W3C grammar allows, and
         // `PropagateLayer` carries the list on from here in that case.
