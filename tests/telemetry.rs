@@ -266,10 +266,12 @@ async fn w3c_traceparent_vectors_are_continued_or_restart_the_trace() {
         assert!(span.span_context.is_valid(), "row {i}");
     }
 
-    // tracestate: several headers are one list; duplicated keys discard it.
+    // tracestate: several headers are one list; a duplicated key keeps
+    // its first (most recent) value; an illegal member discards the list.
     for (headers, expected) in [
         (vec!["foo=1", "bar=2"], "foo=1,bar=2"),
-        (vec!["foo=1,foo=2"], ""),
+        (vec!["foo=1,foo=2"], "foo=1"),
+        (vec!["foo=1", "bar="], ""),
     ] {
         otel.spans.reset();
         let mut req = http::Request::get(server.url("/ok")).header("traceparent", &valid);
@@ -1263,4 +1265,144 @@ async fn the_built_tracecontext_service_serves_the_harness_on_its_addr() {
     let sent = seen[0]["traceparent"].to_str().unwrap();
     assert!(sent.starts_with(&format!("00-{TRACE}-")), "{sent}");
     drop(child);
+}
+
+/// The harness side of the W3C protocol: a callback server recording the
+/// headers of every call it receives, in order.
+async fn harness_callback() -> (support::TestServer, Arc<Mutex<Vec<http::HeaderMap>>>) {
+    let seen: Arc<Mutex<Vec<http::HeaderMap>>> = Arc::default();
+    let record = seen.clone();
+    let callback = support::spawn(axum::Router::new().route(
+        "/callback",
+        axum::routing::post(move |req: Request| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(req.headers().clone());
+                "ok"
+            }
+        }),
+    ))
+    .await;
+    (callback, seen)
+}
+
+/// Posts `calls` callbacks to the conformance service with `headers`.
+async fn ask_for_callbacks(
+    service: &support::TestServer,
+    callback: &support::TestServer,
+    headers: &[(&str, &str)],
+    calls: usize,
+) {
+    let cases: Vec<_> = (0..calls)
+        .map(|_| serde_json::json!({ "url": callback.url("/callback"), "arguments": [] }))
+        .collect();
+    let mut req =
+        http::Request::post(service.url("/test")).header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let body = serde_json::Value::Array(cases).to_string();
+    let res = support::send(req.body(Full::new(Bytes::from(body))).unwrap()).await;
+    assert_eq!(res.status, 200);
+}
+
+#[tokio::test]
+async fn tracestate_is_checked_against_the_w3c_grammar_and_carried_to_the_next_hop() {
+    let (callback, seen) = harness_callback().await;
+    let provider = SdkTracerProvider::builder().build();
+    let service = support::spawn(tracecontext_service::app(&provider)).await;
+    let traceparent = "00-12345678901234567890123456789012-1234567890123456-00";
+    let key256 = format!("{}=1", "z".repeat(256));
+    let key257 = format!("{}=1", "z".repeat(257));
+    let vendor_14 = format!("{}@{}=1", "t".repeat(241), "v".repeat(14));
+    let tenant_242 = format!("{}@v=1", "t".repeat(242));
+    let vendor_15 = format!("t@{}=1", "v".repeat(15));
+    let members_33 = (0..33)
+        .map(|i| format!("k{i}=v"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let and_foo = |member: &str| Some(format!("foo=1,{member}"));
+    // (tracestate headers, the tracestate sent on; `None`: discarded)
+    let rows: Vec<(Vec<&str>, Option<String>)> = vec![
+        (vec!["foo=1,bar=2"], Some("foo=1,bar=2".into())),
+        (vec!["foo=bar=baz"], None),
+        (vec!["foo=,bar=3"], None),
+        (vec!["foo=1,foo=1"], Some("foo=1".into())),
+        (vec!["foo=1,foo=2"], Some("foo=1".into())),
+        (vec!["foo=1", "foo=1"], Some("foo=1".into())),
+        (vec!["foo=1", "foo=2"], Some("foo=1".into())),
+        (vec!["foo@=1,bar=2"], Some("foo@=1,bar=2".into())),
+        (vec!["@foo=1,bar=2"], None),
+        (vec!["foo@@bar=1,bar=2"], Some("foo@@bar=1,bar=2".into())),
+        (
+            vec!["foo@bar@baz=1,bar=2"],
+            Some("foo@bar@baz=1,bar=2".into()),
+        ),
+        (vec!["foo=1", &key256], and_foo(&key256)),
+        (vec!["foo=1", &key257], None),
+        (vec!["foo=1", &vendor_14], and_foo(&vendor_14)),
+        (vec!["foo=1", &tenant_242], and_foo(&tenant_242)),
+        (vec!["foo=1", &vendor_15], and_foo(&vendor_15)),
+        (vec![&members_33], None),
+    ];
+    for (i, (tracestate, sent_on)) in rows.iter().enumerate() {
+        seen.lock().unwrap().clear();
+        let mut headers = vec![("traceparent", traceparent)];
+        headers.extend(tracestate.iter().map(|v| ("tracestate", *v)));
+        ask_for_callbacks(&service, &callback, &headers, 1).await;
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "row {i}");
+        let tp = seen[0]["traceparent"].to_str().unwrap();
+        assert!(
+            tp.starts_with("00-12345678901234567890123456789012-"),
+            "row {i}: {tp}"
+        );
+        let got = seen[0]
+            .get("tracestate")
+            .map(|v| v.to_str().unwrap())
+            .filter(|v| !v.is_empty());
+        assert_eq!(got, sent_on.as_deref(), "row {i}: {tracestate:?}");
+    }
+}
+
+#[tokio::test]
+async fn each_outgoing_call_has_its_own_parent_id() {
+    let (callback, seen) = harness_callback().await;
+    let provider = SdkTracerProvider::builder().build();
+    let service = support::spawn(tracecontext_service::app(&provider)).await;
+    let valid = tp(TRACE, PARENT);
+    let illegal = tp(&"0".repeat(32), PARENT);
+    // (incoming traceparent, trace continued?)
+    let rows: [(Option<&str>, bool); 3] =
+        [(Some(&valid), true), (None, false), (Some(&illegal), false)];
+    for (traceparent, continued) in rows {
+        seen.lock().unwrap().clear();
+        let headers: Vec<_> = traceparent
+            .map(|v| ("traceparent", v))
+            .into_iter()
+            .collect();
+        ask_for_callbacks(&service, &callback, &headers, 3).await;
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3, "{traceparent:?}");
+        let parsed: Vec<(String, String)> = seen
+            .iter()
+            .map(|h| {
+                let tp = h["traceparent"].to_str().unwrap();
+                let parts: Vec<_> = tp.split('-').collect();
+                (parts[1].to_owned(), parts[2].to_owned())
+            })
+            .collect();
+        let traces: std::collections::HashSet<_> = parsed.iter().map(|(t, _)| t).collect();
+        let parents: std::collections::HashSet<_> = parsed.iter().map(|(_, p)| p).collect();
+        assert_eq!(traces.len(), 1, "{traceparent:?}: one trace {parsed:?}");
+        assert_eq!(
+            parents.len(),
+            3,
+            "{traceparent:?}: a parent id per call {parsed:?}"
+        );
+        assert!(!parents.contains(&PARENT.to_owned()), "{parsed:?}");
+        let trace = traces.iter().next().unwrap();
+        assert_eq!(*trace == TRACE, continued, "{traceparent:?}");
+        assert_ne!(trace.as_str(), "0".repeat(32));
+    }
 }

@@ -10,7 +10,16 @@
 //!   `+` sign) and would continue a malformed parent; hiding the header
 //!   makes such a request start a new trace, as the spec requires.
 //! - `tracestate`: several headers are one list (RFC 9110 §5.3), joined
-//!   with `,`.
+//!   with `,`, then checked against the W3C grammar: a member with an
+//!   illegal key or an empty or illegal value, or more than 32 members,
+//!   discards the whole list; a key seen twice keeps its first (most
+//!   recent) value. The stock `TraceState` parser gets these wrong in both
+//!   directions: it keeps empty values and duplicates and silently cuts
+//!   the list at 32, yet refuses keys the current grammar allows
+//!   (`foo@@bar`, a vendor part of 14 or more characters). The checked
+//!   list is kept beside the span context (see [`W3cTraceState`]) so that
+//!   [`PropagateLayer`](super::PropagateLayer) carries it on even when the
+//!   stock parser refused it.
 //! - `baggage`: several headers are joined with `,`; a `=` inside a value
 //!   is percent-encoded before the stock parser sees it (it splits on every
 //!   `=` and would cut the value short); baggage over the W3C limit of
@@ -23,8 +32,22 @@ use opentelemetry::propagation::Extractor;
 
 /// W3C baggage limit for the whole header value, in bytes.
 pub(crate) const MAX_BAGGAGE_BYTES: usize = 8192;
-/// W3C tracestate limit: 32 list members of at most 256 characters.
-const MAX_TRACESTATE_BYTES: usize = 32 * 257;
+/// W3C tracestate limit: 32 list members.
+const MAX_TRACESTATE_MEMBERS: usize = 32;
+/// Longest tracestate considered: 32 members of a 256-character key and a
+/// 256-character value, with their `=` and `,`.
+const MAX_TRACESTATE_BYTES: usize = MAX_TRACESTATE_MEMBERS * (256 + 1 + 256 + 1);
+
+/// The `tracestate` a server request continued, as checked here, kept in
+/// the OpenTelemetry [`Context`](opentelemetry::Context) beside the span
+/// context of the same trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct W3cTraceState {
+    /// The trace the list belongs to.
+    pub trace_id: opentelemetry::trace::TraceId,
+    /// The list, normalised (`k=v,k=v`).
+    pub header: String,
+}
 
 /// What the extractor saw, beyond what the propagators return.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +62,7 @@ pub(crate) struct ExtractNotes {
 pub(crate) struct HeaderCarrier<'a> {
     headers: &'a HeaderMap,
     traceparent: Option<&'a str>,
-    tracestate: Option<Cow<'a, str>>,
+    tracestate: Option<String>,
     baggage: Option<Cow<'a, str>>,
     pub(crate) notes: ExtractNotes,
 }
@@ -52,7 +75,7 @@ impl<'a> HeaderCarrier<'a> {
         let tracestate = traceparent
             .and_then(|_| joined(headers, "tracestate", MAX_TRACESTATE_BYTES))
             .and_then(|ts| ts.ok())
-            .filter(|ts| tracestate_list_ok(ts));
+            .and_then(|ts| checked_tracestate(&ts));
         let baggage = match joined(headers, "baggage", MAX_BAGGAGE_BYTES) {
             None => None,
             Some(Err(TooLarge)) => {
@@ -68,6 +91,13 @@ impl<'a> HeaderCarrier<'a> {
             baggage,
             notes,
         }
+    }
+}
+
+impl HeaderCarrier<'_> {
+    /// The checked `tracestate` shown to the propagator, if any.
+    pub(crate) fn tracestate(&self) -> Option<&str> {
+        self.tracestate.as_deref()
     }
 }
 
@@ -131,19 +161,67 @@ fn joined<'a>(
     Some(Ok(Cow::Owned(out)))
 }
 
-/// Whether a `tracestate` list has at most 32 members and no key twice;
-/// the W3C test harness expects such a list discarded, while the stock
-/// parser would keep the first 32 members and the duplicates.
-fn tracestate_list_ok(ts: &str) -> bool {
-    let mut keys: Vec<&str> = Vec::new();
-    for member in ts.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-        let key = member.split_once('=').map_or(member, |(k, _)| k).trim();
-        if keys.len() == 32 || keys.contains(&key) {
-            return false;
+/// The `tracestate` list normalised (`k=v,k=v`, first value of a key
+/// kept), or `None` when the W3C grammar says to discard it: a member
+/// without `=`, an illegal key or value, or more than 32 members. Empty
+/// members (`a=1,,b=2`) are allowed and dropped.
+fn checked_tracestate(ts: &str) -> Option<String> {
+    let mut members: Vec<(&str, &str)> = Vec::new();
+    let mut count = 0;
+    for member in ts.split(',').map(|m| m.trim_matches([' ', '\t'])) {
+        if member.is_empty() {
+            continue;
         }
-        keys.push(key);
+        count += 1;
+        let (key, value) = member.split_once('=')?;
+        if count > MAX_TRACESTATE_MEMBERS || !tracestate_key_ok(key) || !tracestate_value_ok(value)
+        {
+            return None;
+        }
+        // The spec lets a vendor drop duplicates; the left-most is the
+        // most recent, so it is the one kept.
+        if !members.iter().any(|(k, _)| *k == key) {
+            members.push((key, value));
+        }
     }
-    true
+    if members.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(ts.len());
+    for (i, (k, v)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    Some(out)
+}
+
+/// W3C: `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`, with
+/// `keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"`. This also
+/// admits every Level 1 key (`tenant@vendor`).
+fn tracestate_key_ok(key: &str) -> bool {
+    let b = key.as_bytes();
+    let Some((first, rest)) = b.split_first() else {
+        return false;
+    };
+    b.len() <= 256
+        && matches!(first, b'a'..=b'z' | b'0'..=b'9')
+        && rest
+            .iter()
+            .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/' | b'@'))
+}
+
+/// W3C: `value = 0*255(chr) nblk-chr`: 1 to 256 printable ASCII
+/// characters other than `,` and `=`, not ending in a space.
+fn tracestate_value_ok(value: &str) -> bool {
+    let b = value.as_bytes();
+    (1..=256).contains(&b.len())
+        && b.iter()
+            .all(|c| matches!(c, b' '..=b'~') && *c != b',' && *c != b'=')
+        && b.last() != Some(&b' ')
 }
 
 /// Whether a `traceparent` has the W3C field lengths. Hex digits, ranges
@@ -287,16 +365,90 @@ mod tests {
     }
 
     #[test]
-    fn tracestate_with_duplicate_keys_or_too_many_members_is_discarded() {
-        assert!(tracestate_list_ok("a=1, b=2,,c=3"));
-        assert!(!tracestate_list_ok("foo=1,foo=2"));
+    fn tracestate_rows() {
         let members = |n: usize| {
             (0..n)
                 .map(|i| format!("k{i}=v"))
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        assert!(tracestate_list_ok(&members(32)));
-        assert!(!tracestate_list_ok(&members(33)));
+        let key256 = "z".repeat(256);
+        let vendor_14 = format!("{}@{}", "t".repeat(241), "v".repeat(14));
+        let tenant_242 = format!("{}@v", "t".repeat(242));
+        let vendor_15 = format!("t@{}", "v".repeat(15));
+        let value256 = "v".repeat(256);
+        let all_value_chars: String = (0x20u8..=0x7e)
+            .filter(|c| *c != b',' && *c != b'=')
+            .map(char::from)
+            .collect();
+        // (tracestate, what is kept)
+        let should_pass: Vec<(String, String)> = vec![
+            ("foo=1".into(), "foo=1".into()),
+            (" a=1 ,\tb=2,,c=3 ".into(), "a=1,b=2,c=3".into()),
+            ("foo=1,foo=1".into(), "foo=1".into()),
+            ("foo=1,bar=2,foo=2".into(), "foo=1,bar=2".into()),
+            ("foo@=1,bar=2".into(), "foo@=1,bar=2".into()),
+            ("foo@@bar=1,bar=2".into(), "foo@@bar=1,bar=2".into()),
+            ("foo@bar@baz=1,bar=2".into(), "foo@bar@baz=1,bar=2".into()),
+            ("1tenant@vendor=1".into(), "1tenant@vendor=1".into()),
+            ("0=1".into(), "0=1".into()),
+            ("a_-*/z=1".into(), "a_-*/z=1".into()),
+            (format!("{key256}=1"), format!("{key256}=1")),
+            (format!("{vendor_14}=1"), format!("{vendor_14}=1")),
+            (format!("{tenant_242}=1"), format!("{tenant_242}=1")),
+            (format!("{vendor_15}=1"), format!("{vendor_15}=1")),
+            (format!("k={value256}"), format!("k={value256}")),
+            (
+                format!("k={all_value_chars}"),
+                format!("k={all_value_chars}"),
+            ),
+            ("k=a b".into(), "k=a b".into()),
+            ("k= 1".into(), "k= 1".into()),
+            (members(32), members(32)),
+        ];
+        for (ts, kept) in &should_pass {
+            assert_eq!(checked_tracestate(ts).as_ref(), Some(kept), "{ts:?}");
+        }
+        let should_fail: Vec<String> = vec![
+            "".into(),
+            " , ".into(),
+            "foo".into(),
+            "foo=".into(),
+            "foo=,bar=3".into(),
+            "foo=bar=baz".into(),
+            "foo=1,bar".into(),
+            "@foo=1,bar=2".into(),
+            "Foo=1".into(),
+            "_foo=1".into(),
+            "fo o=1".into(),
+            "foo =1".into(),
+            "foo=a\tb".into(),
+            "foo=\u{e9}".into(),
+            "foo=a\u{7f}".into(),
+            format!("{}=1", "z".repeat(257)),
+            format!("k={}", "v".repeat(257)),
+            members(33),
+        ];
+        for ts in &should_fail {
+            assert_eq!(checked_tracestate(ts), None, "{ts:?}");
+        }
+    }
+
+    #[test]
+    fn several_tracestate_headers_are_one_list_checked_as_a_whole() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        for (headers, kept) in [
+            (&["foo=1", "foo=2"][..], Some("foo=1")),
+            (&["foo=1", "bar=,x=1"][..], None),
+            (&["foo=1", "@bar=1"][..], None),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("traceparent", HeaderValue::from_static(tp));
+            for v in headers {
+                h.append("tracestate", HeaderValue::from_static(v));
+            }
+            let c = HeaderCarrier::new(&h);
+            assert_eq!(c.get("tracestate"), kept, "{headers:?}");
+        }
     }
 }

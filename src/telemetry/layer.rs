@@ -92,8 +92,14 @@ impl PropagatorSource {
     }
 }
 
+/// The tracer of the [`TelemetryLayer`] serving a request, kept in the
+/// request's OpenTelemetry context: [`PropagateLayer`](super::PropagateLayer)
+/// opens each outgoing call's client span with it unless given its own.
+#[derive(Clone)]
+pub(crate) struct ServerTracer(pub(crate) Arc<BoxedTracer>);
+
 pub(crate) struct Config {
-    pub(crate) tracer: BoxedTracer,
+    pub(crate) tracer: Arc<BoxedTracer>,
     pub(crate) propagator: PropagatorSource,
     pub(crate) instruments: Instruments,
     pub(crate) order_id_header: HeaderName,
@@ -355,7 +361,7 @@ impl TelemetryLayerBuilder {
             .unwrap_or_else(|| opentelemetry::global::meter(INSTRUMENTATION_SCOPE));
         TelemetryLayer {
             config: Arc::new(Config {
-                tracer,
+                tracer: Arc::new(tracer),
                 propagator: self.propagator,
                 instruments: Instruments::new(&meter),
                 order_id_header: self.order_id_header,

@@ -60,7 +60,9 @@
 //! Wraps any tower HTTP client (a tonic `Channel`, a hyper-util client)
 //! and injects `traceparent`, `tracestate` and `baggage` from the current
 //! context, with the request's `order_id` and verified `user_risk_level`
-//! as baggage entries; optionally it opens a client span per call.
+//! as baggage entries. Each call is its own client span with its own span
+//! id (the next hop's W3C parent-id), from the tracer given to
+//! `client_spans` or else the `TelemetryLayer` serving the request.
 //!
 //! # Metrics
 //!

@@ -12,15 +12,17 @@ use opentelemetry::baggage::{BaggageExt, KeyValueMetadata};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    SpanBuilder, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
+    SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::HeaderInjector;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::layer::{INSTRUMENTATION_SCOPE, PropagatorSource};
+use super::extract::W3cTraceState;
+use super::layer::{INSTRUMENTATION_SCOPE, PropagatorSource, ServerTracer};
 use crate::labels::RequestLabels;
 use crate::reject::Protocol;
 
@@ -32,8 +34,14 @@ struct Config {
 /// Client-side propagation for any tower HTTP client (a tonic `Channel`,
 /// a hyper-util client): injects `traceparent`, `tracestate` and `baggage`
 /// from the current OpenTelemetry context, with the request's `order_id`
-/// and verified `user_risk_level` as baggage entries; optionally opens a
-/// client span per call.
+/// and verified `user_risk_level` as baggage entries.
+///
+/// Each call is its own client span with its own span id, the W3C
+/// parent-id the next hop sees: the span comes from the tracer given to
+/// [`client_spans`](Self::client_spans), else from the tracer of the
+/// [`TelemetryLayer`](super::TelemetryLayer) serving the current request.
+/// Without either (or with a no-op tracer) the call still gets a fresh
+/// span id, which nothing records.
 ///
 /// Inside a handler served through [`TelemetryLayer`](super::TelemetryLayer),
 /// the current context is the server span's, and its [`RequestLabels`]
@@ -59,7 +67,8 @@ impl Default for PropagateLayer {
 }
 
 impl PropagateLayer {
-    /// Injects with the global propagator; no client spans.
+    /// Injects with the global propagator; client spans from the
+    /// `TelemetryLayer` serving the request, if any.
     pub fn new() -> Self {
         Self {
             config: Arc::new(Config {
@@ -90,9 +99,10 @@ impl PropagateLayer {
         self.map(|c| c.propagator = PropagatorSource::Given(Arc::new(propagator)))
     }
 
-    /// Opens a client span per call with a tracer from `provider`; the span
-    /// ends when the response headers arrive (with `grpc-status` when the
-    /// answer is trailers-only).
+    /// Opens the client span of each call with a tracer from `provider`,
+    /// also outside a `TelemetryLayer`; the span ends when the response
+    /// headers arrive (with `grpc-status` when the answer is
+    /// trailers-only).
     pub fn client_spans<P>(self, provider: &P) -> Self
     where
         P: TracerProvider,
@@ -161,6 +171,50 @@ fn with_business_baggage(cx: &Context) -> Context {
     cx.with_baggage(entries)
 }
 
+/// `cx` with a span id of its own for one outgoing call that no tracer
+/// records: the W3C parent-id is this request as the caller knows it, so
+/// two calls never share one. Nothing records the id; the next hop's span
+/// hangs under the current span's trace without its parent, which is why
+/// [`PropagateLayer::client_spans`] (or serving through `TelemetryLayer`)
+/// is the better setup.
+fn own_span_id(cx: Context) -> Context {
+    let parent = cx.span().span_context().clone();
+    if !parent.is_valid() {
+        return cx;
+    }
+    let id = RandomIdGenerator::default().new_span_id();
+    cx.with_remote_span_context(SpanContext::new(
+        parent.trace_id(),
+        id,
+        parent.trace_flags(),
+        false,
+        parent.trace_state().clone(),
+    ))
+}
+
+/// Sends on the `tracestate` that [`TelemetryLayer`](super::TelemetryLayer)
+/// checked for this trace when the propagator wrote a `traceparent` but no
+/// list: the stock `TraceState` refuses keys the W3C grammar allows
+/// (`foo@@bar`, a vendor part of 14 or more characters) and would drop
+/// the caller's whole list.
+fn carry_checked_tracestate(cx: &Context, headers: &mut http::HeaderMap) {
+    let Some(checked) = cx.get::<W3cTraceState>() else {
+        return;
+    };
+    let written = headers
+        .get("tracestate")
+        .is_some_and(|v| !v.as_bytes().is_empty());
+    if written
+        || !headers.contains_key("traceparent")
+        || cx.span().span_context().trace_id() != checked.trace_id
+    {
+        return;
+    }
+    if let Ok(value) = http::HeaderValue::from_str(&checked.header) {
+        headers.insert("tracestate", value);
+    }
+}
+
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Propagate<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -175,8 +229,13 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let current = Context::current();
-        let (cx, client) = match &self.config.tracer {
-            None => (current, None),
+        let tracer = self
+            .config
+            .tracer
+            .clone()
+            .or_else(|| current.get::<ServerTracer>().map(|t| t.0.clone()));
+        let (cx, client) = match tracer {
+            None => (own_span_id(current), None),
             Some(tracer) => {
                 let grpc = Protocol::of(req.headers()).is_grpc();
                 let path = req.uri().path();
@@ -204,14 +263,21 @@ where
                         .with_attributes(attrs),
                     &current,
                 );
+                let parent_id = current.span().span_context().span_id();
                 let cx = current.with_span(span);
-                (cx.clone(), Some((cx, grpc)))
+                if cx.span().span_context().span_id() == parent_id {
+                    // A no-op tracer hands back the parent's span context.
+                    (own_span_id(current), None)
+                } else {
+                    (cx.clone(), Some((cx, grpc)))
+                }
             }
         };
         let cx = with_business_baggage(&cx);
         self.config.propagator.with(|p| {
             p.inject_context(&cx, &mut HeaderInjector(req.headers_mut()));
         });
+        carry_checked_tracestate(&cx, req.headers_mut());
         PropagateFuture {
             inner: self.inner.call(req),
             client: ClientSpan(client),
@@ -329,10 +395,12 @@ mod tests {
             ])
             .with_value(labels);
         let headers = sent_headers(cx).await;
-        assert_eq!(
-            headers["traceparent"],
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        let tp = headers["traceparent"].to_str().unwrap();
+        assert!(
+            tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && tp.ends_with("-01"),
+            "{tp}"
         );
+        assert!(!tp.contains("b7ad6b7169203331"), "the call's own id: {tp}");
         let mut baggage: Vec<_> = headers["baggage"].to_str().unwrap().split(',').collect();
         baggage.sort();
         assert_eq!(
@@ -365,6 +433,39 @@ mod tests {
         ));
         assert!(kept.config.tracer.is_some());
         assert!(matches!(kept.config.propagator, PropagatorSource::Global));
+    }
+
+    #[tokio::test]
+    async fn each_call_without_a_tracer_gets_its_own_parent_id() {
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..3 {
+            let headers = sent_headers(remote_parent()).await;
+            let tp = headers["traceparent"].to_str().unwrap().to_owned();
+            assert_eq!(tp.len(), 55, "{tp}");
+            assert!(tp.contains("0af7651916cd43dd8448eb211c80319c"), "{tp}");
+            ids.insert(tp[36..52].to_owned());
+        }
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert!(!ids.contains("b7ad6b7169203331"));
+    }
+
+    #[tokio::test]
+    async fn client_spans_of_the_serving_layer_parent_the_next_hop() {
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let tracer = Arc::new(BoxedTracer::new(Box::new(
+            provider.tracer(INSTRUMENTATION_SCOPE),
+        )));
+        let cx = remote_parent().with_value(ServerTracer(tracer));
+        let headers = sent_headers(cx).await;
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].span_kind, SpanKind::Client);
+        assert_eq!(spans[0].parent_span_id.to_string(), "b7ad6b7169203331");
+        let sent = headers["traceparent"].to_str().unwrap();
+        assert_eq!(&sent[36..52], spans[0].span_context.span_id().to_string());
     }
 
     #[tokio::test]

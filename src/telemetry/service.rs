@@ -14,9 +14,9 @@ use tower_service::Service;
 
 use super::TelemetryCode;
 use super::body::TelemetryBody;
-use super::extract::HeaderCarrier;
+use super::extract::{HeaderCarrier, W3cTraceState};
 use super::future::ResponseFuture;
-use super::layer::Config;
+use super::layer::{Config, ServerTracer};
 use super::span::{CallKind, RequestSpan, method_label};
 use crate::body::ResponseBody;
 use crate::codes::RejectionCode;
@@ -122,12 +122,13 @@ where
 
         // The parent context, from the caller's headers only: a server
         // request starts a new local trace unless the caller continues one.
-        let (parent, notes) = {
+        let (parent, notes, tracestate) = {
             let carrier = HeaderCarrier::new(req.headers());
             let parent = config
                 .propagator
                 .with(|p| p.extract_with_context(&Context::new(), &carrier));
-            (parent, carrier.notes)
+            let tracestate = carrier.tracestate().map(str::to_owned);
+            (parent, carrier.notes, tracestate)
         };
 
         let grpc = Protocol::of(req.headers()).is_grpc();
@@ -230,7 +231,21 @@ where
                 v.route = route;
             }
         });
-        let otel_cx = parent.with_span(span).with_value(labels.clone());
+        let mut otel_cx = parent
+            .with_span(span)
+            .with_value(labels.clone())
+            .with_value(ServerTracer(config.tracer.clone()));
+        // The checked tracestate rides beside the span context: the stock
+        // `TraceState` refuses some keys the W3C grammar allows, and
+        // `PropagateLayer` carries the list on from here in that case.
+        if let Some(header) = tracestate
+            && parent.span().span_context().is_valid()
+        {
+            otel_cx = otel_cx.with_value(W3cTraceState {
+                trace_id: parent.span().span_context().trace_id(),
+                header,
+            });
+        }
         if let Some(trace_id) = &trace_id {
             otel_cx
                 .span()
