@@ -258,11 +258,15 @@ impl CallState {
         }
     }
 
-    /// When the call goes idle if no byte moves before then.
+    /// When the call goes idle if no byte moves before then; `None` when
+    /// that instant cannot be represented (`idle_timeout(Duration::MAX)`
+    /// means "no idle limit").
     pub(crate) fn idle_deadline(&self) -> Option<Instant> {
         let idle = self.deadlines.idle?;
         let last = Duration::from_nanos(self.last_activity.load(Ordering::Relaxed));
-        self.start.checked_add(last + idle)
+        // Security: checked, never `+`: a huge configured timeout must not
+        // panic the call (found by fuzzing).
+        self.start.checked_add(last.checked_add(idle)?)
     }
 
     pub(crate) fn close_request(&self) {

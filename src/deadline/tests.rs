@@ -295,3 +295,86 @@ async fn malformed_grpc_timeout_is_refused_before_the_handler_runs() {
         "deadline.invalid_grpc_timeout"
     );
 }
+
+/// `Duration::MAX` is a natural way to say "no limit" for every knob; a
+/// body that pauses after its first byte made the idle clock add
+/// `last_activity + idle` and panic (found by fuzzing).
+#[tokio::test(start_paused = true)]
+async fn duration_max_on_every_knob_means_no_limit_and_never_panics() {
+    let max = Duration::MAX;
+    let all = StreamDeadlineLayer::new()
+        .request_message_timeout(max)
+        .response_message_timeout(max)
+        .idle_timeout(max)
+        .max_duration(max)
+        .max_grpc_timeout(max);
+    let rows: &[(&str, StreamDeadlineLayer, Option<&'static str>)] = &[
+        (
+            "request message",
+            StreamDeadlineLayer::new().request_message_timeout(max),
+            None,
+        ),
+        (
+            "response message",
+            StreamDeadlineLayer::new().response_message_timeout(max),
+            None,
+        ),
+        ("idle", StreamDeadlineLayer::new().idle_timeout(max), None),
+        ("total", StreamDeadlineLayer::new().max_duration(max), None),
+        (
+            "grpc-timeout cap",
+            StreamDeadlineLayer::new().max_grpc_timeout(max),
+            Some("99999999H"),
+        ),
+        ("all", all.clone(), None),
+        ("all, with grpc-timeout", all, Some("99999999H")),
+    ];
+    for (name, layer, grpc_timeout) in rows {
+        let (res_tx, res_rx): (ChunkTx, _) = mpsc::channel(8);
+        let res_rx = std::sync::Arc::new(std::sync::Mutex::new(Some(res_rx)));
+        let svc = tower::ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(service_fn(
+                move |req: Request<DeadlineRequestBody<Chunks>>| {
+                    let res_rx = res_rx.lock().unwrap().take().unwrap();
+                    async move {
+                        let mut body = std::pin::pin!(req.into_body());
+                        // The first byte, then a pause before answering.
+                        let first = body.as_mut().frame().await.unwrap().unwrap();
+                        assert_eq!(first.data_ref().unwrap().len(), 1);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        Ok::<_, Infallible>(Response::new(StreamBody::new(ReceiverStream::new(
+                            res_rx,
+                        ))))
+                    }
+                },
+            ));
+        let (req_tx, req_rx) = mpsc::channel(8);
+        let mut req = grpc_request(StreamBody::new(ReceiverStream::new(req_rx)));
+        if let Some(t) = grpc_timeout {
+            req.headers_mut()
+                .insert("grpc-timeout", http::HeaderValue::from_static(t));
+        }
+        let call = tokio::spawn(svc.oneshot(req));
+        // Bytes arrive only after the clocks started: `last_activity` > 0.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        req_tx
+            .send(Ok(Frame::data(Bytes::copy_from_slice(&message(4)[..1]))))
+            .await
+            .unwrap();
+        let res = call.await.expect(name).unwrap();
+        assert!(res.headers().get("grpc-status").is_none(), "{name}");
+        let mut body = std::pin::pin!(res.into_body());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        res_tx
+            .send(Ok(Frame::data(Bytes::copy_from_slice(&message(4)[..1]))))
+            .await
+            .unwrap();
+        let frame = body.as_mut().frame().await.unwrap().unwrap();
+        assert_eq!(frame.data_ref().unwrap().len(), 1, "{name}");
+        // Both sides pause after their first byte: no deadline fires.
+        let waited = tokio::time::timeout(Duration::from_secs(3600), body.as_mut().frame()).await;
+        assert!(waited.is_err(), "{name}: the stream must stay open");
+        drop(req_tx);
+    }
+}

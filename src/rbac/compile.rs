@@ -4,7 +4,10 @@
 //! # Complexity
 //!
 //! Compiling is linear in the size of the policy (roles, rules, bindings,
-//! subjects). A decision looks up the principal's user name and each of its
+//! subjects). Aggregated ClusterRoles are resolved once each, in
+//! topological order, and a role whose rules are exactly another's shares
+//! them: a chain of aggregations costs its length plus its rules; a role
+//! whose union is new costs the rules it unites. A decision looks up the principal's user name and each of its
 //! groups, once cluster-wide and once in the request's namespace: one
 //! namespace lookup and `2 × (1 + groups)` subject lookups. It then checks the rules of the grants it found —
 //! only the bindings that name this user or one of its groups, in this
@@ -21,7 +24,7 @@ use std::sync::Arc;
 pub(super) type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 pub(super) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
-use super::aggregate::aggregate;
+use super::aggregate::{aggregate, work};
 use super::attributes::{Action, Attributes};
 use super::decision::Decision;
 use super::load::PolicyError;
@@ -120,19 +123,23 @@ impl Policy {
             ..CompiledPolicy::default()
         };
 
-        // Each role compiles once; every binding to it shares the rules.
-        let aggregated = aggregate(&self.cluster_roles);
+        // Each rule set compiles once; every role with exactly those rules
+        // (an aggregation chain) and every binding to them shares it.
+        let rule_sets = aggregate(&self.cluster_roles);
+        let mut compiled_sets: HashMap<*const (), Arc<[CompiledRule]>> = HashMap::default();
         let cluster_roles: HashMap<&str, CompiledRole> = self
             .cluster_roles
             .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let rules = match aggregated.get(&i) {
-                    Some(rules) => rules.iter().copied().map(CompiledRule::new).collect(),
-                    None => r.rules.iter().map(CompiledRule::new).collect(),
-                };
+            .zip(&rule_sets)
+            .map(|(r, set)| {
+                let rules = compiled_sets
+                    .entry(Arc::as_ptr(set).cast::<()>())
+                    .or_insert_with(|| {
+                        work(set.len());
+                        set.iter().copied().map(CompiledRule::new).collect()
+                    });
                 let id: Arc<str> = format!("ClusterRole/{}", r.metadata.name).into();
-                (r.metadata.name.as_str(), (id, rules))
+                (r.metadata.name.as_str(), (id, Arc::clone(rules)))
             })
             .collect();
         let roles: HashMap<(&str, &str), CompiledRole> = self
