@@ -135,6 +135,7 @@ mod builder;
 mod codes;
 mod entry;
 mod error;
+mod files;
 mod future;
 mod handle;
 mod layer;

@@ -4,8 +4,9 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::files::{read_pruned, rotated_files};
 use super::record::{AuditRecord, GENESIS, sha256_hex, split_hash};
-use super::sink::{ChainHead, read_pruned, rotated_files};
+use super::sink::ChainHead;
 
 /// What a successful verification saw.
 #[derive(Clone, Debug, PartialEq, Eq)]

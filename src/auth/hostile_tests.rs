@@ -1072,7 +1072,7 @@ fn three_issuers() -> Issuers {
         trust(ISS_B, "partner-api", SECRET_B, "idp-b:", true),
         trust(ISS_C, AUD, SECRET_C, "", false),
     ];
-    super::config::fence_prefixes(&mut issuers);
+    super::trust::fence_prefixes(&mut issuers);
     Issuers(Box::new(issuers))
 }
 

@@ -229,6 +229,7 @@ mod key;
 mod key_set;
 mod layer;
 mod pem;
+mod trust;
 mod verify;
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ use super::store::{
 };
 use crate::tenant::TenantNamespace;
 
+mod budget;
+use budget::{Account, Over, Settings, TenantLimit};
+
 /// The default byte budget of an [`InMemoryStore`]: 64 MiB.
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
@@ -86,30 +89,6 @@ pub struct InMemoryStore {
     inner: Arc<Inner>,
 }
 
-/// A tenant's limit: a fraction of the budget or a number of bytes.
-#[derive(Clone, Copy, Debug)]
-enum TenantLimit {
-    Fraction(f64),
-    Bytes(usize),
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Settings {
-    max_entries: usize,
-    max_bytes: usize,
-    tenant_limit: TenantLimit,
-    sweep_every: Duration,
-}
-
-impl Settings {
-    fn tenant_max_bytes(&self) -> usize {
-        match self.tenant_limit {
-            TenantLimit::Fraction(f) => (self.max_bytes as f64 * f.clamp(0.0, 1.0)) as usize,
-            TenantLimit::Bytes(b) => b.min(self.max_bytes),
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Inner {
     records: DashMap<[u8; 32], Record>,
@@ -124,12 +103,6 @@ struct Inner {
     /// since `epoch`.
     last_forced_sweep: AtomicU64,
     epoch: Instant,
-}
-
-/// One tenant's charges.
-#[derive(Debug, Default)]
-struct Account {
-    used: AtomicUsize,
 }
 
 /// One record, kept small (40 bytes besides its key): what it stores is
@@ -170,13 +143,6 @@ fn claim_value(token: ClaimToken, fingerprint: Fingerprint) -> Box<[u8]> {
     value.extend_from_slice(&token.0);
     value.extend_from_slice(&fingerprint.0);
     value.into_boxed_slice()
-}
-
-/// Why a charge could not be reserved.
-#[derive(Debug)]
-enum Over {
-    Tenant,
-    Store,
 }
 
 impl Default for InMemoryStore {
@@ -314,45 +280,6 @@ impl InMemoryStore {
 }
 
 impl Inner {
-    fn account(&self, tenant: Option<TenantNamespace>) -> Arc<Account> {
-        if let Some(account) = self.accounts.get(&tenant) {
-            return account.clone();
-        }
-        self.accounts.entry(tenant).or_default().clone()
-    }
-
-    /// Reserves `bytes` from `account` and from the whole budget, both or
-    /// neither.
-    fn reserve(&self, account: &Account, bytes: usize) -> Result<(), Over> {
-        // Security: a check-then-add would let concurrent claims of one
-        // tenant all pass the check; each reservation is one atomic step
-        // that never takes an account past its limit.
-        account
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes)
-                    .filter(|&n| n <= self.tenant_max_bytes)
-            })
-            .map_err(|_| Over::Tenant)?;
-        let total = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes)
-                    .filter(|&n| n <= self.settings.max_bytes)
-            });
-        if total.is_err() {
-            account.used.fetch_sub(bytes, Ordering::AcqRel);
-            return Err(Over::Store);
-        }
-        Ok(())
-    }
-
-    /// Gives back `bytes` reserved from `account`.
-    fn refund(&self, account: &Account, bytes: usize) {
-        account.used.fetch_sub(bytes, Ordering::AcqRel);
-        self.used.fetch_sub(bytes, Ordering::AcqRel);
-    }
-
     /// Milliseconds since the store's epoch.
     fn millis(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.epoch).as_millis() as u64
