@@ -159,10 +159,8 @@ pub(crate) fn normalize_typ(typ: &str) -> String {
 #[must_use]
 pub struct JwtAuthBuilder {
     issuers: Vec<String>,
-    audiences: Vec<String>,
-    keys: Vec<JwtKey>,
-    key_errors: Vec<KeyError>,
-    jwks_file: Option<(PathBuf, WatchOptions)>,
+    /// Audiences and keys of the one-issuer form, for its `.issuer(..)`.
+    primary: Issuer,
     issuer_configs: Vec<Issuer>,
     algorithms: Vec<Algorithm>,
     leeway: Duration,
@@ -180,10 +178,7 @@ impl Default for JwtAuthBuilder {
     fn default() -> Self {
         Self {
             issuers: Vec::new(),
-            audiences: Vec::new(),
-            keys: Vec::new(),
-            key_errors: Vec::new(),
-            jwks_file: None,
+            primary: Issuer::new(""),
             issuer_configs: Vec::new(),
             algorithms: DEFAULT_ALGORITHMS.to_vec(),
             leeway: DEFAULT_LEEWAY,
@@ -229,23 +224,20 @@ impl JwtAuthBuilder {
     /// Accepts tokens of the [`issuer`](Self::issuer) whose `aud` names
     /// `audience` (repeat for several).
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
-        self.audiences.push(audience.into());
+        self.primary = self.primary.audience(audience);
         self
     }
 
     /// Adds a verification key of the [`issuer`](Self::issuer).
     pub fn key(mut self, key: JwtKey) -> Self {
-        self.keys.push(key);
+        self.primary = self.primary.key(key);
         self
     }
 
     /// Adds the keys of a JWKS document (see [`JwtKey::from_jwks`]); an
     /// invalid document makes [`build`](Self::build) fail.
     pub fn jwks(mut self, document: impl AsRef<[u8]>) -> Self {
-        match JwtKey::from_jwks(document.as_ref()) {
-            Ok(keys) => self.keys.extend(keys),
-            Err(e) => self.key_errors.push(e),
-        }
+        self.primary = self.primary.jwks(document);
         self
     }
 
@@ -262,7 +254,7 @@ impl JwtAuthBuilder {
     /// [`jwks_file`](Self::jwks_file) with explicit watch options (debounce,
     /// polling, size limit).
     pub fn jwks_file_with(mut self, path: impl Into<PathBuf>, options: WatchOptions) -> Self {
-        self.jwks_file = Some((path.into(), options));
+        self.primary = self.primary.jwks_file_with(path, options);
         self
     }
 
@@ -446,10 +438,11 @@ impl JwtAuthBuilder {
         match self.issuers.len() {
             0 if self.issuer_configs.is_empty() => return Err(AuthConfigError::MissingIssuer),
             0 => {
-                if !(self.audiences.is_empty()
-                    && self.keys.is_empty()
-                    && self.key_errors.is_empty()
-                    && self.jwks_file.is_none())
+                let p = &self.primary;
+                if !(p.audiences.is_empty()
+                    && p.keys.is_empty()
+                    && p.key_errors.is_empty()
+                    && p.jwks_file.is_none())
                 {
                     return Err(AuthConfigError::InvalidSetting(
                         "audiences and keys given to the builder belong to its .issuer(), \
@@ -458,14 +451,9 @@ impl JwtAuthBuilder {
                 }
             }
             1 => {
-                let mut legacy = Issuer::new(self.issuers.remove(0))
-                    .username_prefix("")
-                    .groups_prefix("");
-                legacy.audiences = std::mem::take(&mut self.audiences);
-                legacy.keys = std::mem::take(&mut self.keys);
-                legacy.key_errors = std::mem::take(&mut self.key_errors);
-                legacy.jwks_file = self.jwks_file.take();
-                issuers.push(legacy);
+                let mut legacy = std::mem::replace(&mut self.primary, Issuer::new(""));
+                legacy.url = self.issuers.remove(0);
+                issuers.push(legacy.username_prefix("").groups_prefix(""));
             }
             // Security: the finding this guards against — two issuers
             // sharing keys let either sign as the other.
