@@ -19,6 +19,14 @@
 //! reads the response body to its end, which is when the telemetry span
 //! ends and the audit record is queued.
 //!
+//! The group `stack` measures wall time on the request thread only: the
+//! audit writer's thread encodes and hashes each record beside it, and that
+//! work is not in those figures. The group `stack_process_cpu` measures
+//! the same requests in CPU time of the whole process (every thread, from
+//! `CLOCK_PROCESS_CPUTIME_ID`), so it includes the audit writer; quote it
+//! beside the wall-time rows. On the wire, with a real server around the
+//! stack, see `benches/loadtest/run.py`.
+//!
 //! `cargo bench --bench stack --features full -- --warm-up-time 2 --measurement-time 5`
 
 use std::hint::black_box;
@@ -26,7 +34,8 @@ use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use finmesh::GovernanceLayer;
 use finmesh::audit::{AuditLayer, AuditRecord, AuditSink, Auditor, ChainHead};
 use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
@@ -229,5 +238,89 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same requests, measured in CPU time of the whole process: the
+/// request thread and the audit writer's thread together.
+fn bench_process_cpu(c: &mut Criterion<ProcessCpu>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let authorization = format!("Bearer {}", token());
+    let p = parts();
+    let mut g = c.benchmark_group("stack_process_cpu");
+    for (name, svc) in [
+        ("bare router", app()),
+        ("full stack", app().layer(stack(&p, STEPS.len() - 1))),
+    ] {
+        let res = rt.block_on(svc.clone().oneshot(request(&authorization)));
+        assert_eq!(res.unwrap().status(), 200, "{name}");
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let res = svc.clone().oneshot(request(&authorization)).await.unwrap();
+                black_box(res.into_body().collect().await.unwrap());
+            })
+        });
+    }
+    g.finish();
+}
+
+/// CPU time of the whole process (all threads), in nanoseconds.
+struct ProcessCpu;
+
+fn process_cpu_ns() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 * 1e9 + t.tv_nsec as f64
+}
+
+impl Measurement for ProcessCpu {
+    type Intermediate = f64;
+    type Value = f64;
+    fn start(&self) -> f64 {
+        process_cpu_ns()
+    }
+    fn end(&self, start: f64) -> f64 {
+        process_cpu_ns() - start
+    }
+    fn add(&self, a: &f64, b: &f64) -> f64 {
+        a + b
+    }
+    fn zero(&self) -> f64 {
+        0.0
+    }
+    fn to_f64(&self, v: &f64) -> f64 {
+        *v
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        self
+    }
+}
+
+impl ValueFormatter for ProcessCpu {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (div, unit) = if typical < 1e3 {
+            (1.0, "ns (CPU)")
+        } else if typical < 1e6 {
+            (1e3, "µs (CPU)")
+        } else {
+            (1e6, "ms (CPU)")
+        };
+        for v in values {
+            *v /= div;
+        }
+        unit
+    }
+    fn scale_throughputs(&self, _: f64, _: &Throughput, _: &mut [f64]) -> &'static str {
+        "ns (CPU)"
+    }
+    fn scale_for_machines(&self, _: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+criterion_group! {
+    name = process_cpu;
+    config = Criterion::default().with_measurement(ProcessCpu);
+    targets = bench_process_cpu
+}
+criterion_main!(benches, process_cpu);
