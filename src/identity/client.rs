@@ -60,6 +60,13 @@ impl MtlsConnector {
         })
     }
 
+    /// The rustls configuration, for a transport of your own. Its
+    /// certificate resolver and server verifier read the current files at
+    /// each handshake.
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        Arc::clone(self.tls.config())
+    }
+
     /// A hyper-util client that connects through this connector
     /// (`https` URIs; HTTP/2 when the server picks it by ALPN).
     pub fn hyper_client<B>(&self) -> hyper_util::client::legacy::Client<Self, B>
