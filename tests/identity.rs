@@ -179,6 +179,29 @@ async fn a_valid_svid_reaches_the_handler_with_its_peer_identity() {
 }
 
 #[tokio::test]
+async fn only_named_peers_may_call_a_guarded_route() {
+    use finmesh::identity::{RequirePeerLayer, SpiffeId};
+    let pki = Pki::new();
+    let guarded = axum::Router::new()
+        .route("/transfer", axum::routing::post(|| async { "moved" }))
+        .layer(RequirePeerLayer::new().route("/transfer", [SpiffeId::parse(READER).unwrap()]))
+        .merge(whoami_app());
+    let server = Server::start(pki.acceptor(), guarded).await;
+    let reader = pki.svid(READER, "reader").hyper_client();
+    let intruder = pki.svid(INTRUDER, "intruder").hyper_client();
+    let url = server.url("/transfer");
+    let ok = request(&reader, "POST", &url, &[]).await.unwrap();
+    assert_eq!((ok.status, ok.body.as_str()), (200, "moved"));
+    let denied = request(&intruder, "POST", &url, &[]).await.unwrap();
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert_eq!(denied.json()["code"], "identity.peer_denied");
+    // Other routes are not guarded.
+    let other = get(&intruder, &server.url("/whoami")).await.unwrap();
+    assert_eq!(other.body, INTRUDER);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn unacceptable_certificates_fail_as_documented() {
     let pki = Pki::new();
     let server = Server::start(pki.acceptor(), whoami_app()).await;
