@@ -9,11 +9,11 @@
 //!   `MtlsConnector` build (file-backed resolvers and verifiers), plus
 //!   `TrustDomains::identify` on the leaf. Both sides' CPU, no network.
 //! - `mtls_handshake/loopback_connect_and_request`: a new TCP connection to
-//!   `identity::serve` on 127.0.0.1, the handshake, one HTTP/1.1 request
-//!   and its response; client and server tasks on one current-thread
+//!   `identity::serve` on 127.0.0.1, the handshake, one request (HTTP/2,
+//!   chosen by ALPN) and its response; client and server tasks on one current-thread
 //!   runtime, so all the work is counted.
 //! - `svid/peer_identity_from_der`, `svid/spiffe_id_parse`: the parsers.
-//! - `over_tls/bare` vs `over_tls/governed`: one GET on an open HTTP/1.1
+//! - `over_tls/bare` vs `over_tls/governed`: one GET on an open HTTP/2
 //!   mTLS connection; `governed` puts health, JWT (no token: the peer's
 //!   ServiceAccount), tenant and RBAC layers around the same router.
 //!
