@@ -298,6 +298,14 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
             cli.trust_domain
         ),
     };
+    if let Some(ca) = &cli.client_ca {
+        println!(
+            "With a client SVID (demo-certs writes ledger-reader.pem/.key beside the CA), no token:\n\
+             \x20 curl -s --cacert {ca} --cert DIR/ledger-reader.pem --key DIR/ledger-reader.key https://localhost:{}/v1/accounts\n",
+            cli.addr.port(),
+            ca = ca.display(),
+        );
+    }
     let listener = tokio::net::TcpListener::bind(cli.addr).await.map_err(|e| {
         format!(
             "cannot listen on {}: {e} (choose another with --addr)",

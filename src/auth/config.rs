@@ -138,6 +138,8 @@ pub(crate) struct Settings {
     pub(crate) groups_claim: Box<str>,
     pub(crate) tenant_claim: Box<str>,
     pub(crate) risk_claim: Box<str>,
+    // Read only with the `mtls` feature (a peer identity to map).
+    #[cfg_attr(not(feature = "mtls"), allow(dead_code))]
     pub(crate) service_accounts_from_peer: bool,
 }
 
