@@ -11,7 +11,10 @@
 //! Options: `--addr ADDR`, `--metrics-addr ADDR` (Prometheus, default
 //! `127.0.0.1:9464`), `--config DIR` (tenants.yaml and rbac.yaml,
 //! hot-reloaded), `--message-timeout 2s`, `--audit-log PATH`,
-//! `--drain-delay 5s`. Environment: `FINMESH_JWT_SECRET` (else a demo
+//! `--drain-delay 5s`; with the `mtls` feature, `--tls-cert FILE
+//! --tls-key FILE` (serve TLS), `--client-ca FILE` (require client
+//! certificates, SPIFFE identities), `--trust-domain NAME` and the
+//! `demo-certs DIR` subcommand. Environment: `FINMESH_JWT_SECRET` (else a demo
 //! secret, with a warning), `OTEL_EXPORTER_OTLP_ENDPOINT` (export traces),
 //! `RUST_LOG`.
 
@@ -26,7 +29,9 @@ use std::time::{Duration, SystemTime};
 const USAGE: &str = "\
 usage: reference_gateway [--addr ADDR] [--metrics-addr ADDR] [--config DIR]
                          [--message-timeout DUR] [--audit-log PATH] [--drain-delay DUR]
+                         [--tls-cert FILE --tls-key FILE [--client-ca FILE] [--trust-domain NAME]]
        reference_gateway token <alice|bob|carol|dave>
+       reference_gateway demo-certs DIR
 
   --addr ADDR            listen address, HTTP/1.1 and h2c gRPC (default 127.0.0.1:8080)
   --metrics-addr ADDR    separate listener for GET /metrics, Prometheus text, no token
@@ -39,7 +44,17 @@ usage: reference_gateway [--addr ADDR] [--metrics-addr ADDR] [--config DIR]
                          below 256 MiB free
   --drain-delay DUR      on SIGTERM / Ctrl-C, how long readiness fails while
                          requests are still served (default 5s)
+  --tls-cert FILE        serve TLS (HTTP/1.1 and gRPC over h2, ALPN) with this
+                         certificate chain (PEM), reloaded when the file changes
+  --tls-key FILE         its private key (PEM)
+  --client-ca FILE       require client certificates (X.509-SVIDs) that chain to
+                         this bundle (PEM, reloaded); a caller without a token is
+                         the ServiceAccount its SPIFFE ID names; probes need none
+  --trust-domain NAME    the SPIFFE trust domain accepted (default finmesh.demo)
   token USER             print a demo JWT for USER, valid one hour
+  demo-certs DIR         write a demo CA, a server certificate for localhost and
+                         127.0.0.1, and client SVIDs for ledger-reader and intruder
+                         (the --tls-* flags and demo-certs need --features mtls)
 
 DUR is a number with a unit: 500ms, 2s, 1m.
 
@@ -62,11 +77,16 @@ struct Cli {
     message_timeout: Duration,
     audit_log: PathBuf,
     drain_delay: Duration,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    trust_domain: String,
 }
 
 enum Command {
-    Serve(Cli),
+    Serve(Box<Cli>),
     Token(String),
+    DemoCerts(PathBuf),
     Help,
 }
 
@@ -91,6 +111,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
         message_timeout: Duration::from_secs(2),
         audit_log: PathBuf::from("finmesh-audit.log"),
         drain_delay: Duration::from_secs(5),
+        tls_cert: None,
+        tls_key: None,
+        client_ca: None,
+        trust_domain: "finmesh.demo".into(),
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -99,6 +123,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
                 let user = value("token")?;
                 return Ok(Command::Token(user));
             }
+            "demo-certs" => return Ok(Command::DemoCerts(value("demo-certs")?.into())),
+            "--tls-cert" => cli.tls_cert = Some(value("--tls-cert")?.into()),
+            "--tls-key" => cli.tls_key = Some(value("--tls-key")?.into()),
+            "--client-ca" => cli.client_ca = Some(value("--client-ca")?.into()),
+            "--trust-domain" => cli.trust_domain = value("--trust-domain")?,
             "--addr" => {
                 let v = value("--addr")?;
                 cli.addr = v.parse().map_err(|e| format!("--addr {v:?}: {e}"))?;
@@ -119,7 +148,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok(Command::Serve(cli))
+    if cli.tls_cert.is_some() != cli.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".into());
+    }
+    if cli.client_ca.is_some() && cli.tls_cert.is_none() {
+        return Err("--client-ca needs --tls-cert and --tls-key".into());
+    }
+    Ok(Command::Serve(Box::new(cli)))
 }
 
 fn secret() -> (Vec<u8>, bool) {
@@ -163,9 +198,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::DemoCerts(dir) => demo_certs(&dir),
         Command::Serve(cli) => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(serve(cli, secret, demo_secret)) {
+            match runtime.block_on(serve(*cli, secret, demo_secret)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -174,6 +210,56 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+#[cfg(feature = "mtls")]
+fn demo_certs(dir: &std::path::Path) -> ExitCode {
+    match gateway::certs::write_demo_certs(dir) {
+        Ok(files) => {
+            for file in files {
+                println!("{}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the demo certificates to {}: {e}",
+                dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "mtls"))]
+fn demo_certs(_dir: &std::path::Path) -> ExitCode {
+    eprintln!(
+        "error: demo-certs needs the mtls feature: cargo run --features mtls --example reference_gateway -- demo-certs DIR"
+    );
+    ExitCode::from(2)
+}
+
+/// The TLS acceptor the `--tls-*` flags ask for, if they ask for one.
+#[cfg(feature = "mtls")]
+fn tls_acceptor(cli: &Cli) -> Result<Option<finmesh::identity::MtlsAcceptor>, gateway::BoxError> {
+    let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) else {
+        return Ok(None);
+    };
+    let mut builder = finmesh::identity::MtlsAcceptor::builder()
+        .cert_files(cert, key)
+        .trust_domain(&cli.trust_domain);
+    if let Some(ca) = &cli.client_ca {
+        builder = builder.client_ca_file(ca);
+    }
+    Ok(Some(builder.build()?))
+}
+
+#[cfg(not(feature = "mtls"))]
+fn tls_acceptor(cli: &Cli) -> Result<Option<std::convert::Infallible>, gateway::BoxError> {
+    if cli.tls_cert.is_some() {
+        return Err("--tls-cert needs the mtls feature: cargo run --features mtls --example reference_gateway -- …".into());
+    }
+    Ok(None)
 }
 
 async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gateway::BoxError> {
@@ -202,6 +288,24 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
             .filter(|s| !s.is_empty()),
     };
     let gw = gateway::build(&options)?;
+    let tls = tls_acceptor(&cli)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let transport = match (&tls, &cli.client_ca) {
+        (None, _) => "HTTP/1.1 and h2c gRPC".to_owned(),
+        (Some(_), None) => "TLS: HTTP/1.1 and gRPC over h2".to_owned(),
+        (Some(_), Some(_)) => format!(
+            "mutual TLS, client SVIDs of trust domain {} required (probes excepted): HTTP/1.1 and gRPC over h2",
+            cli.trust_domain
+        ),
+    };
+    if let Some(ca) = &cli.client_ca {
+        println!(
+            "With a client SVID (demo-certs writes ledger-reader.pem/.key beside the CA), no token:\n\
+             \x20 curl -s --cacert {ca} --cert DIR/ledger-reader.pem --key DIR/ledger-reader.key https://localhost:{}/v1/accounts\n",
+            cli.addr.port(),
+            ca = ca.display(),
+        );
+    }
     let listener = tokio::net::TcpListener::bind(cli.addr).await.map_err(|e| {
         format!(
             "cannot listen on {}: {e} (choose another with --addr)",
@@ -228,12 +332,12 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
         None => "embedded demo policy (examples/gateway/config/)".into(),
     };
     println!(
-        "finmesh reference gateway on http://{addr} — HTTP/1.1 and h2c gRPC; metrics on http://{metrics_addr}/metrics\n\
+        "finmesh reference gateway on {scheme}://{addr} — {transport}; metrics on http://{metrics_addr}/metrics\n\
          {policy}; audit log {}; per-message stream deadline {:?}\n\n\
          Get a token (alice, bob, carol or dave):\n\
          \x20 TOKEN=$(cargo run -q --example reference_gateway -- token alice)\n\
          Then:\n\
-         \x20 curl -s http://{addr}/v1/accounts -H \"authorization: Bearer $TOKEN\" -H 'x-tenant-namespace: tenant-a'\n\
+         \x20 curl -s {scheme}://{addr}/v1/accounts -H \"authorization: Bearer $TOKEN\" -H 'x-tenant-namespace: tenant-a'\n\
          Probes (no token): http://{addr}/readyz?verbose, /livez\n\
          Prometheus metrics (no token, this listener only): http://{metrics_addr}/metrics\n\
          gRPC: finmesh.gateway.v1.Ledger (examples/gateway/proto/ledger.proto), grpc.health.v1.Health\n\
@@ -260,7 +364,19 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
             tracing::error!("metrics listener failed: {e}");
         }
     });
-    let serve = axum::serve(listener, gw.app).with_graceful_shutdown(shutdown);
+    let serve = async move {
+        match tls {
+            #[cfg(feature = "mtls")]
+            Some(acceptor) => finmesh::identity::serve(listener, acceptor, gw.app, shutdown).await,
+            #[cfg(not(feature = "mtls"))]
+            Some(never) => match never {},
+            None => {
+                axum::serve(listener, gw.app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
+    };
     // In-flight requests get a bounded time to finish once the listener
     // closes: a stream that never ends (a grpc.health.v1 Watch, say) must
     // not keep the process — and its unflushed audit records — alive.

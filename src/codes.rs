@@ -165,6 +165,8 @@ pub fn all() -> Vec<CodeInfo> {
     extend(&mut all, crate::rbac::RbacCode::ALL);
     #[cfg(feature = "idempotency")]
     extend(&mut all, crate::idempotency::IdempotencyCode::ALL);
+    #[cfg(feature = "mtls")]
+    extend(&mut all, crate::identity::IdentityCode::ALL);
     all
 }
 

@@ -53,6 +53,8 @@ pub struct LabelValues {
     pub tenant: Option<TenantNamespace>,
     /// The verified subject (JWT `sub`).
     pub subject: Option<Arc<str>>,
+    /// The SPIFFE ID of the mutually authenticated peer, when there is one.
+    pub peer: Option<Arc<str>>,
     /// The verified risk level (from the token, never from baggage).
     pub risk: Option<RiskLevel>,
     /// The authorization decision, when RBAC ran.

@@ -133,6 +133,8 @@ pub mod future;
 pub mod health;
 #[cfg(feature = "idempotency")]
 pub mod idempotency;
+#[cfg(feature = "mtls")]
+pub mod identity;
 pub mod labels;
 mod macros;
 pub mod principal;

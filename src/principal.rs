@@ -51,6 +51,12 @@ pub struct Principal {
     pub expires_at: Option<SystemTime>,
     /// Every claim of the token, for application-specific use.
     pub claims: Arc<Map<String, Value>>,
+    /// The SPIFFE ID of the mutually authenticated connection the request
+    /// came on (`mtls` feature), kept beside the token's user: who the
+    /// user is is [`subject`](Self::subject), which workload carried the
+    /// call is this. For a ServiceAccount taken from the peer itself, the
+    /// same workload.
+    pub peer: Option<Arc<str>>,
 }
 
 impl Principal {
@@ -65,6 +71,7 @@ impl Principal {
             issuer: issuer.into(),
             expires_at: None,
             claims: Arc::default(),
+            peer: None,
         }
     }
 
@@ -99,6 +106,12 @@ impl Principal {
     /// Sets the raw claims.
     pub fn with_claims(mut self, claims: Map<String, Value>) -> Self {
         self.claims = Arc::new(claims);
+        self
+    }
+
+    /// Sets the peer's SPIFFE ID.
+    pub fn with_peer(mut self, spiffe_id: impl Into<Arc<str>>) -> Self {
+        self.peer = Some(spiffe_id.into());
         self
     }
 

@@ -7,6 +7,8 @@
 #![allow(dead_code)]
 
 pub mod amount;
+#[cfg(feature = "mtls")]
+pub mod certs;
 mod grpc;
 mod http;
 pub mod ledger;
@@ -174,8 +176,12 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         .issuer(ISSUER)
         .audience(AUDIENCE)
         .algorithms([Algorithm::HS256])
-        .key(JwtKey::hmac(&options.jwt_secret)?)
-        .build()?;
+        .key(JwtKey::hmac(&options.jwt_secret)?);
+    // A caller on a mutual-TLS connection with no token is the
+    // ServiceAccount its SPIFFE ID names (`--client-ca`).
+    #[cfg(feature = "mtls")]
+    let jwt = jwt.service_accounts_from_peer(true);
+    let jwt = jwt.build()?;
 
     let (tenants, authorizer): (Arc<dyn TenantRegistry>, Authorizer) = match &options.config_dir {
         Some(dir) => (

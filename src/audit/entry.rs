@@ -81,6 +81,7 @@ impl Entry {
         let trace_id = text(labels.trace_id.as_deref(), "trace_id");
         let order_id = text(labels.order_id.as_deref(), "order_id");
         let subject = text(labels.subject.as_deref(), "subject");
+        let peer = text(labels.peer.as_deref(), "peer");
         let route = text(labels.route.as_deref(), "route");
         let idempotency_key = text(labels.idempotency_key.as_deref(), "idempotency_key");
         let code = labels
@@ -97,6 +98,7 @@ impl Entry {
             // A DNS-1123 label: 63 bytes at most.
             tenant: labels.tenant.map(|t| t.to_string()),
             subject,
+            peer,
             risk: labels.risk,
             method: None,
             route,

@@ -64,7 +64,8 @@ pub enum Outcome {
 /// *without* the `hash` member: one JSON object, no whitespace, the members
 /// in exactly the order of this struct's fields (`seq` first, `prev` last),
 /// every member always present (`null` for an absent value, never
-/// omitted) but `truncated`, which is omitted when empty, strings escaped
+/// omitted) but `truncated`, omitted when empty, and `peer`, omitted when
+/// absent, strings escaped
 /// by `serde_json`. `Serialize` for this type
 /// produces exactly that encoding (it skips `hash`).
 ///
@@ -98,6 +99,12 @@ pub struct AuditRecord {
     pub tenant: Option<String>,
     /// Verified subject.
     pub subject: Option<String>,
+    /// The SPIFFE ID of the mutually authenticated peer the request came
+    /// from (the `mtls` feature). Omitted when absent, so records without
+    /// one encode as records did before it existed, and older logs verify
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// Verified risk level.
     pub risk: Option<RiskLevel>,
     /// HTTP method.
@@ -274,6 +281,22 @@ mod tests {
         );
     }
 
+    #[test]
+    fn peer_is_omitted_when_absent_so_old_records_encode_unchanged() {
+        let mut record = sample();
+        let without = String::from_utf8(record.canonical()).unwrap();
+        assert!(!without.contains("\"peer\""), "{without}");
+        record.peer = Some("spiffe://finmesh.demo/ns/a/sa/b".into());
+        let with = String::from_utf8(record.canonical()).unwrap();
+        assert!(
+            with.contains("\"subject\":\"alice \\\"the\\\" payer\\n\",\"peer\":\"spiffe://finmesh.demo/ns/a/sa/b\""),
+            "{with}"
+        );
+        let line = record.seal();
+        let parsed: AuditRecord = serde_json::from_slice(&line[..line.len() - 1]).unwrap();
+        assert_eq!(parsed, record);
+    }
+
     fn sample() -> AuditRecord {
         AuditRecord {
             seq: 1,
@@ -284,6 +307,7 @@ mod tests {
             order_id: Some("o-1".into()),
             tenant: None,
             subject: Some("alice \"the\" payer\n".into()),
+            peer: None,
             risk: Some(RiskLevel::High),
             method: None,
             route: None,

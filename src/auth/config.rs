@@ -138,6 +138,9 @@ pub(crate) struct Settings {
     pub(crate) groups_claim: Box<str>,
     pub(crate) tenant_claim: Box<str>,
     pub(crate) risk_claim: Box<str>,
+    // Read only with the `mtls` feature (a peer identity to map).
+    #[cfg_attr(not(feature = "mtls"), allow(dead_code))]
+    pub(crate) service_accounts_from_peer: bool,
 }
 
 /// Normalizes a `typ` value for comparison: media types are
@@ -172,6 +175,7 @@ pub struct JwtAuthBuilder {
     tenant_claim: String,
     risk_claim: String,
     cache_capacity: usize,
+    service_accounts_from_peer: bool,
 }
 
 impl Default for JwtAuthBuilder {
@@ -190,6 +194,7 @@ impl Default for JwtAuthBuilder {
             tenant_claim: "tenant".into(),
             risk_claim: "risk_level".into(),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
+            service_accounts_from_peer: false,
         }
     }
 }
@@ -327,6 +332,19 @@ impl JwtAuthBuilder {
         self
     }
 
+    /// Whether a request without a bearer token, on a connection whose
+    /// verified peer is `spiffe://<td>/ns/<ns>/sa/<name>`
+    /// ([`PeerIdentity`](crate::identity::PeerIdentity)), is authenticated
+    /// as the ServiceAccount `system:serviceaccount:<ns>:<name>` (groups
+    /// `system:serviceaccounts`, `system:serviceaccounts:<ns>`, tenant
+    /// `<ns>`). Off by default. A request with a token is always the
+    /// token's user.
+    #[cfg(feature = "mtls")]
+    pub fn service_accounts_from_peer(mut self, enable: bool) -> Self {
+        self.service_accounts_from_peer = enable;
+        self
+    }
+
     /// Checks everything and builds the layer. Loads (and starts watching)
     /// the JWKS file, if one was given.
     ///
@@ -417,6 +435,7 @@ impl JwtAuthBuilder {
             groups_claim: self.groups_claim.into(),
             tenant_claim: self.tenant_claim.into(),
             risk_claim: self.risk_claim.into(),
+            service_accounts_from_peer: self.service_accounts_from_peer,
         };
         let mut issuers = issuers
             .into_iter()

@@ -61,6 +61,7 @@ fn settings() -> Settings {
         groups_claim: "groups".into(),
         tenant_claim: "tenant".into(),
         risk_claim: "risk_level".into(),
+        service_accounts_from_peer: false,
     }
 }
 

@@ -243,11 +243,14 @@ where
         };
         let verified =
             bearer_token(req.headers()).and_then(|token| layer.shared.verify_token(token));
+        #[cfg(feature = "mtls")]
+        let verified = super::peer::with_peer(verified, &req, &layer.shared.settings);
         match verified {
             Ok(principal) => {
                 if let Some(labels) = req.extensions().get::<RequestLabels>() {
                     labels.update(|l| {
                         l.subject = Some(Arc::clone(&principal.subject));
+                        l.peer.clone_from(&principal.peer);
                         if principal.risk.is_some() {
                             l.risk = principal.risk;
                         }

@@ -228,6 +228,8 @@ mod jwks;
 mod key;
 mod key_set;
 mod layer;
+#[cfg(feature = "mtls")]
+mod peer;
 mod pem;
 mod trust;
 mod verify;

@@ -336,6 +336,7 @@ pub(crate) fn verify(
         issuer: Arc::clone(&issuer.url),
         expires_at: UNIX_EPOCH.checked_add(Duration::from_secs(exp)),
         claims: Arc::new(claims),
+        peer: None,
     };
     Ok(Verified { principal, exp })
 }

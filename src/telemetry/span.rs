@@ -280,6 +280,10 @@ fn business_attributes(values: &LabelValues, attrs: &mut Vec<KeyValue>) {
     if let Some(subject) = &values.subject {
         attrs.push(KeyValue::new("enduser.id", subject.to_string()));
     }
+    if let Some(peer) = &values.peer {
+        // Istio's name for the calling workload's identity.
+        attrs.push(KeyValue::new("source.principal", peer.to_string()));
+    }
     if let Some(authz) = &values.authorization {
         attrs.push(KeyValue::new("authz.allowed", authz.allowed));
         if authz.shadow {

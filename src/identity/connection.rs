@@ -1,0 +1,147 @@
+//! [`ConnectionPeer`]: who is at the other end of one TLS connection, and
+//! the [`PeerService`] that hands it to every request of the connection.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::IdentityCode;
+use super::acceptor::Shared;
+use super::peer::PeerIdentity;
+use super::spiffe::IdentityError;
+use crate::body::ResponseBody;
+use crate::codes::RejectionCode;
+use crate::future::ResponseFuture;
+
+/// The peer of one accepted connection, as [`MtlsAcceptor::accept`]
+/// found it. As a [`Layer`] it wraps the service that serves the
+/// connection in a [`PeerService`].
+///
+/// [`MtlsAcceptor::accept`]: super::MtlsAcceptor::accept
+#[derive(Clone)]
+pub struct ConnectionPeer {
+    state: PeerState,
+    shared: Arc<Shared>,
+}
+
+#[derive(Clone, Debug)]
+enum PeerState {
+    Verified(PeerIdentity),
+    Invalid(Arc<IdentityError>),
+    Anonymous,
+}
+
+impl ConnectionPeer {
+    pub(crate) fn verified(peer: PeerIdentity, shared: &Arc<Shared>) -> Self {
+        Self {
+            state: PeerState::Verified(peer),
+            shared: Arc::clone(shared),
+        }
+    }
+
+    pub(crate) fn invalid(error: IdentityError, shared: &Arc<Shared>) -> Self {
+        Self {
+            state: PeerState::Invalid(Arc::new(error)),
+            shared: Arc::clone(shared),
+        }
+    }
+
+    pub(crate) fn anonymous(shared: &Arc<Shared>) -> Self {
+        Self {
+            state: PeerState::Anonymous,
+            shared: Arc::clone(shared),
+        }
+    }
+
+    /// The verified identity, when the peer presented an acceptable SVID.
+    pub fn identity(&self) -> Option<&PeerIdentity> {
+        match &self.state {
+            PeerState::Verified(peer) => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// Why the peer's certificate (whose chain verified) is not an
+    /// acceptable SVID, when it is not.
+    pub fn error(&self) -> Option<&IdentityError> {
+        match &self.state {
+            PeerState::Invalid(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnectionPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ConnectionPeer").field(&self.state).finish()
+    }
+}
+
+impl<S> Layer<S> for ConnectionPeer {
+    type Service = PeerService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PeerService {
+            inner,
+            peer: self.clone(),
+        }
+    }
+}
+
+/// Serves one connection: puts its [`PeerIdentity`] into every request's
+/// extensions, or refuses the request (see the [module docs](super)).
+#[derive(Clone, Debug)]
+pub struct PeerService<S> {
+    inner: S,
+    peer: ConnectionPeer,
+}
+
+crate::macros::inner_accessors!([S] PeerService<S>, inner: S);
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for PeerService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        match &self.peer.state {
+            PeerState::Verified(peer) => {
+                // Security: request extensions start empty for each request
+                // hyper reads, so this is the only PeerIdentity there: the
+                // caller cannot supply one.
+                req.extensions_mut().insert(peer.clone());
+            }
+            // Security: the chain verified but the certificate names no
+            // acceptable workload; every request of the connection is
+            // refused with a stable code (rather than an opaque TLS alert),
+            // probes included: the kubelet presents no certificate at all.
+            PeerState::Invalid(error) => {
+                let rejection = IdentityCode::Invalid.reject(format!(
+                    "the client certificate is not an acceptable SVID: {error}"
+                ));
+                return ResponseFuture::rejected(rejection.respond(&req));
+            }
+            PeerState::Anonymous => {
+                let shared = &self.peer.shared;
+                if shared.require_client_cert
+                    && !shared.probe_paths.iter().any(|p| **p == *req.uri().path())
+                {
+                    let rejection = IdentityCode::Missing
+                        .reject("a client certificate (X.509-SVID) is required");
+                    return ResponseFuture::rejected(rejection.respond(&req));
+                }
+            }
+        }
+        ResponseFuture::inner(self.inner.call(req))
+    }
+}
