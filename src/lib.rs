@@ -136,6 +136,8 @@ pub mod idempotency;
 pub mod labels;
 mod macros;
 pub mod principal;
+#[cfg(feature = "ratelimit")]
+pub mod ratelimit;
 #[cfg(feature = "rbac")]
 pub mod rbac;
 pub mod reject;

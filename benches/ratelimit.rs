@@ -1,0 +1,2 @@
+//! Rate-limit benches.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Rate limits with real servers and clients.
