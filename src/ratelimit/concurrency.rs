@@ -147,7 +147,9 @@ impl Waiter {
                 rx.try_recv().is_ok()
             }
         };
-        granted.then_some(Permit { limiter, key })
+        // `then`, not `then_some`: a Permit built and dropped would free
+        // a seat this waiter never had.
+        granted.then(|| Permit { limiter, key })
     }
 }
 

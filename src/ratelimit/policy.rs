@@ -72,8 +72,8 @@ impl std::error::Error for RateLimitPolicyError {}
 #[derive(Debug)]
 pub(crate) struct Rule {
     pub(crate) name: Arc<str>,
-    /// A stable hash of the name: the rule's part of every bucket key, so a
-    /// reloaded policy keeps the buckets of the rules it keeps.
+    /// A stable hash of the name and limit: the rule's part of every bucket
+    /// key, so a reloaded policy keeps the buckets of the rules it keeps.
     pub(crate) id: u64,
     pub(crate) matcher: Matcher,
     pub(crate) key: KeyKind,
@@ -316,8 +316,15 @@ fn compile_rule(
             format!("must be 1 to {MAX_REQUESTS}"),
         ));
     }
+    // The id covers the limit: a rule whose limit is edited starts with
+    // full buckets under the new limit (TATs of the old one mean nothing
+    // under another interval), while unchanged rules keep their state.
+    let id = stable_id(
+        "rule",
+        &format!("{}/{requests}/{}/{burst}", spec.name, period.as_nanos()),
+    );
     Ok(Rule {
-        id: stable_id("rule", &spec.name),
+        id,
         name: spec.name.into(),
         matcher,
         key: spec.key,

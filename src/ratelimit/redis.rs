@@ -42,8 +42,8 @@ const MAX_CACHED: usize = 10_000;
 /// - **One atomic script per decision**, `EVALSHA` of a Lua GCRA (the same
 ///   arithmetic as the local limiter, on Redis' clock), and all of one
 ///   request's decisions in **one pipeline**: one round trip.
-/// - **Keys** are `<prefix><rule>:<kind>:{<tenant>}:<digest>`: the rule
-///   name (a DNS-1123 label), the verified tenant (a DNS-1123 label, in
+/// - **Keys** are `<prefix><rule>:<limit>:<kind>:{<tenant>}:<digest>`: the
+///   rule name (a DNS-1123 label) and a fingerprint of its limit, the verified tenant (a DNS-1123 label, in
 ///   braces: a Redis Cluster hash tag), and a SHA-256 digest of the
 ///   subject and route, so no caller-chosen text reaches a key name. Each
 ///   key expires at its TAT.

@@ -14,9 +14,9 @@ use crate::config::{ConfigError, WatchOptions, Watched};
 /// takes no lock; a new policy is validated and compiled whole, then
 /// swapped in, so a request sees the old policy or the new one.
 ///
-/// A policy swap keeps the state of every rule it keeps (buckets are keyed
-/// by rule name): editing a limit takes effect on the next request,
-/// without resetting what was spent.
+/// A policy swap keeps the state of every rule it keeps unchanged (buckets
+/// are keyed by rule name and limit); a rule whose limit was edited applies
+/// the new limit from the next request on, starting with full buckets.
 #[derive(Clone)]
 pub struct RateLimits {
     source: Source,
