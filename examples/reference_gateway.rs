@@ -26,12 +26,14 @@ use std::time::{Duration, SystemTime};
 const USAGE: &str = "\
 usage: reference_gateway [--addr ADDR] [--metrics-addr ADDR] [--config DIR]
                          [--message-timeout DUR] [--audit-log PATH] [--drain-delay DUR]
+                         [--redis URL]
        reference_gateway token <alice|bob|carol|dave>
 
   --addr ADDR            listen address, HTTP/1.1 and h2c gRPC (default 127.0.0.1:8080)
   --metrics-addr ADDR    separate listener for GET /metrics, Prometheus text, no token
                          (default 127.0.0.1:9464; keep it off the public network)
-  --config DIR           load DIR/tenants.yaml and DIR/rbac.yaml, hot-reloaded
+  --config DIR           load DIR/tenants.yaml, DIR/rbac.yaml and DIR/ratelimits.yaml,
+                         hot-reloaded
                          (default: the embedded demo policy, examples/gateway/config/)
   --message-timeout DUR  per-message deadline on gRPC streams (default 2s)
   --audit-log PATH       hash-chained audit log (default finmesh-audit.log); 64 MiB
@@ -39,6 +41,9 @@ usage: reference_gateway [--addr ADDR] [--metrics-addr ADDR] [--config DIR]
                          below 256 MiB free
   --drain-delay DUR      on SIGTERM / Ctrl-C, how long readiness fails while
                          requests are still served (default 5s)
+  --redis URL            keep idempotency records and rate-limit counters in this
+                         Redis (redis://127.0.0.1:6379/0), shared by every gateway
+                         on it (needs a build with --features redis)
   token USER             print a demo JWT for USER, valid one hour
 
 DUR is a number with a unit: 500ms, 2s, 1m.
@@ -62,6 +67,7 @@ struct Cli {
     message_timeout: Duration,
     audit_log: PathBuf,
     drain_delay: Duration,
+    redis_url: Option<String>,
 }
 
 enum Command {
@@ -91,6 +97,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
         message_timeout: Duration::from_secs(2),
         audit_log: PathBuf::from("finmesh-audit.log"),
         drain_delay: Duration::from_secs(5),
+        redis_url: None,
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -115,6 +122,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
             }
             "--audit-log" => cli.audit_log = value("--audit-log")?.into(),
             "--drain-delay" => cli.drain_delay = parse_duration(&value("--drain-delay")?)?,
+            "--redis" => cli.redis_url = Some(value("--redis")?),
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -197,6 +205,7 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
         message_timeout: cli.message_timeout,
         audit_log: cli.audit_log.clone(),
         jwt_secret: secret,
+        redis_url: cli.redis_url.clone(),
         otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
             .ok()
             .filter(|s| !s.is_empty()),

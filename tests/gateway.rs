@@ -33,6 +33,7 @@ async fn start(message_timeout: Duration) -> Running {
         message_timeout,
         audit_log: audit_log.clone(),
         jwt_secret: SECRET.to_vec(),
+        redis_url: None,
         otlp_endpoint: None,
     })
     .expect("gateway builds");

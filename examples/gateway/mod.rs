@@ -29,6 +29,7 @@ use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
 use finmesh::deadline::StreamDeadlineLayer;
 use finmesh::health::{HealthLayer, HealthRegistry};
 use finmesh::idempotency::{IdempotencyLayer, InMemoryStore};
+use finmesh::ratelimit::{RateLimitLayer, RateLimits};
 use finmesh::rbac::{Authorizer, GrpcMethods, HttpRoutes, RbacLayer};
 use finmesh::telemetry::{TelemetryLayer, w3c_propagator};
 use finmesh::tenant::{FileTenants, StaticTenants, TenantLayer, TenantRegistry};
@@ -52,6 +53,8 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 pub const EMBEDDED_TENANTS: &str = include_str!("config/tenants.yaml");
 /// The embedded RBAC manifests.
 pub const EMBEDDED_RBAC: &str = include_str!("config/rbac.yaml");
+/// The embedded rate limits.
+pub const EMBEDDED_RATELIMITS: &str = include_str!("config/ratelimits.yaml");
 
 /// The ledger's gRPC service.
 pub const LEDGER_SERVICE: &str = "finmesh.gateway.v1.Ledger";
@@ -143,6 +146,9 @@ pub struct Options {
     pub audit_log: PathBuf,
     /// The HS256 secret.
     pub jwt_secret: Vec<u8>,
+    /// Keep idempotency records and rate-limit counters in this Redis
+    /// (needs the `redis` feature).
+    pub redis_url: Option<String>,
     /// Export traces over OTLP to this endpoint.
     pub otlp_endpoint: Option<String>,
 }
@@ -164,6 +170,8 @@ pub struct Gateway {
     pub observability: observability::Observability,
     /// The ledger's state.
     pub ledger: Arc<Ledger>,
+    /// The rate-limit layer (its stats and key counts).
+    pub rate_limits: RateLimitLayer,
 }
 
 /// Builds the gateway.
@@ -177,16 +185,19 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         .key(JwtKey::hmac(&options.jwt_secret)?)
         .build()?;
 
-    let (tenants, authorizer): (Arc<dyn TenantRegistry>, Authorizer) = match &options.config_dir {
-        Some(dir) => (
-            Arc::new(FileTenants::watch(dir.join("tenants.yaml"))?),
-            Authorizer::watch(dir.join("rbac.yaml"))?,
-        ),
-        None => (
-            Arc::new(embedded_tenants()?),
-            Authorizer::from_yaml(EMBEDDED_RBAC)?,
-        ),
-    };
+    let (tenants, authorizer, limits): (Arc<dyn TenantRegistry>, Authorizer, RateLimits) =
+        match &options.config_dir {
+            Some(dir) => (
+                Arc::new(FileTenants::watch(dir.join("tenants.yaml"))?),
+                Authorizer::watch(dir.join("rbac.yaml"))?,
+                RateLimits::watch(dir.join("ratelimits.yaml"))?,
+            ),
+            None => (
+                Arc::new(embedded_tenants()?),
+                Authorizer::from_yaml(EMBEDDED_RBAC)?,
+                RateLimits::from_yaml(EMBEDDED_RATELIMITS)?,
+            ),
+        };
     let mapper = (
         HttpRoutes::new()
             .route("/v1/accounts", "accounts")
@@ -216,6 +227,15 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
             async move { ready }
         })?;
     }
+
+    let (rate_limits, idempotency) = shared_state(options, limits, &health)?;
+    let rate_limits = {
+        let known = tenants.clone();
+        // Security: only registered tenants become metric series.
+        rate_limits
+            .response_headers(true)
+            .metric_tenants(move |ns| known.lookup(ns).is_some())
+    };
 
     let known = tenants.clone();
     let telemetry = TelemetryLayer::builder()
@@ -251,7 +271,8 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         .jwt(jwt)
         .tenants(TenantLayer::new(tenants))
         .rbac(RbacLayer::new(authorizer, mapper))
-        .idempotency(IdempotencyLayer::new(InMemoryStore::new()).grpc_service(LEDGER_SERVICE))
+        .rate_limits(rate_limits.clone())
+        .idempotency(idempotency.grpc_service(LEDGER_SERVICE))
         .build();
 
     let ledger = Arc::new(Ledger::demo());
@@ -278,7 +299,42 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         auditor,
         observability,
         ledger,
+        rate_limits,
     })
+}
+
+/// The rate-limit and idempotency layers: in memory, or in the Redis of
+/// `--redis`, where every gateway on it shares them.
+fn shared_state(
+    options: &Options,
+    limits: RateLimits,
+    health: &HealthRegistry,
+) -> Result<(RateLimitLayer, IdempotencyLayer), BoxError> {
+    let Some(url) = &options.redis_url else {
+        let _ = health;
+        return Ok((
+            RateLimitLayer::new(limits),
+            IdempotencyLayer::new(InMemoryStore::new()),
+        ));
+    };
+    #[cfg(feature = "redis")]
+    {
+        use finmesh::idempotency::RedisStore;
+        use finmesh::ratelimit::RedisRateLimiter;
+        let limiter = RedisRateLimiter::open(url)?;
+        // Readiness stays up while Redis is down (rules follow their
+        // failMode); the failure is logged and counted by the limiter.
+        let _ = health;
+        Ok((
+            RateLimitLayer::new(limits).redis(limiter),
+            IdempotencyLayer::new(RedisStore::open(url)?),
+        ))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (limits, health);
+        Err(format!("--redis {url}: this gateway was built without the `redis` feature (cargo run --features redis ...)").into())
+    }
 }
 
 /// The embedded tenants, parsed with the same rules as a tenants file.

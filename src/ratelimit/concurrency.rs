@@ -119,6 +119,20 @@ impl ConcurrencyLimiter {
         }
     }
 
+    /// Requests waiting in a queue now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .map(|g| g.waiters.iter().filter(|w| !w.is_closed()).count())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// Gates held now (keys with requests in flight or waiting).
     pub(crate) fn len(&self) -> usize {
         self.shards

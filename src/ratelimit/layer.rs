@@ -153,6 +153,11 @@ impl RateLimitLayer {
         self.shared().concurrency.len()
     }
 
+    /// Requests waiting in a concurrency queue now.
+    pub fn concurrency_waiting(&self) -> usize {
+        self.shared().concurrency.waiting()
+    }
+
     fn shared(&self) -> Arc<Shared> {
         Arc::clone(self.shared.get_or_init(|| {
             let known = self.metric_tenants.clone();
