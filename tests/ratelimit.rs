@@ -453,6 +453,11 @@ mod redis {
             .timeout(Duration::from_millis(200));
         let limits = layer(yaml).redis(limiter.clone());
         let server = spawn(app(limits.clone(), gate())).await;
+        let health = finmesh::health::HealthRegistry::new();
+        let watch = limiter.clone();
+        health
+            .add_readiness_warning("ratelimit-redis", move || watch.health_warning())
+            .unwrap();
         for path in ["/echo", "/v1/pay"] {
             assert_eq!(
                 send(post(&server, path, "tenant-a", "alice")).await.status,
@@ -473,6 +478,10 @@ mod redis {
         assert!(stats.store_errors() >= 2);
         assert!(limiter.store_errors() >= 2);
         assert!(limiter.health_warning().is_some());
+        // Readiness warns, and stays ready.
+        let report = health.readiness().await;
+        assert!(report.is_healthy());
+        assert_eq!(report.warnings, [std::sync::Arc::from("ratelimit-redis")]);
         // Never a silent fallback to local limits.
         assert_eq!(limits.local_keys(), 0);
     }

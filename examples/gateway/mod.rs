@@ -323,8 +323,9 @@ fn shared_state(
         use finmesh::ratelimit::RedisRateLimiter;
         let limiter = RedisRateLimiter::open(url)?;
         // Readiness stays up while Redis is down (rules follow their
-        // failMode); the failure is logged and counted by the limiter.
-        let _ = health;
+        // failMode); `/readyz?verbose` shows it as a warning.
+        let watch = limiter.clone();
+        health.add_readiness_warning("ratelimit-redis", move || watch.health_warning())?;
         Ok((
             RateLimitLayer::new(limits).redis(limiter),
             IdempotencyLayer::new(RedisStore::open(url)?),

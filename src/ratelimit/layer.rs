@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::concurrency::ConcurrencyLimiter;
-use super::decide::{MetricTenants, Shared};
+use super::decide::{Admission, MetricTenants, Shared};
 use super::local::LocalLimiter;
 use super::service::RateLimit;
 use super::source::RateLimits;
@@ -156,6 +156,18 @@ impl RateLimitLayer {
     /// Requests waiting in a concurrency queue now.
     pub fn concurrency_waiting(&self) -> usize {
         self.shared().concurrency.waiting()
+    }
+
+    /// Decides a request head as the layer does (spending quota, taking
+    /// and at once freeing a concurrency seat) without calling a service:
+    /// `true` when it would pass. For benchmarks; not a stable API.
+    #[doc(hidden)]
+    pub async fn decide_head(&self, head: &http::Request<()>) -> bool {
+        match self.shared().admit(head) {
+            Admission::Pass(_) => true,
+            Admission::Refuse(_) => false,
+            Admission::Pending(wait) => wait.await.is_ok(),
+        }
     }
 
     fn shared(&self) -> Arc<Shared> {
