@@ -346,6 +346,17 @@ async fn a_burst_of_100_transfers_is_cut_to_the_tenant_limit_while_another_tenan
         .filter(|r| r.to_string().contains("ratelimit.exceeded"))
         .count();
     assert_eq!(refused, answers.iter().filter(|a| a.status == 429).count());
+    // Counted per rule, tenant and outcome on the metrics listener.
+    let metrics = spawn(gw.gateway.metrics.clone()).await;
+    let text = support::get(&metrics.url("/metrics"), &[]).await;
+    let text = String::from_utf8_lossy(&text.body);
+    assert!(
+        text.contains(&format!(
+            "finmesh_ratelimit_decisions_total{{rule=\"tenant-a-transfers\",tenant=\"tenant-a\",outcome=\"limited\"}} {}",
+            answers.iter().filter(|a| a.status == 429).count()
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -284,11 +284,12 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
     // and Prometheus scrapes without a token, so they are served on their
     // own listener (loopback by default), never on the public port.
     let registry = observability.registry.clone();
+    let limited = rate_limits.stats();
     let metrics = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let registry = registry.clone();
-            async move { observability::render_prometheus(&registry) }
+            let (registry, limited) = (registry.clone(), limited.clone());
+            async move { observability::render_prometheus(&registry, &limited) }
         }),
     );
 
