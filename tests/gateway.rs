@@ -307,7 +307,11 @@ async fn alice_burst(servers: &[&TestServer], n: usize) -> Vec<HttpAnswer> {
 /// (burst 20); the rest of a burst is 429 with Retry-After.
 fn assert_cut_to_the_demo_limit(answers: &[HttpAnswer]) {
     let accepted = answers.iter().filter(|a| a.status == 201).count();
-    assert!((20..=30).contains(&accepted), "{accepted} accepted");
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status.as_u16()).collect();
+    assert!(
+        (20..=30).contains(&accepted),
+        "{accepted} accepted: {statuses:?}"
+    );
     for refused in answers.iter().filter(|a| a.status != 201) {
         assert_eq!(refused.status, 429, "{:?}", refused.body);
         assert_eq!(refused.json()["code"], "ratelimit.exceeded");

@@ -322,7 +322,9 @@ fn shared_state(
     {
         use finmesh::idempotency::RedisStore;
         use finmesh::ratelimit::RedisRateLimiter;
-        let limiter = RedisRateLimiter::open(url)?;
+        // 1 s, as the idempotency store: the demo's transfer limit fails
+        // closed, and a loaded machine must not turn slow answers into 503s.
+        let limiter = RedisRateLimiter::open(url)?.timeout(Duration::from_secs(1));
         // Readiness stays up while Redis is down (rules follow their
         // failMode); `/readyz?verbose` shows it as a warning.
         let watch = limiter.clone();

@@ -76,6 +76,9 @@ pub struct RedisRateLimiter {
 struct Inner {
     client: Client,
     connection: Mutex<Option<MultiplexedConnection>>,
+    /// One connect at a time: a burst arriving before the first connection
+    /// is up waits for it instead of opening one connection per request.
+    connecting: tokio::sync::Mutex<()>,
     prefix: String,
     timeout: Duration,
     hash: String,
@@ -124,6 +127,7 @@ impl RedisRateLimiter {
             inner: Arc::new(Inner {
                 client,
                 connection: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
                 prefix,
                 timeout,
                 hash: redis::Script::new(GCRA).get_hash().to_owned(),
@@ -218,14 +222,20 @@ impl RedisRateLimiter {
         over.insert(key, until);
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
-        let cached = self
-            .inner
+    fn cached(&self) -> Option<MultiplexedConnection> {
+        self.inner
             .connection
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(c) = cached {
+            .clone()
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let _connecting = self.inner.connecting.lock().await;
+        if let Some(c) = self.cached() {
             return Ok(c);
         }
         let config = AsyncConnectionConfig::new()
