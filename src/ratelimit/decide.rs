@@ -82,7 +82,8 @@ struct SeatRequest {
 }
 
 struct Labels {
-    tenant: Option<TenantNamespace>,
+    /// The tenant and its seeded hash.
+    tenant: Option<(u64, TenantNamespace)>,
     other: bool,
 }
 
@@ -98,14 +99,14 @@ impl Shared {
             principal,
             tenant,
         };
+        let tenant_hash = tenant.map_or(0, |t| self.hash_str(t.as_str()));
         let labels = Labels {
-            tenant: tenant.copied(),
+            tenant: tenant.map(|t| (tenant_hash, *t)),
             other: match (&self.metric_tenants, tenant) {
                 (Some(known), Some(t)) => !known(t),
                 _ => false,
             },
         };
-        let tenant_hash = tenant.map_or(0, |t| self.hash_str(t.as_str()));
         self.limits.with(|policy| {
             let mut matched: [Option<(usize, Place)>; 4] = [None; 4];
             let mut found = 0;

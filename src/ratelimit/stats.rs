@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
@@ -69,51 +69,75 @@ pub struct RateLimitStats {
     pub(super) inner: Arc<Counters>,
 }
 
-type SeriesKey = (u64, Option<TenantNamespace>, bool, Outcome);
+/// (rule id, tenant key, outcome); the tenant key is 0 for no tenant, 1
+/// for `_other`, else the tenant's (seeded) hash: no string hashed twice.
+type SeriesKey = (u64, u64, Outcome);
+
+const NO_TENANT: u64 = 0;
+const OTHER: u64 = 1;
+
+#[derive(Default)]
+struct Counter {
+    tenant: Option<TenantNamespace>,
+    count: AtomicU64,
+}
 
 #[derive(Default)]
 pub(super) struct Counters {
-    series: DashMap<SeriesKey, AtomicU64, foldhash::fast::RandomState>,
+    series: DashMap<SeriesKey, Counter, foldhash::fast::RandomState>,
+    // `DashMap::len` locks every shard: counted aside instead.
+    series_len: AtomicUsize,
     names: DashMap<u64, Arc<str>, foldhash::fast::RandomState>,
     pub(super) store_errors: AtomicU64,
 }
 
 impl Counters {
-    /// Counts one decision of rule `id` (named `name`) for `tenant`
-    /// (`other` when it may not be a label).
+    /// Counts one decision of rule `id` (named `name`) for `tenant` and its
+    /// hash (`other` when it may not be a label).
     pub(super) fn count(
         &self,
         id: u64,
         name: &Arc<str>,
-        tenant: Option<TenantNamespace>,
+        tenant: Option<(u64, TenantNamespace)>,
         other: bool,
         outcome: Outcome,
     ) {
-        let key = (id, tenant.filter(|_| !other), other, outcome);
-        if let Some(c) = self.series.get(&key) {
-            c.fetch_add(1, Ordering::Relaxed);
+        let tenant_key = match tenant {
+            _ if other => OTHER,
+            None => NO_TENANT,
+            Some((hash, _)) => hash | 2,
+        };
+        if let Some(c) = self.series.get(&(id, tenant_key, outcome)) {
+            c.count.fetch_add(1, Ordering::Relaxed);
             return;
         }
         // Security: a bounded set of series, whatever the tenants.
-        let key = if self.series.len() >= MAX_SERIES {
-            (id, None, true, outcome)
+        let (tenant_key, tenant) = if self.series_len.load(Ordering::Relaxed) >= MAX_SERIES {
+            (OTHER, None)
         } else {
-            key
+            (tenant_key, tenant.filter(|_| !other).map(|(_, t)| t))
         };
         if !self.names.contains_key(&id) {
             self.names.insert(id, Arc::clone(name));
         }
         self.series
-            .entry(key)
-            .or_default()
+            .entry((id, tenant_key, outcome))
+            .or_insert_with(|| {
+                self.series_len.fetch_add(1, Ordering::Relaxed);
+                Counter {
+                    tenant,
+                    count: AtomicU64::new(0),
+                }
+            })
+            .count
             .fetch_add(1, Ordering::Relaxed);
     }
 
     fn total(&self, outcome: Outcome) -> u64 {
         self.series
             .iter()
-            .filter(|e| e.key().3 == outcome)
-            .map(|e| e.value().load(Ordering::Relaxed))
+            .filter(|e| e.key().2 == outcome)
+            .map(|e| e.value().count.load(Ordering::Relaxed))
             .sum()
     }
 }
@@ -125,20 +149,20 @@ impl RateLimitStats {
             .series
             .iter()
             .map(|e| {
-                let (id, tenant, other, outcome) = *e.key();
+                let (id, tenant_key, outcome) = *e.key();
                 Series {
                     rule: self
                         .inner
                         .names
                         .get(&id)
                         .map_or_else(|| Arc::from("?"), |n| Arc::clone(&n)),
-                    tenant: match (tenant, other) {
-                        (_, true) => OTHER_TENANT.to_owned(),
-                        (Some(t), false) => t.to_string(),
-                        (None, false) => String::new(),
+                    tenant: match (tenant_key, e.value().tenant) {
+                        (OTHER, _) => OTHER_TENANT.to_owned(),
+                        (_, Some(t)) => t.to_string(),
+                        (_, None) => String::new(),
                     },
                     outcome,
-                    count: e.value().load(Ordering::Relaxed),
+                    count: e.value().count.load(Ordering::Relaxed),
                 }
             })
             .collect()
