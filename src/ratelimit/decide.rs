@@ -153,7 +153,7 @@ impl Shared {
                         ));
                     }
                 };
-                let q = Quota {
+                let q = || Quota {
                     rule: Arc::clone(&rule.name),
                     requests: rule.requests,
                     period: rule.period,
@@ -167,14 +167,16 @@ impl Shared {
                 if !outcome.allowed {
                     self.count(rule.id, &rule.name, &labels, Outcome::Limited);
                     let retry = Duration::from_nanos(outcome.retry_after);
-                    return Admission::Refuse(self.limited(&rule.name, rule.key, q, retry));
+                    return Admission::Refuse(self.limited(&rule.name, rule.key, q(), retry));
                 }
                 self.count(rule.id, &rule.name, &labels, Outcome::Allowed);
-                if quota
-                    .as_ref()
-                    .is_none_or(|best| q.remaining < best.remaining)
+                // The fields of a success are built only when they are sent.
+                if self.response_headers
+                    && quota
+                        .as_ref()
+                        .is_none_or(|best| outcome.remaining < best.remaining)
                 {
-                    quota = Some(q);
+                    quota = Some(q());
                 }
             }
             match seat {

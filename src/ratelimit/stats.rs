@@ -113,6 +113,11 @@ impl Counters {
         }
         // Security: a bounded set of series, whatever the tenants.
         let (tenant_key, tenant) = if self.series_len.load(Ordering::Relaxed) >= MAX_SERIES {
+            // Past the cap: `_other`, with a read lock when it exists.
+            if let Some(c) = self.series.get(&(id, OTHER, outcome)) {
+                c.count.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             (OTHER, None)
         } else {
             (tenant_key, tenant.filter(|_| !other).map(|(_, t)| t))
