@@ -30,13 +30,15 @@ const USAGE: &str = "\
 usage: reference_gateway [--addr ADDR] [--metrics-addr ADDR] [--config DIR]
                          [--message-timeout DUR] [--audit-log PATH] [--drain-delay DUR]
                          [--tls-cert FILE --tls-key FILE [--client-ca FILE] [--trust-domain NAME]]
+                         [--redis URL]
        reference_gateway token <alice|bob|carol|dave>
        reference_gateway demo-certs DIR
 
   --addr ADDR            listen address, HTTP/1.1 and h2c gRPC (default 127.0.0.1:8080)
   --metrics-addr ADDR    separate listener for GET /metrics, Prometheus text, no token
                          (default 127.0.0.1:9464; keep it off the public network)
-  --config DIR           load DIR/tenants.yaml and DIR/rbac.yaml, hot-reloaded
+  --config DIR           load DIR/tenants.yaml, DIR/rbac.yaml and DIR/ratelimits.yaml,
+                         hot-reloaded
                          (default: the embedded demo policy, examples/gateway/config/)
   --message-timeout DUR  per-message deadline on gRPC streams (default 2s)
   --audit-log PATH       hash-chained audit log (default finmesh-audit.log); 64 MiB
@@ -51,6 +53,9 @@ usage: reference_gateway [--addr ADDR] [--metrics-addr ADDR] [--config DIR]
                          this bundle (PEM, reloaded); a caller without a token is
                          the ServiceAccount its SPIFFE ID names; probes need none
   --trust-domain NAME    the SPIFFE trust domain accepted (default finmesh.demo)
+  --redis URL            keep idempotency records and rate-limit counters in this
+                         Redis (redis://127.0.0.1:6379/0), shared by every gateway
+                         on it (needs a build with --features redis)
   token USER             print a demo JWT for USER, valid one hour
   demo-certs DIR         write a demo CA, a server certificate for localhost and
                          127.0.0.1, and client SVIDs for ledger-reader and intruder
@@ -81,6 +86,7 @@ struct Cli {
     tls_key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
     trust_domain: String,
+    redis_url: Option<String>,
 }
 
 enum Command {
@@ -115,6 +121,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
         tls_key: None,
         client_ca: None,
         trust_domain: "finmesh.demo".into(),
+        redis_url: None,
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -144,6 +151,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
             }
             "--audit-log" => cli.audit_log = value("--audit-log")?.into(),
             "--drain-delay" => cli.drain_delay = parse_duration(&value("--drain-delay")?)?,
+            "--redis" => cli.redis_url = Some(value("--redis")?),
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -283,6 +291,7 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
         message_timeout: cli.message_timeout,
         audit_log: cli.audit_log.clone(),
         jwt_secret: secret,
+        redis_url: cli.redis_url.clone(),
         otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
             .ok()
             .filter(|s| !s.is_empty()),

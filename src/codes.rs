@@ -163,6 +163,8 @@ pub fn all() -> Vec<CodeInfo> {
     extend(&mut all, crate::tenant::TenantCode::ALL);
     #[cfg(feature = "rbac")]
     extend(&mut all, crate::rbac::RbacCode::ALL);
+    #[cfg(feature = "ratelimit")]
+    extend(&mut all, crate::ratelimit::RateLimitCode::ALL);
     #[cfg(feature = "idempotency")]
     extend(&mut all, crate::idempotency::IdempotencyCode::ALL);
     #[cfg(feature = "mtls")]

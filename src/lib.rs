@@ -4,12 +4,13 @@
 //! financial platform otherwise buys from a service-mesh sidecar — tenant
 //! isolation, JWT authentication, Kubernetes-style RBAC, W3C trace context
 //! with business labels, health probes, per-message gRPC stream deadlines,
-//! idempotency keys and a tamper-evident audit trail — in process, in
-//! microseconds, with one dependency line.
+//! per-tenant rate limits, idempotency keys and a tamper-evident audit
+//! trail — in process, in microseconds, with one dependency line.
 //!
 //! Wrap your router with one [`GovernanceLayer`]: every request is then
 //! answered by the health probes, traced, audited, deadline-bounded,
-//! authenticated, admitted to its tenant, authorized and made idempotent —
+//! authenticated, admitted to its tenant, authorized, rate-limited and made
+//! idempotent —
 //! whichever of those you configure, always in that order (see
 //! [`stack`]). Each layer is also usable alone with any
 //! `Service<http::Request<B>>`, and every refusal is one type,
@@ -108,9 +109,9 @@
 //! ## Features
 //!
 //! One feature per layer — `tenant`, `auth`, `rbac`, `telemetry`, `health`,
-//! `deadline`, `idempotency`, `audit` — and `grpc` (the `grpc.health.v1`
-//! service), all on by default; `redis` adds the shared stores, `full`
-//! everything.
+//! `deadline`, `ratelimit`, `idempotency`, `audit` — and `grpc` (the
+//! `grpc.health.v1` service), all on by default; `redis` adds the shared
+//! stores (idempotency records, rate-limit counters), `full` everything.
 //! `auth-rust-crypto` selects the pure-Rust JWT crypto backend instead of
 //! aws-lc-rs.
 
@@ -138,6 +139,8 @@ pub mod identity;
 pub mod labels;
 mod macros;
 pub mod principal;
+#[cfg(feature = "ratelimit")]
+pub mod ratelimit;
 #[cfg(feature = "rbac")]
 pub mod rbac;
 pub mod reject;

@@ -12,7 +12,8 @@
 //! | 5 | JWT | who is calling |
 //! | 6 | tenant | which tenant, checked against the verified claim |
 //! | 7 | RBAC | may they, in that tenant's namespace |
-//! | 8 | idempotency | only authorized requests reach the store |
+//! | 8 | rate limits | only authorized requests spend a tenant's quota |
+//! | 9 | idempotency | only admitted requests reach the store |
 //!
 //! The layers cooperate only through the request extensions (`Principal`,
 //! `Tenant`, `RequestLabels`, `Decision`, the audit handle). A layer that is
@@ -111,6 +112,7 @@ slot_type!(
     "rbac",
     crate::rbac::RbacLayer<crate::rbac::SharedMapper>
 );
+slot_type!(RateLimitL, "ratelimit", crate::ratelimit::RateLimitLayer);
 slot_type!(
     IdempotencyL,
     "idempotency",
@@ -160,6 +162,7 @@ slot_impl!("deadline", crate::deadline::StreamDeadlineLayer);
 slot_impl!("_jwt", crate::auth::JwtAuthLayer);
 slot_impl!("tenant", crate::tenant::SharedTenantLayer);
 slot_impl!("rbac", crate::rbac::RbacLayer<crate::rbac::SharedMapper>);
+slot_impl!("ratelimit", crate::ratelimit::RateLimitLayer);
 slot_impl!("idempotency", crate::idempotency::IdempotencyLayer);
 
 type Svc<L, S> = <L as Layer<S>>::Service;
@@ -171,7 +174,13 @@ pub type Governance<S> = Svc<
     HealthL,
     Svc<
         TelemetryL,
-        Svc<AuditL, Svc<DeadlineL, Svc<JwtL, Svc<TenantL, Svc<RbacL, Svc<IdempotencyL, S>>>>>>,
+        Svc<
+            AuditL,
+            Svc<
+                DeadlineL,
+                Svc<JwtL, Svc<TenantL, Svc<RbacL, Svc<RateLimitL, Svc<IdempotencyL, S>>>>>,
+            >,
+        >,
     >,
 >;
 
@@ -186,6 +195,7 @@ pub struct GovernanceLayer {
     jwt: Option<JwtL>,
     tenants: Option<TenantL>,
     rbac: Option<RbacL>,
+    ratelimit: Option<RateLimitL>,
     idempotency: Option<IdempotencyL>,
 }
 
@@ -202,6 +212,7 @@ impl<S> Layer<S> for GovernanceLayer {
     fn layer(&self, inner: S) -> Self::Service {
         // Innermost first.
         let s = slot(self.idempotency.as_ref(), inner);
+        let s = slot(self.ratelimit.as_ref(), s);
         let s = slot(self.rbac.as_ref(), s);
         let s = slot(self.tenants.as_ref(), s);
         let s = slot(self.jwt.as_ref(), s);
@@ -276,6 +287,14 @@ impl GovernanceBuilder {
     #[cfg(feature = "rbac")]
     pub fn rbac<M: crate::rbac::RequestMapper>(mut self, layer: crate::rbac::RbacLayer<M>) -> Self {
         self.layer.rbac = Some(layer.into_shared());
+        self
+    }
+
+    /// Limits each verified tenant's and subject's request rate and
+    /// requests in flight.
+    #[cfg(feature = "ratelimit")]
+    pub fn rate_limits(mut self, layer: crate::ratelimit::RateLimitLayer) -> Self {
+        self.layer.ratelimit = Some(layer);
         self
     }
 

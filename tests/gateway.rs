@@ -33,6 +33,7 @@ async fn start(message_timeout: Duration) -> Running {
         message_timeout,
         audit_log: audit_log.clone(),
         jwt_secret: SECRET.to_vec(),
+        redis_url: None,
         otlp_endpoint: None,
     })
     .expect("gateway builds");
@@ -274,6 +275,132 @@ async fn every_identity_tenant_and_route_gets_the_policy_answer() {
         }
     }
     assert_eq!(checked, 4 * 4 * ROUTES.len());
+}
+
+/// `n` transfers by alice at once, sent round-robin to `servers`.
+async fn alice_burst(servers: &[&TestServer], n: usize) -> Vec<HttpAnswer> {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let url = servers[i % servers.len()].url("/v1/transfer");
+            let headers = alice_transfer(&unique("ord-burst"));
+            tokio::spawn(async move {
+                let mut req = http::Request::post(url).header("content-type", "application/json");
+                for (k, v) in &headers {
+                    req = req.header(*k, v);
+                }
+                send(
+                    req.body(Full::new(Bytes::from(json_body("acc-1", "acc-2"))))
+                        .unwrap(),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for call in calls {
+        out.push(call.await.unwrap());
+    }
+    out
+}
+
+/// The demo policy: alice's tenant may create 20 transfers a second
+/// (burst 20); the rest of a burst is 429 with Retry-After.
+fn assert_cut_to_the_demo_limit(answers: &[HttpAnswer]) {
+    let accepted = answers.iter().filter(|a| a.status == 201).count();
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status.as_u16()).collect();
+    assert!(
+        (20..=30).contains(&accepted),
+        "{accepted} accepted: {statuses:?}"
+    );
+    for refused in answers.iter().filter(|a| a.status != 201) {
+        assert_eq!(refused.status, 429, "{:?}", refused.body);
+        assert_eq!(refused.json()["code"], "ratelimit.exceeded");
+        assert!(refused.header("retry-after").parse::<u64>().unwrap() >= 1);
+        assert_eq!(
+            refused.header("ratelimit-policy"),
+            "\"tenant-a-transfers\";q=20;w=1"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_100_transfers_is_cut_to_the_tenant_limit_while_another_tenant_is_served() {
+    let gw = start(Duration::from_secs(2)).await;
+    let answers = alice_burst(&[&gw.server], 100).await;
+    let bob = http(
+        &gw.server,
+        "GET",
+        "/v1/accounts",
+        &[
+            ("authorization", format!("Bearer {}", token("bob"))),
+            ("x-tenant-namespace", "tenant-b".to_owned()),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(bob.status, 200, "{:?}", bob.body);
+    assert_cut_to_the_demo_limit(&answers);
+    // A success carries the fields too (the gateway turns them on).
+    let ok = answers.iter().find(|a| a.status == 201).unwrap();
+    assert!(ok.header("ratelimit").starts_with("\""), "{:?}", ok.headers);
+    // The audit record of a refusal carries its code.
+    gw.gateway.auditor.flush().await.unwrap();
+    let refused = audit_records(&gw.audit_log)
+        .into_iter()
+        .filter(|r| r.to_string().contains("ratelimit.exceeded"))
+        .count();
+    assert_eq!(refused, answers.iter().filter(|a| a.status == 429).count());
+    // Counted per rule, tenant and outcome on the metrics listener.
+    let metrics = spawn(gw.gateway.metrics.clone()).await;
+    let text = support::get(&metrics.url("/metrics"), &[]).await;
+    let text = String::from_utf8_lossy(&text.body);
+    assert!(
+        text.contains(&format!(
+            "finmesh_ratelimit_decisions_total{{rule=\"tenant-a-transfers\",tenant=\"tenant-a\",outcome=\"limited\"}} {}",
+            answers.iter().filter(|a| a.status == 429).count()
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_redis_grant_the_tenant_limit_once_and_share_idempotency() {
+    let Some(redis) = support::redis_server::RedisServer::start(
+        "two_gateways_on_one_redis_grant_the_tenant_limit_once_and_share_idempotency",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| {
+        gateway::build(&gateway::Options {
+            config_dir: None,
+            message_timeout: Duration::from_secs(2),
+            audit_log: dir.path().join(name),
+            jwt_secret: SECRET.to_vec(),
+            redis_url: Some(redis.url()),
+            otlp_endpoint: None,
+        })
+        .expect("gateway builds")
+    };
+    let (a, b) = (open("a.log"), open("b.log"));
+    let (sa, sb) = (spawn(a.app.clone()).await, spawn(b.app.clone()).await);
+    let answers = alice_burst(&[&sa, &sb], 100).await;
+    // Within the burst: 20, plus what refills while the burst is sent;
+    // two separate limits would have let about 40 through.
+    assert_cut_to_the_demo_limit(&answers);
+    assert_eq!(a.rate_limits.local_keys() + b.rate_limits.local_keys(), 0);
+    assert_eq!(a.rate_limits.stats().store_errors(), 0);
+
+    // A transfer retried on the other gateway is replayed, not paid twice.
+    tokio::time::sleep(Duration::from_secs(2)).await; // let the limit refill
+    let headers = alice_transfer("ord-shared-1");
+    let body = json_body("acc-1", "acc-2");
+    let first = http(&sa, "POST", "/v1/transfer", &headers, &body).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let retry = http(&sb, "POST", "/v1/transfer", &headers, &body).await;
+    assert_eq!(retry.status, 201);
+    assert_eq!(retry.header("idempotency-replayed"), "true");
+    assert_eq!(retry.body, first.body);
 }
 
 fn audit_records(path: &Path) -> Vec<serde_json::Value> {
@@ -897,18 +1024,26 @@ async fn a_grpc_content_type_never_switches_off_the_idempotency_key_of_an_http_r
     ];
     for (i, (content_type, grpc)) in cases.into_iter().enumerate() {
         for h2c in [false, true] {
-            let req = http::Request::post(gw.server.url("/v1/transfer"))
-                .header("authorization", format!("Bearer {}", token("alice")))
-                .header("x-tenant-namespace", "tenant-a")
-                .header("x-order-id", format!("ord-ct-{i}-{h2c}"))
-                .header("content-type", content_type)
-                .header("te", "trailers")
-                .body(Full::new(Bytes::from_static(ONE_UNIT.as_bytes())))
-                .unwrap();
-            let res = if h2c {
-                send_h2c(req).await
-            } else {
-                send(req).await
+            // 28 transfers in a row spend tenant-a's transfer limit (20/s,
+            // checked before idempotency): past it, wait and resend.
+            let res = loop {
+                let req = http::Request::post(gw.server.url("/v1/transfer"))
+                    .header("authorization", format!("Bearer {}", token("alice")))
+                    .header("x-tenant-namespace", "tenant-a")
+                    .header("x-order-id", format!("ord-ct-{i}-{h2c}"))
+                    .header("content-type", content_type)
+                    .header("te", "trailers")
+                    .body(Full::new(Bytes::from_static(ONE_UNIT.as_bytes())))
+                    .unwrap();
+                let res = if h2c {
+                    send_h2c(req).await
+                } else {
+                    send(req).await
+                };
+                if refusal(&res).1 != "ratelimit.exceeded" {
+                    break res;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             };
             let what = format!(
                 "{content_type:?} over {}",
@@ -1332,7 +1467,7 @@ mod cli {
     #[tokio::test]
     async fn config_dir_policy_is_hot_reloaded() {
         let config = tempfile::tempdir().unwrap();
-        for file in ["tenants.yaml", "rbac.yaml"] {
+        for file in ["tenants.yaml", "rbac.yaml", "ratelimits.yaml"] {
             std::fs::copy(
                 Path::new(env!("CARGO_MANIFEST_DIR"))
                     .join("examples/gateway/config")

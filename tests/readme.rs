@@ -102,6 +102,7 @@ async fn every_readme_curl_command_answers_as_documented() {
         message_timeout: Duration::from_secs(2),
         audit_log: dir.path().join("audit.log"),
         jwt_secret: SECRET.to_vec(),
+        redis_url: None,
         otlp_endpoint: None,
     })
     .unwrap();

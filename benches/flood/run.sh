@@ -17,6 +17,8 @@ D=$(mktemp -d)
 trap 'kill "${BOBLOOP:-}" "${RSSLOOP:-}" "${PID:-}" 2>/dev/null || true; wait 2>/dev/null; rm -rf "$D"' EXIT
 mkdir -p "$D/config"
 cp examples/gateway/config/tenants.yaml "$D/config/"
+# This flood measures the idempotency budget, not the rate limiter: no limits.
+printf 'apiVersion: finmesh.io/v1\nkind: RateLimitPolicy\nmetadata: {name: flood}\nspec: {rules: []}\n' > "$D/config/ratelimits.yaml"
 { cat examples/gateway/config/rbac.yaml; echo '---'; cat benches/flood/bob-moves-money.yaml; } > "$D/config/rbac.yaml"
 TOKEN=$("$GW" token alice); BOB=$("$GW" token bob); export TOKEN
 taskset -c 0 "$GW" --addr 127.0.0.1:18080 --metrics-addr 127.0.0.1:19464 \

@@ -31,6 +31,7 @@ use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
 use finmesh::deadline::StreamDeadlineLayer;
 use finmesh::health::{HealthLayer, HealthRegistry};
 use finmesh::idempotency::{IdempotencyLayer, InMemoryStore};
+use finmesh::ratelimit::{RateLimitLayer, RateLimits};
 use finmesh::rbac::{Authorizer, GrpcMethods, HttpRoutes, RbacLayer};
 use finmesh::telemetry::{TelemetryLayer, w3c_propagator};
 use finmesh::tenant::{FileTenants, StaticTenants, TenantLayer, TenantRegistry};
@@ -54,6 +55,8 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 pub const EMBEDDED_TENANTS: &str = include_str!("config/tenants.yaml");
 /// The embedded RBAC manifests.
 pub const EMBEDDED_RBAC: &str = include_str!("config/rbac.yaml");
+/// The embedded rate limits.
+pub const EMBEDDED_RATELIMITS: &str = include_str!("config/ratelimits.yaml");
 
 /// The ledger's gRPC service.
 pub const LEDGER_SERVICE: &str = "finmesh.gateway.v1.Ledger";
@@ -145,6 +148,9 @@ pub struct Options {
     pub audit_log: PathBuf,
     /// The HS256 secret.
     pub jwt_secret: Vec<u8>,
+    /// Keep idempotency records and rate-limit counters in this Redis
+    /// (needs the `redis` feature).
+    pub redis_url: Option<String>,
     /// Export traces over OTLP to this endpoint.
     pub otlp_endpoint: Option<String>,
 }
@@ -166,6 +172,8 @@ pub struct Gateway {
     pub observability: observability::Observability,
     /// The ledger's state.
     pub ledger: Arc<Ledger>,
+    /// The rate-limit layer (its stats and key counts).
+    pub rate_limits: RateLimitLayer,
 }
 
 /// Builds the gateway.
@@ -183,16 +191,19 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
     let jwt = jwt.service_accounts_from_peer(true);
     let jwt = jwt.build()?;
 
-    let (tenants, authorizer): (Arc<dyn TenantRegistry>, Authorizer) = match &options.config_dir {
-        Some(dir) => (
-            Arc::new(FileTenants::watch(dir.join("tenants.yaml"))?),
-            Authorizer::watch(dir.join("rbac.yaml"))?,
-        ),
-        None => (
-            Arc::new(embedded_tenants()?),
-            Authorizer::from_yaml(EMBEDDED_RBAC)?,
-        ),
-    };
+    let (tenants, authorizer, limits): (Arc<dyn TenantRegistry>, Authorizer, RateLimits) =
+        match &options.config_dir {
+            Some(dir) => (
+                Arc::new(FileTenants::watch(dir.join("tenants.yaml"))?),
+                Authorizer::watch(dir.join("rbac.yaml"))?,
+                RateLimits::watch(dir.join("ratelimits.yaml"))?,
+            ),
+            None => (
+                Arc::new(embedded_tenants()?),
+                Authorizer::from_yaml(EMBEDDED_RBAC)?,
+                RateLimits::from_yaml(EMBEDDED_RATELIMITS)?,
+            ),
+        };
     let mapper = (
         HttpRoutes::new()
             .route("/v1/accounts", "accounts")
@@ -222,6 +233,15 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
             async move { ready }
         })?;
     }
+
+    let (rate_limits, idempotency) = shared_state(options, limits, &health)?;
+    let rate_limits = {
+        let known = tenants.clone();
+        // Security: only registered tenants become metric series.
+        rate_limits
+            .response_headers(true)
+            .metric_tenants(move |ns| known.lookup(ns).is_some())
+    };
 
     let known = tenants.clone();
     let telemetry = TelemetryLayer::builder()
@@ -257,7 +277,8 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         .jwt(jwt)
         .tenants(TenantLayer::new(tenants))
         .rbac(RbacLayer::new(authorizer, mapper))
-        .idempotency(IdempotencyLayer::new(InMemoryStore::new()).grpc_service(LEDGER_SERVICE))
+        .rate_limits(rate_limits.clone())
+        .idempotency(idempotency.grpc_service(LEDGER_SERVICE))
         .build();
 
     let ledger = Arc::new(Ledger::demo());
@@ -269,11 +290,12 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
     // and Prometheus scrapes without a token, so they are served on their
     // own listener (loopback by default), never on the public port.
     let registry = observability.registry.clone();
+    let limited = rate_limits.stats();
     let metrics = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let registry = registry.clone();
-            async move { observability::render_prometheus(&registry) }
+            let (registry, limited) = (registry.clone(), limited.clone());
+            async move { observability::render_prometheus(&registry, &limited) }
         }),
     );
 
@@ -284,7 +306,45 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         auditor,
         observability,
         ledger,
+        rate_limits,
     })
+}
+
+/// The rate-limit and idempotency layers: in memory, or in the Redis of
+/// `--redis`, where every gateway on it shares them.
+fn shared_state(
+    options: &Options,
+    limits: RateLimits,
+    health: &HealthRegistry,
+) -> Result<(RateLimitLayer, IdempotencyLayer), BoxError> {
+    let Some(url) = &options.redis_url else {
+        let _ = health;
+        return Ok((
+            RateLimitLayer::new(limits),
+            IdempotencyLayer::new(InMemoryStore::new()),
+        ));
+    };
+    #[cfg(feature = "redis")]
+    {
+        use finmesh::idempotency::RedisStore;
+        use finmesh::ratelimit::RedisRateLimiter;
+        // 1 s, as the idempotency store: the demo's transfer limit fails
+        // closed, and a loaded machine must not turn slow answers into 503s.
+        let limiter = RedisRateLimiter::open(url)?.timeout(Duration::from_secs(1));
+        // Readiness stays up while Redis is down (rules follow their
+        // failMode); `/readyz?verbose` shows it as a warning.
+        let watch = limiter.clone();
+        health.add_readiness_warning("ratelimit-redis", move || watch.health_warning())?;
+        Ok((
+            RateLimitLayer::new(limits).redis(limiter),
+            IdempotencyLayer::new(RedisStore::open(url)?),
+        ))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (limits, health);
+        Err(format!("--redis {url}: this gateway was built without the `redis` feature (cargo run --features redis ...)").into())
+    }
 }
 
 /// The embedded tenants, parsed with the same rules as a tenants file.

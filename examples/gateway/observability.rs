@@ -66,16 +66,51 @@ impl Observability {
 }
 
 /// `GET /metrics`: the Prometheus text exposition format.
-pub fn render_prometheus(registry: &prometheus::Registry) -> axum::response::Response {
+pub fn render_prometheus(
+    registry: &prometheus::Registry,
+    rate_limits: &finmesh::ratelimit::RateLimitStats,
+) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     let encoder = prometheus::TextEncoder::new();
     let mut out = Vec::new();
     match encoder.encode(&registry.gather(), &mut out) {
-        Ok(()) => (
-            [(http::header::CONTENT_TYPE, encoder.format_type().to_owned())],
-            out,
-        )
-            .into_response(),
+        Ok(()) => {
+            render_rate_limits(rate_limits, &mut out);
+            (
+                [(http::header::CONTENT_TYPE, encoder.format_type().to_owned())],
+                out,
+            )
+                .into_response()
+        }
         Err(e) => (http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The rate limiter's decisions per rule, tenant (registered ones only,
+/// the rest `_other`) and outcome, as one Prometheus counter family.
+fn render_rate_limits(stats: &finmesh::ratelimit::RateLimitStats, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    let mut series = stats.series();
+    if series.is_empty() {
+        return;
+    }
+    series.sort_by(|a, b| {
+        (&a.rule, &a.tenant, a.outcome.as_str()).cmp(&(&b.rule, &b.tenant, b.outcome.as_str()))
+    });
+    let _ = writeln!(
+        out,
+        "# HELP finmesh_ratelimit_decisions_total Rate-limit decisions by rule, tenant and outcome."
+    );
+    let _ = writeln!(out, "# TYPE finmesh_ratelimit_decisions_total counter");
+    for s in series {
+        // Rule names are DNS-1123 labels and tenants namespaces: nothing to escape.
+        let _ = writeln!(
+            out,
+            "finmesh_ratelimit_decisions_total{{rule=\"{}\",tenant=\"{}\",outcome=\"{}\"}} {}",
+            s.rule,
+            s.tenant,
+            s.outcome.as_str(),
+            s.count
+        );
     }
 }

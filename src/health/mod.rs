@@ -22,6 +22,10 @@
 //! - `?verbose` lists each check — `[+]name ok`, `[-]name failed: reason
 //!   withheld` — and ends with `livez check passed` / `readyz check failed`.
 //!   A failure is always verbose.
+//! - A readiness *warning* ([`HealthRegistry::add_readiness_warning`]) that
+//!   is raised does not fail the probe; `?verbose` lists it as `warn: name
+//!   degraded: reason withheld` (the shared rate limiter's Redis being down,
+//!   for one).
 //! - `?exclude=name` (repeatable) skips a check, shown as `[+]name
 //!   excluded: ok`; an unknown name adds `warn: some health checks cannot be
 //!   excluded: no matches for "name"` and does not fail the probe.

@@ -95,6 +95,9 @@ pub(crate) fn render_report(
             CheckStatus::Failed(_) => writeln!(body, "[-]{} failed: reason withheld", check.name),
         };
     }
+    for warning in &report.warnings {
+        let _ = writeln!(body, "warn: {warning} degraded: reason withheld");
+    }
     if !report.unknown_excludes.is_empty() {
         let quoted: Vec<String> = report
             .unknown_excludes
@@ -165,6 +168,7 @@ mod tests {
                 })
                 .collect(),
             unknown_excludes: unknown.iter().map(|s| (*s).to_owned()).collect(),
+            warnings: Vec::new(),
         }
     }
 

@@ -27,8 +27,12 @@ pub(crate) fn valid_check_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// A readiness warning: `Some(reason)` while degraded.
+pub(crate) type WarningFn = dyn Fn() -> Option<String> + Send + Sync;
+
 struct Inner {
     cache_for: Duration,
+    warnings: Mutex<Vec<(Arc<str>, Arc<WarningFn>)>>,
     liveness: ArcSwap<Vec<Arc<Check>>>,
     readiness: ArcSwap<Vec<Arc<Check>>>,
     // Serialises registrations (readers never take it).
@@ -99,6 +103,7 @@ impl HealthRegistry {
         Self {
             inner: Arc::new(Inner {
                 cache_for,
+                warnings: Mutex::default(),
                 liveness: ArcSwap::from_pointee(Vec::new()),
                 readiness: ArcSwap::from_pointee(Vec::new()),
                 register: Mutex::new(()),
@@ -141,6 +146,40 @@ impl HealthRegistry {
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
         self.add(ProbeKind::Readiness, name, timeout, check)
+    }
+
+    /// Registers a readiness *warning*: a condition that degrades the
+    /// service without making it unfit for traffic (a rate limiter's Redis
+    /// is down and its rules follow their fail mode). `warning` returns
+    /// `Some(reason)` while degraded; the probe then still passes, and
+    /// `/readyz?verbose` lists `warn: <name> degraded` (the reason goes to
+    /// the log only, as for failed checks).
+    pub fn add_readiness_warning<F>(&self, name: &str, warning: F) -> Result<(), RegisterError>
+    where
+        F: Fn() -> Option<String> + Send + Sync + 'static,
+    {
+        if !valid_check_name(name) {
+            return Err(RegisterError::InvalidName(name.to_owned()));
+        }
+        let mut warnings = lock(&self.inner.warnings);
+        if warnings.iter().any(|(n, _)| &**n == name) {
+            return Err(RegisterError::Duplicate(name.to_owned()));
+        }
+        warnings.push((name.into(), Arc::new(warning)));
+        Ok(())
+    }
+
+    /// The names of the readiness warnings raised now, logging each reason.
+    pub(crate) fn raised_warnings(&self) -> Vec<Arc<str>> {
+        let warnings = lock(&self.inner.warnings).clone();
+        warnings
+            .into_iter()
+            .filter_map(|(name, warning)| {
+                let reason = warning()?;
+                tracing::warn!(warning = &*name, %reason, "readiness warning");
+                Some(name)
+            })
+            .collect()
     }
 
     fn add<F, Fut>(
@@ -194,6 +233,35 @@ impl HealthRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_raised_warning_is_listed_but_does_not_fail_readiness() {
+        let r = HealthRegistry::new();
+        let raised = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&raised);
+        r.add_readiness_warning("redis", move || {
+            flag.load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| "connection refused".to_owned())
+        })
+        .unwrap();
+        assert!(matches!(
+            r.add_readiness_warning("redis", || None),
+            Err(RegisterError::Duplicate(_))
+        ));
+        assert!(r.readiness().await.warnings.is_empty());
+        raised.store(true, std::sync::atomic::Ordering::Relaxed);
+        let report = r.readiness().await;
+        assert!(report.is_healthy());
+        assert_eq!(report.warnings, [Arc::from("redis")]);
+        let (status, body) = crate::health::probe::render_report(&report, "readyz", true);
+        assert_eq!(status, 200);
+        assert!(
+            body.contains("warn: redis degraded: reason withheld\n"),
+            "{body}"
+        );
+        assert!(!body.contains("refused"), "reasons stay in the log");
+        assert!(r.liveness().await.warnings.is_empty());
+    }
 
     #[test]
     fn names_are_validated() {

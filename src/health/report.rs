@@ -64,6 +64,10 @@ pub struct HealthReport {
     pub checks: Vec<CheckReport>,
     /// Excluded names that matched no check, sorted and deduplicated.
     pub unknown_excludes: Vec<String>,
+    /// Readiness warnings raised now (see
+    /// [`HealthRegistry::add_readiness_warning`]): they do not fail the
+    /// probe.
+    pub warnings: Vec<Arc<str>>,
 }
 
 impl HealthReport {
@@ -169,6 +173,11 @@ impl HealthRegistry {
         let mut report = HealthReport {
             checks: Vec::with_capacity(checks.len() + Builtin::ALL.len()),
             unknown_excludes: Vec::new(),
+            warnings: if kind == ProbeKind::Readiness {
+                self.raised_warnings()
+            } else {
+                Vec::new()
+            },
         };
         report.checks.extend(builtins(true));
         for check in checks.iter() {

@@ -222,6 +222,43 @@ impl HttpRoutes {
     }
 }
 
+/// A route template alone, for layers that match requests in RBAC's route
+/// vocabulary (the rate limiter's `routes`): the same syntax and the same
+/// segment matching as [`HttpRoutes`], without a resource.
+#[cfg(feature = "ratelimit")]
+#[derive(Clone, Debug)]
+pub(crate) struct RouteTemplate {
+    segments: Box<[Segment]>,
+}
+
+#[cfg(feature = "ratelimit")]
+impl RouteTemplate {
+    pub(crate) fn parse(template: &str) -> Result<Self, &'static str> {
+        Ok(Self {
+            segments: parse_template(template)?.into(),
+        })
+    }
+
+    /// Whether `path` matches: same segment count, literals equal, each
+    /// `{param}` one non-empty segment; a trailing `/` is ignored.
+    pub(crate) fn matches(&self, path: &str) -> bool {
+        let path = match path.strip_suffix('/') {
+            Some(p) if !p.is_empty() => p,
+            _ => path,
+        };
+        let Some(rest) = path.strip_prefix('/') else {
+            return false;
+        };
+        let mut parts = rest.split('/');
+        let all = self.segments.iter().all(|seg| match (seg, parts.next()) {
+            (Segment::Literal(l), Some(s)) => &**l == s,
+            (Segment::Name | Segment::Param, Some(s)) => !s.is_empty(),
+            (_, None) => false,
+        });
+        all && parts.next().is_none()
+    }
+}
+
 fn parse_template(template: &str) -> Result<Vec<Segment>, &'static str> {
     let rest = template.strip_prefix('/').ok_or("must start with '/'")?;
     let rest = match rest.strip_suffix('/') {

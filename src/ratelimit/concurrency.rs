@@ -1,0 +1,245 @@
+//! In-flight limits per key and priority level, with a bounded FIFO queue
+//! and a queue timeout (after the Kubernetes apiserver's API Priority and
+//! Fairness: each level has its own seats and queue, so reports waiting
+//! never take a seat of payments).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+const SHARDS: usize = 16;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+#[derive(Default)]
+struct Gate {
+    in_flight: u32,
+    /// Each waiter gets the seat handed over on its channel.
+    waiters: VecDeque<oneshot::Sender<()>>,
+}
+
+/// The in-flight counts, one gate per (level, key) that has a request in
+/// flight or waiting; an idle gate is removed, so the map holds at most
+/// the requests in flight and queued, and never more than its bound.
+pub(crate) struct ConcurrencyLimiter {
+    shards: Box<[Mutex<FastMap<u64, Gate>>]>,
+    shard_capacity: usize,
+}
+
+/// The outcome of asking for a seat.
+pub(crate) enum Admit {
+    /// A seat, now.
+    Now(Permit),
+    /// A place in the queue.
+    Wait(Waiter),
+    /// No seat and no room in the queue (or no room for another key).
+    Full,
+}
+
+/// A seat; dropping it frees the seat (handing it to the first waiter).
+pub(crate) struct Permit {
+    limiter: Arc<ConcurrencyLimiter>,
+    key: u64,
+}
+
+/// A place in the queue.
+pub(crate) struct Waiter {
+    limiter: Arc<ConcurrencyLimiter>,
+    key: u64,
+    rx: oneshot::Receiver<()>,
+    timeout: Duration,
+}
+
+impl ConcurrencyLimiter {
+    pub(crate) fn new(max_keys: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shard_capacity: max_keys.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    fn shard(&self, key: u64) -> MutexGuard<'_, FastMap<u64, Gate>> {
+        self.shards[(key >> 60) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A seat for `key` if fewer than `max_in_flight` are taken, else a
+    /// place in its queue if fewer than `queue_length` wait.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        key: u64,
+        max_in_flight: u32,
+        queue_length: u32,
+        timeout: Duration,
+    ) -> Admit {
+        let mut shard = self.shard(key);
+        if !shard.contains_key(&key) && shard.len() >= self.shard_capacity {
+            return Admit::Full;
+        }
+        let gate = shard.entry(key).or_default();
+        if gate.in_flight < max_in_flight {
+            gate.in_flight += 1;
+            return Admit::Now(Permit {
+                limiter: Arc::clone(self),
+                key,
+            });
+        }
+        // Waiters that gave up stay until here or the next release.
+        gate.waiters.retain(|w| !w.is_closed());
+        if gate.waiters.len() >= queue_length as usize || timeout.is_zero() {
+            return Admit::Full;
+        }
+        let (tx, rx) = oneshot::channel();
+        gate.waiters.push_back(tx);
+        Admit::Wait(Waiter {
+            limiter: Arc::clone(self),
+            key,
+            rx,
+            timeout,
+        })
+    }
+
+    fn release(&self, key: u64) {
+        let mut shard = self.shard(key);
+        let Some(gate) = shard.get_mut(&key) else {
+            return;
+        };
+        // Hand the seat to the first waiter still waiting.
+        while let Some(waiter) = gate.waiters.pop_front() {
+            if waiter.send(()).is_ok() {
+                return;
+            }
+        }
+        gate.in_flight = gate.in_flight.saturating_sub(1);
+        if gate.in_flight == 0 {
+            shard.remove(&key);
+        }
+    }
+
+    /// Requests waiting in a queue now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .map(|g| g.waiters.iter().filter(|w| !w.is_closed()).count())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// Gates held now (keys with requests in flight or waiting).
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+}
+
+impl Waiter {
+    /// Waits for a seat until the queue timeout; `None` when it ran out.
+    pub(crate) async fn wait(self) -> Option<Permit> {
+        let Waiter {
+            limiter,
+            key,
+            mut rx,
+            timeout,
+        } = self;
+        let granted = match tokio::time::timeout(timeout, &mut rx).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                // A seat handed over just as the timeout fired is still
+                // ours: take it, or it would never be freed.
+                rx.close();
+                rx.try_recv().is_ok()
+            }
+        };
+        // `then`, not `then_some`: a Permit built and dropped would free
+        // a seat this waiter never had.
+        granted.then(|| Permit { limiter, key })
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limiter.release(self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seat(admit: Admit) -> Permit {
+        match admit {
+            Admit::Now(p) => p,
+            _ => panic!("expected a seat"),
+        }
+    }
+
+    #[tokio::test]
+    async fn seats_then_queue_then_refuse_and_seats_pass_in_order() {
+        let limiter = Arc::new(ConcurrencyLimiter::new(100));
+        let t = Duration::from_secs(5);
+        let a = seat(limiter.admit(1, 2, 1, t));
+        let _b = seat(limiter.admit(1, 2, 1, t));
+        let Admit::Wait(waiter) = limiter.admit(1, 2, 1, t) else {
+            panic!("expected a queue place")
+        };
+        assert!(matches!(limiter.admit(1, 2, 1, t), Admit::Full));
+        // Another key is not affected.
+        let _other = seat(limiter.admit(2, 2, 1, t));
+        drop(a);
+        let c = waiter.wait().await.expect("the freed seat");
+        drop(c);
+        drop(_b);
+        drop(_other);
+        assert_eq!(limiter.len(), 0, "idle gates are removed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_times_out_and_its_place_is_reused() {
+        let limiter = Arc::new(ConcurrencyLimiter::new(100));
+        let t = Duration::from_millis(100);
+        let a = seat(limiter.admit(1, 1, 1, t));
+        let Admit::Wait(waiter) = limiter.admit(1, 1, 1, t) else {
+            panic!()
+        };
+        assert!(waiter.wait().await.is_none());
+        // The dead waiter does not hold the queue.
+        let Admit::Wait(again) = limiter.admit(1, 1, 1, t) else {
+            panic!("the queue place is free again")
+        };
+        drop(a);
+        assert!(again.wait().await.is_some());
+        assert_eq!(limiter.len(), 0);
+    }
+
+    #[test]
+    fn the_key_map_is_bounded() {
+        let limiter = Arc::new(ConcurrencyLimiter::new(16));
+        let mut held = Vec::new();
+        let mut full = 0;
+        for key in 0..1_000u64 {
+            match limiter.admit(
+                key.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                1,
+                0,
+                Duration::ZERO,
+            ) {
+                Admit::Now(p) => held.push(p),
+                Admit::Full => full += 1,
+                Admit::Wait(_) => unreachable!(),
+            }
+        }
+        assert!(limiter.len() <= 16);
+        assert_eq!(held.len() + full, 1_000);
+    }
+}
