@@ -390,6 +390,7 @@ async fn start_gateway() -> Gateway {
         audit_log: audit_log.clone(),
         jwt_secret: SECRET.to_vec(),
         otlp_endpoint: None,
+        redis_url: None,
     })
     .unwrap();
     let server = Server::start(pki.acceptor(), gateway.app.clone()).await;
