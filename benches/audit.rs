@@ -39,7 +39,7 @@ impl AuditSink for Discard {
     }
 }
 
-async fn handler(req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handler<B>(req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
     if let Some(labels) = req.extensions().get::<RequestLabels>() {
         labels.set_subject("alice");
         labels.set_risk(RiskLevel::Low);

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 
 use super::bound;
+use super::capture::Captured;
+use super::redact::Redactor;
 use super::record::{AuditRecord, Outcome, RecordKind, Verdict, rfc3339};
 use crate::labels::LabelValues;
 
@@ -33,6 +35,9 @@ pub(super) enum Detail {
         grpc_status: Option<i32>,
         latency: Duration,
         outcome: Outcome,
+        /// The bodies the audit policy's level asks for.
+        request_body: Option<Captured>,
+        response_body: Option<Captured>,
     },
     Event {
         name: Cow<'static, str>,
@@ -61,9 +66,9 @@ impl Msg {
 }
 
 impl Entry {
-    /// The record numbered `seq` that follows the record hashed `prev`;
-    /// not yet sealed.
-    pub(super) fn into_record(self, seq: u64, prev: String) -> AuditRecord {
+    /// The record numbered `seq` that follows the record hashed `prev`,
+    /// its bodies and event data redacted by `redactor`; not yet sealed.
+    pub(super) fn into_record(self, seq: u64, prev: String, redactor: &Redactor) -> AuditRecord {
         let Entry { at, labels, detail } = self;
         let mut truncated = Vec::new();
         let mut text = |v: Option<&str>, field| v.map(|v| bound::text(v, field, &mut truncated));
@@ -114,6 +119,8 @@ impl Entry {
             idempotency_key,
             replayed: labels.replayed,
             data: None,
+            request_body: None,
+            response_body: None,
             truncated: Vec::new(),
             prev,
             hash: String::new(),
@@ -126,6 +133,8 @@ impl Entry {
                 grpc_status,
                 latency,
                 outcome,
+                request_body,
+                response_body,
             } => {
                 let denied =
                     code.is_some() || authz.as_ref().is_some_and(|a| !a.allowed && !a.shadow);
@@ -144,9 +153,28 @@ impl Entry {
                 record.grpc_status = grpc_status;
                 record.latency_us = Some(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
                 record.outcome = Some(outcome);
+                if let Some(body) = request_body {
+                    let (value, cut) = redactor.body(body);
+                    record.request_body = Some(value);
+                    if cut {
+                        truncated.push("request_body".to_owned());
+                    }
+                }
+                if let Some(body) = response_body {
+                    let (value, cut) = redactor.body(body);
+                    record.response_body = Some(value);
+                    if cut {
+                        truncated.push("response_body".to_owned());
+                    }
+                }
             }
-            Detail::Event { name, data, cut } => {
+            Detail::Event {
+                name,
+                mut data,
+                cut,
+            } => {
                 record.event = text(Some(&name), "event");
+                redactor.redact(&mut data);
                 record.data = Some(data);
                 if cut {
                     truncated.push("data".to_owned());

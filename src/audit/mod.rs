@@ -77,7 +77,7 @@
 //! ```
 //! use std::convert::Infallible;
 //! use bytes::Bytes;
-//! use finmesh::audit::{AuditHandle, AuditLayer, Auditor, MemorySink, RecordKind};
+//! use finmesh::audit::{AuditHandle, AuditLayer, AuditRequestBody, Auditor, MemorySink, RecordKind};
 //! use http::{Request, Response};
 //! use http_body_util::{BodyExt, Full};
 //! use tower::{ServiceBuilder, ServiceExt};
@@ -88,7 +88,7 @@
 //! let auditor = Auditor::spawn(sink.clone()).unwrap();
 //! let svc = ServiceBuilder::new()
 //!     .layer(AuditLayer::new(auditor.clone()))
-//!     .service_fn(|req: Request<Full<Bytes>>| async move {
+//!     .service_fn(|req: Request<AuditRequestBody<Full<Bytes>>>| async move {
 //!         let audit = req.extensions().get::<AuditHandle>().unwrap();
 //!         audit.event("COMMIT", serde_json::json!({ "amount": "10.00" })).await.unwrap();
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("done"))))
@@ -132,6 +132,7 @@ mod batch;
 mod body;
 mod bound;
 mod builder;
+mod capture;
 mod codes;
 mod entry;
 mod error;
@@ -140,7 +141,9 @@ mod future;
 mod handle;
 mod layer;
 mod pending;
+mod policy;
 mod record;
+mod redact;
 mod service;
 mod sink;
 mod slot;
@@ -154,11 +157,15 @@ pub use auditor::Auditor;
 pub use body::AuditBody;
 pub use bound::{MAX_DATA_BYTES, MAX_FIELD_BYTES};
 pub use builder::AuditorBuilder;
+pub use capture::AuditRequestBody;
 pub use codes::AuditCode;
 pub use error::AuditError;
 pub use future::ResponseFuture;
 pub use handle::AuditHandle;
 pub use layer::AuditLayer;
+pub use policy::{
+    AuditAttributes, AuditPolicy, AuditPolicyError, Level, MAX_POLICY_BYTES, PolicyDecision, Stage,
+};
 pub use record::{AuditRecord, GENESIS, Outcome, RecordKind, Verdict, rfc3339};
 pub use service::Audit;
 pub use sink::{AuditSink, ChainHead, Durability, FileSink, FileSinkOptions, MemorySink, TornTail};

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use super::batch::{BATCH, Linger};
 use super::entry::Msg;
 use super::record::GENESIS;
+use super::redact::Redactor;
 use super::sink::AuditSink;
 use super::stats::Shared;
 
@@ -22,13 +23,14 @@ pub(super) fn spawn<S: AuditSink>(
     rx: mpsc::Receiver<Msg>,
     shared: Arc<Shared>,
     linger: Linger,
+    redactor: Redactor,
 ) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
     std::thread::Builder::new()
         .name("finmesh-audit-writer".into())
-        .spawn(move || rt.block_on(run(sink, rx, shared, linger)))?;
+        .spawn(move || rt.block_on(run(sink, rx, shared, linger, redactor)))?;
     Ok(())
 }
 
@@ -37,6 +39,7 @@ async fn run<S: AuditSink>(
     mut rx: mpsc::Receiver<Msg>,
     shared: Arc<Shared>,
     linger: Linger,
+    redactor: Redactor,
 ) {
     let (mut seq, mut prev) = match sink.head() {
         Some(h) => (h.seq, h.hash),
@@ -85,7 +88,7 @@ async fn run<S: AuditSink>(
                 match msg {
                     Msg::Entry(entry) => {
                         seq += 1;
-                        let mut record = entry.into_record(seq, std::mem::take(&mut prev));
+                        let mut record = entry.into_record(seq, std::mem::take(&mut prev), &redactor);
                         let line = record.seal();
                         if let Err(e) = sink.append(&record, &line) {
                             shared.count_lost(1);

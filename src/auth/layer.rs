@@ -248,6 +248,7 @@ where
                 if let Some(labels) = req.extensions().get::<RequestLabels>() {
                     labels.update(|l| {
                         l.subject = Some(Arc::clone(&principal.subject));
+                        l.groups = Some(Arc::clone(&principal.groups));
                         if principal.risk.is_some() {
                             l.risk = principal.risk;
                         }
