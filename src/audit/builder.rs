@@ -93,7 +93,8 @@ impl AuditorBuilder {
     pub fn spawn(self, sink: impl AuditSink) -> Result<Auditor, AuditError> {
         let (tx, rx) = mpsc::channel(self.capacity);
         let shared = Arc::new(Shared::new(sink.recovery()));
-        writer::spawn(sink, rx, shared.clone(), self.linger(), self.redactor).map_err(AuditError::spawn)?;
+        writer::spawn(sink, rx, shared.clone(), self.linger(), self.redactor)
+            .map_err(AuditError::spawn)?;
         Ok(Auditor::new(tx, shared, self.wait_timeout))
     }
 }

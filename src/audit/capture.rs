@@ -175,9 +175,10 @@ impl Capture {
     pub(super) fn finish(&self) -> (PolicyDecision, Option<Captured>, Option<Captured>) {
         let mut state = self.lock();
         let decision = self.decide(&mut state).clone();
-        let request = (decision.level >= Level::Request).then(|| std::mem::take(&mut state.request));
-        let response = (decision.level >= Level::RequestResponse)
-            .then(|| std::mem::take(&mut state.response));
+        let request =
+            (decision.level >= Level::Request).then(|| std::mem::take(&mut state.request));
+        let response =
+            (decision.level >= Level::RequestResponse).then(|| std::mem::take(&mut state.response));
         (decision, request, response)
     }
 }

@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 
 use super::bound;
 use super::capture::Captured;
-use super::redact::Redactor;
 use super::record::{AuditRecord, Outcome, RecordKind, Verdict, rfc3339};
+use super::redact::Redactor;
 use crate::labels::LabelValues;
 
 pub(super) enum Msg {

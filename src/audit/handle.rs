@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::auditor::Auditor;
 use super::capture::Capture;
-use super::policy::Level;
 use super::error::AuditError;
+use super::policy::Level;
 use crate::labels::RequestLabels;
 
 /// A handler's way into the audit chain, found in the request extensions

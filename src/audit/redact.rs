@@ -132,15 +132,32 @@ mod tests {
         let n = json.len() as u64;
         // (redactor, captured, expected value, cut)
         let rows: Vec<(&Redactor, Captured, Value, bool)> = vec![
-            (&on, captured(json, n), json!({"pan": REDACTED, "amount": "5.00"}), false),
-            (&off, captured(json, n), json!({"pan": "4111111111111111", "amount": "5.00"}), false),
-            (&off, captured(b"plain text", 10), json!("plain text"), false),
+            (
+                &on,
+                captured(json, n),
+                json!({"pan": REDACTED, "amount": "5.00"}),
+                false,
+            ),
+            (
+                &off,
+                captured(json, n),
+                json!({"pan": "4111111111111111", "amount": "5.00"}),
+                false,
+            ),
+            (
+                &off,
+                captured(b"plain text", 10),
+                json!("plain text"),
+                false,
+            ),
             (&off, captured(b"", 0), json!(""), false),
             (&off, captured(&json[..10], n), json!("{\"pan\":\"41"), true),
             (
                 &on,
                 captured(&json[..10], n),
-                json!(format!("[{n} bytes not recorded: over the body cap, and redaction needs the whole JSON body]")),
+                json!(format!(
+                    "[{n} bytes not recorded: over the body cap, and redaction needs the whole JSON body]"
+                )),
                 true,
             ),
         ];

@@ -14,7 +14,8 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use tower::{ServiceBuilder, ServiceExt};
 
 use super::{
-    AuditError, AuditHandle, AuditLayer, AuditRecord, AuditRequestBody, Auditor, MemorySink, Outcome,
+    AuditError, AuditHandle, AuditLayer, AuditRecord, AuditRequestBody, Auditor, MemorySink,
+    Outcome,
 };
 use crate::labels::RequestLabels;
 

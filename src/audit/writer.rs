@@ -88,7 +88,8 @@ async fn run<S: AuditSink>(
                 match msg {
                     Msg::Entry(entry) => {
                         seq += 1;
-                        let mut record = entry.into_record(seq, std::mem::take(&mut prev), &redactor);
+                        let mut record =
+                            entry.into_record(seq, std::mem::take(&mut prev), &redactor);
                         let line = record.seal();
                         if let Err(e) = sink.append(&record, &line) {
                             shared.count_lost(1);
