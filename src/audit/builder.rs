@@ -92,7 +92,7 @@ impl AuditorBuilder {
     /// [`AuditError::Spawn`] when the thread cannot be started.
     pub fn spawn(self, sink: impl AuditSink) -> Result<Auditor, AuditError> {
         let (tx, rx) = mpsc::channel(self.capacity);
-        let shared = Arc::new(Shared::new(sink.recovery()));
+        let shared = Arc::new(Shared::new(sink.recovery(), sink.admission_gate()));
         writer::spawn(sink, rx, shared.clone(), self.linger(), self.redactor)
             .map_err(AuditError::spawn)?;
         Ok(Auditor::new(tx, shared, self.wait_timeout))

@@ -65,7 +65,27 @@ impl Msg {
     }
 }
 
+/// The event that declares records a sink dropped (batch mode overflow).
+pub(crate) const DROPPED_EVENT: &str = "AUDIT_RECORDS_DROPPED";
+
 impl Entry {
+    /// The record declaring that `first..=last` were dropped.
+    pub(super) fn dropped(first: u64, last: u64) -> Self {
+        Entry {
+            at: SystemTime::now(),
+            labels: LabelValues::default(),
+            detail: Detail::Event {
+                name: Cow::Borrowed(DROPPED_EVENT),
+                data: serde_json::json!({
+                    "first_seq": first,
+                    "last_seq": last,
+                    "count": last - first + 1,
+                }),
+                cut: false,
+            },
+        }
+    }
+
     /// The record numbered `seq` that follows the record hashed `prev`,
     /// its bodies and event data redacted by `redactor`; not yet sealed.
     pub(super) fn into_record(self, seq: u64, prev: String, redactor: &Redactor) -> AuditRecord {

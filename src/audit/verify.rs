@@ -4,8 +4,9 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::entry::DROPPED_EVENT;
 use super::files::{read_pruned, rotated_files};
-use super::record::{AuditRecord, GENESIS, sha256_hex, split_hash};
+use super::record::{AuditRecord, GENESIS, RecordKind, sha256_hex, split_hash};
 use super::sink::ChainHead;
 
 /// What a successful verification saw.
@@ -27,6 +28,12 @@ pub struct VerifyReport {
     /// (from `<log>.pruned`), which the oldest file left continues. Compare
     /// it with the head kept elsewhere when those files were shipped.
     pub pruned: Option<ChainHead>,
+    /// Gaps declared in the chain: records a sink dropped on overflow
+    /// (batch mode), as `(first_seq, last_seq)`, each declared by the
+    /// `AUDIT_RECORDS_DROPPED` event right after it. A deleted record is
+    /// never taken for one: only the declaring record, chained to the
+    /// record before the gap, makes a gap declared.
+    pub gaps: Vec<(u64, u64)>,
 }
 
 /// How a link is broken.
@@ -212,6 +219,7 @@ pub(crate) struct Verifier {
     /// Where the chain starts when older files were pruned.
     pruned: Option<ChainHead>,
     started_after_pruned: bool,
+    gaps: Vec<(u64, u64)>,
 }
 
 impl Verifier {
@@ -223,6 +231,7 @@ impl Verifier {
             prev: GENESIS.to_owned(),
             pruned: None,
             started_after_pruned: false,
+            gaps: Vec::new(),
         }
     }
 
@@ -295,6 +304,10 @@ impl Verifier {
                 self.prev = p.hash.clone();
                 self.started_after_pruned = true;
             }
+            if record.seq > self.next_seq && declares_gap(&record, self.next_seq, &self.prev) {
+                self.gaps.push((self.next_seq, record.seq - 1));
+                self.next_seq = record.seq;
+            }
             if record.seq > self.next_seq {
                 // The expected record further down this file means it was
                 // moved, not deleted.
@@ -342,8 +355,22 @@ impl Verifier {
             last_seq: self.next_seq.checked_sub(1).filter(|s| *s > 0),
             head: self.prev,
             pruned: self.pruned.filter(|_| self.started_after_pruned),
+            gaps: self.gaps,
         }
     }
+}
+
+/// Whether `record` is the writer's declaration of the records dropped
+/// from `expected` up to just before it, chained to the record before.
+fn declares_gap(record: &AuditRecord, expected: u64, prev: &str) -> bool {
+    let Some(data) = record.data.as_ref() else {
+        return false;
+    };
+    record.kind == RecordKind::Event
+        && record.event.as_deref() == Some(DROPPED_EVENT)
+        && record.prev == prev
+        && data.get("first_seq").and_then(|v| v.as_u64()) == Some(expected)
+        && data.get("last_seq").and_then(|v| v.as_u64()) == Some(record.seq - 1)
 }
 
 /// The `seq` a line starts with (`{"seq":42,`), read without parsing the
