@@ -142,6 +142,8 @@ mod handle;
 mod layer;
 mod pending;
 mod policy;
+#[cfg(feature = "audit-postgres")]
+pub mod postgres;
 mod record;
 mod redact;
 mod service;

@@ -241,24 +241,48 @@ impl Verifier {
         let mut line_no = 0;
         while !rest.is_empty() {
             line_no += 1;
-            let broken = |seq, kind, verified| {
-                VerifyError::Broken(BrokenLink {
+            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+                return Err(VerifyError::Broken(BrokenLink {
                     file: file.to_path_buf(),
                     line: line_no,
-                    seq,
-                    kind,
-                    verified,
-                })
-            };
-            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-                return Err(broken(
-                    leading_seq(rest),
-                    BreakKind::Truncated,
-                    self.records,
-                ));
+                    seq: leading_seq(rest),
+                    kind: BreakKind::Truncated,
+                    verified: self.records,
+                }));
             };
             let line = &rest[..end];
             rest = &rest[end + 1..];
+            // The expected record further down this file means it was
+            // moved, not deleted.
+            let moved = |expected| {
+                rest.split(|&b| b == b'\n')
+                    .any(|l| leading_seq(l) == Some(expected))
+            };
+            self.feed_line(file, line_no, line, moved)?;
+        }
+        Ok(())
+    }
+
+    /// Checks one line (without its newline) of `source`; `moved(seq)`
+    /// says whether the record numbered `seq` comes later, so a jump ahead
+    /// is a reordering rather than a deletion.
+    pub(crate) fn feed_line(
+        &mut self,
+        source: &Path,
+        line_no: u64,
+        line: &[u8],
+        moved: impl Fn(u64) -> bool,
+    ) -> Result<AuditRecord, VerifyError> {
+        let broken = |seq, kind, verified| {
+            VerifyError::Broken(BrokenLink {
+                file: source.to_path_buf(),
+                line: line_no,
+                seq,
+                kind,
+                verified,
+            })
+        };
+        {
             let record: Result<AuditRecord, _> = serde_json::from_slice(line);
             let seq = record
                 .as_ref()
@@ -309,13 +333,8 @@ impl Verifier {
                 self.next_seq = record.seq;
             }
             if record.seq > self.next_seq {
-                // The expected record further down this file means it was
-                // moved, not deleted.
                 let expected = self.next_seq;
-                let moved = rest
-                    .split(|&b| b == b'\n')
-                    .any(|l| leading_seq(l) == Some(expected));
-                let kind = if moved {
+                let kind = if moved(expected) {
                     BreakKind::OutOfOrder { expected }
                 } else {
                     BreakKind::Missing { expected }
@@ -343,9 +362,9 @@ impl Verifier {
             }
             self.records += 1;
             self.next_seq += 1;
-            self.prev = record.hash;
+            self.prev = record.hash.clone();
+            Ok(record)
         }
-        Ok(())
     }
 
     pub(crate) fn finish(self) -> VerifyReport {
