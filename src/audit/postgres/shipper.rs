@@ -126,6 +126,12 @@ impl ShipperHandle {
         }
     }
 
+    /// Whether the shipper thread has stopped (after its writer stopped
+    /// and the drain ended).
+    pub fn is_stopped(&self) -> bool {
+        !self.state.shipper_alive()
+    }
+
     /// Waits until everything durable in the spool now is delivered, up
     /// to `timeout`; whether it was. Call
     /// [`Auditor::flush`](crate::audit::Auditor::flush) first so that the
