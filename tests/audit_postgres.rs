@@ -291,6 +291,20 @@ async fn editing_deleting_inserting_or_reordering_a_row_is_each_detected() {
     .await
     .unwrap();
 
+    // The verifier binary says the same, chain by chain.
+    let out = std::process::Command::new(support::example_binary("audit_verify"))
+        .args(["--postgres", &pg.url()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("5 chain(s), 4 broken"), "{text}");
+    assert!(text.contains("ok: chain intact-"), "{text}");
+    assert!(
+        text.contains("BROKEN: chain delete-") && text.contains("record 6 is missing"),
+        "{text}"
+    );
+
     let chains = verify_postgres(&pg.url(), TABLE).await.unwrap();
     let kinds_seen: Vec<_> = chains
         .iter()
