@@ -32,6 +32,8 @@ async fn start(message_timeout: Duration) -> Running {
         config_dir: None,
         message_timeout,
         audit_log: audit_log.clone(),
+        audit_policy: None,
+        audit_postgres: None,
         jwt_secret: SECRET.to_vec(),
         otlp_endpoint: None,
     })
@@ -329,6 +331,65 @@ async fn a_transfer_retried_with_the_same_key_executes_once_and_replays() {
         .map(|r| r["event"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(events, ["PREPARE", "COMMIT", "POST_COMMIT_HOOK"]);
+    finmesh::audit::verify(&gw.audit_log).expect("the chain verifies");
+}
+
+#[tokio::test]
+async fn the_embedded_audit_policy_records_transfer_bodies_and_only_metadata_for_reads() {
+    let gw = start(Duration::from_secs(2)).await;
+    let headers = vec![
+        ("authorization", format!("Bearer {}", token("alice"))),
+        ("x-tenant-namespace", "tenant-a".to_owned()),
+        ("x-order-id", "ord-policy".to_owned()),
+        ("idempotency-key", "policy-1".to_owned()),
+    ];
+    let body = r#"{"from":"acc-1","to":"acc-2","amount":"1.25"}"#;
+    let res = http(&gw.server, "POST", "/v1/transfer", &headers, body).await;
+    assert_eq!(res.status, 201, "{:?}", res.body);
+    // Refused by the handler, still a transfer created as far as the
+    // policy sees it: its body is recorded, the card number redacted.
+    let mut card_headers = headers[..2].to_vec();
+    card_headers.push(("x-order-id", "ord-card".to_owned()));
+    card_headers.push(("idempotency-key", "policy-2".to_owned()));
+    let card = r#"{"from":"acc-1","to":"acc-2","amount":"1","card_number":"4111111111111111"}"#;
+    let refused = http(&gw.server, "POST", "/v1/transfer", &card_headers, card).await;
+    assert_eq!(refused.status, 400);
+    let read = http(&gw.server, "GET", "/v1/accounts", &headers[..2], "").await;
+    assert_eq!(read.status, 200);
+    assert_eq!(http(&gw.server, "GET", "/livez", &[], "").await.status, 200);
+    gw.gateway.auditor.flush().await.unwrap();
+    let records = audit_records(&gw.audit_log);
+    let transfer = records
+        .iter()
+        .find(|r| r["order_id"] == "ord-policy" && r["kind"] == "request")
+        .expect("the transfer's record");
+    // RequestResponse: both bodies.
+    assert_eq!(transfer["request_body"]["amount"], "1.25");
+    assert_eq!(transfer["response_body"]["state"], "COMMITTED");
+    let with_card = records
+        .iter()
+        .find(|r| r["order_id"] == "ord-card" && r["kind"] == "request")
+        .expect("the refused transfer's record");
+    assert_eq!(with_card["request_body"]["card_number"], "[redacted]");
+    assert_eq!(with_card["response_body"]["code"], "transfer.invalid_body");
+    // The events of a RequestResponse request are written.
+    assert!(
+        records
+            .iter()
+            .any(|r| r["order_id"] == "ord-policy" && r["event"] == "COMMIT")
+    );
+    // Metadata for the read: no bodies; nothing for the probe.
+    let list = records
+        .iter()
+        .find(|r| r["route"] == "/v1/accounts" && r["method"] == "GET")
+        .expect("the read's record");
+    assert!(list.get("request_body").is_none() && list.get("response_body").is_none());
+    assert!(!records.iter().any(|r| r["route"] == "/livez"));
+    assert!(
+        !std::fs::read_to_string(&gw.audit_log)
+            .unwrap()
+            .contains("4111111111111111")
+    );
     finmesh::audit::verify(&gw.audit_log).expect("the chain verifies");
 }
 
