@@ -129,7 +129,11 @@ fn enqueue(c: &mut Criterion) {
 /// `/proc/self/task/*/schedstat` (nanoseconds on CPU). Zero elsewhere.
 fn process_cpu() -> Duration {
     let mut total = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
             total += s
                 .split_whitespace()
@@ -151,8 +155,10 @@ fn cpu_of_requests<S, F>(
     delivered: F,
 ) -> Duration
 where
-    S: tower::Service<Request<Full<Bytes>>, Response = Response<finmesh::audit::AuditBody<Full<Bytes>>>>
-        + Clone,
+    S: tower::Service<
+            Request<Full<Bytes>>,
+            Response = Response<finmesh::audit::AuditBody<Full<Bytes>>>,
+        > + Clone,
     S::Error: std::fmt::Debug,
     F: std::future::Future<Output = ()>,
 {
@@ -206,7 +212,11 @@ fn sinks(c: &mut Criterion) {
             .layer(AuditLayer::new(auditor.clone()))
             .service_fn(handler);
         let wait = || async {
-            assert!(shipper.wait_delivered(std::time::Duration::from_secs(120)).await);
+            assert!(
+                shipper
+                    .wait_delivered(std::time::Duration::from_secs(120))
+                    .await
+            );
         };
         group.bench_function("postgres_cpu_per_request", |b| {
             b.iter_custom(|iters| cpu_of_requests(&rt, &svc, &auditor, iters, wait()))
