@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// A table name the sink accepts: a plain lowercase SQL identifier,
-/// optionally schema-qualified (`audit.finmesh_audit`), so it can be put
+/// optionally schema-qualified (`<schema>.<table>`), so it can be put
 /// into statements without quoting games.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Table(String);
