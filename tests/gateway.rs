@@ -1326,6 +1326,106 @@ mod cli {
         }
     }
 
+    /// Rows per chain in the audit table.
+    #[cfg(feature = "audit-postgres")]
+    async fn chain_rows(url: &str) -> Vec<(String, i64, i64)> {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        match client
+            .query(
+                "SELECT chain_id, count(*), count(DISTINCT seq) FROM finmesh_audit GROUP BY 1 ORDER BY 1",
+                &[],
+            )
+            .await
+        {
+            Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect(),
+            // Not created yet.
+            Err(_) => Vec::new(),
+        }
+    }
+
+    #[cfg(feature = "audit-postgres")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_gateway_processes_ship_one_verified_trail_to_postgres_through_an_outage() {
+        let test = "two_gateway_processes_ship_one_verified_trail_to_postgres_through_an_outage";
+        let Some(mut pg) = support::postgres_server::PostgresServer::start(test) else {
+            return;
+        };
+        const PER_PHASE: usize = 50;
+        let dir = tempfile::tempdir().unwrap();
+        let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
+        let url = pg.url();
+        let gateways: Vec<Process> = logs
+            .iter()
+            .map(|log| {
+                let log = log.to_str().unwrap();
+                let args = [
+                    "--audit-log",
+                    log,
+                    "--audit-postgres",
+                    &url,
+                    "--drain-delay",
+                    "0s",
+                ];
+                Process::start(gateway_command(), &args)
+            })
+            .collect();
+        let phase = || async {
+            for gw in &gateways {
+                for _ in 0..PER_PHASE {
+                    assert_eq!(gw.accounts("alice", "tenant-a").await.status, 200);
+                }
+            }
+        };
+        phase().await;
+        // PostgreSQL stops in the middle: the gateways keep serving, the
+        // records wait in their spools.
+        pg.stop();
+        phase().await;
+        pg.resume();
+        phase().await;
+        let want = (3 * PER_PHASE) as i64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let rows = loop {
+            let rows = chain_rows(&url).await;
+            if rows.len() == 2 && rows.iter().all(|(_, n, _)| *n >= want) {
+                break rows;
+            }
+            assert!(Instant::now() < deadline, "not delivered: {rows:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for (chain, count, distinct) in &rows {
+            assert_eq!(
+                (*count, *distinct),
+                (want, want),
+                "{chain}: every record once"
+            );
+        }
+        let chains = finmesh::audit::postgres::verify_postgres(&url, "finmesh_audit")
+            .await
+            .unwrap();
+        assert_eq!(chains.len(), 2);
+        for c in &chains {
+            let report = c
+                .result
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{}: {e}", c.chain_id));
+            assert_eq!(report.records, want as u64);
+        }
+        for gw in gateways {
+            gw.sigterm();
+            let (status, stderr) = gw.exit().await;
+            assert!(status.success(), "{status}: {stderr}");
+        }
+        assert_eq!(
+            chain_rows(&url).await,
+            rows,
+            "nothing more, nothing duplicated"
+        );
+    }
+
     #[tokio::test]
     async fn sigterm_drains_then_exits_zero_with_a_verified_audit_log() {
         let dir = tempfile::tempdir().unwrap();
