@@ -1286,3 +1286,35 @@ fn records_without_body_members_still_parse_and_hash_as_before() {
     assert!(!text.contains("_body"), "{text}");
     assert_eq!(sink.verify().unwrap().records, 1);
 }
+
+#[tokio::test]
+async fn a_rule_omitting_response_complete_writes_no_request_record_but_keeps_its_events() {
+    let policy = AuditPolicy::from_yaml(
+        b"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitManagedFields: true
+rules:
+- level: Metadata
+  nonResourceURLs: [\"/transfer\"]
+  omitStages: [\"ResponseComplete\"]
+- level: Metadata
+",
+    )
+    .unwrap();
+    let sink = MemorySink::new();
+    let auditor = Auditor::spawn(sink.clone()).unwrap();
+    let layer = AuditLayer::new(auditor.clone()).policy(policy);
+    let server = spawn(policy_app(&auditor, layer)).await;
+    assert_eq!(
+        post_json(server.url("/transfer"), &[], String::new()).await,
+        200
+    );
+    assert_eq!(support::get(&server.url("/ok"), &[]).await.status, 200);
+    auditor.flush().await.unwrap();
+    let names: Vec<_> = sink
+        .records()
+        .iter()
+        .map(|r| r.event.clone().or(r.route.clone()).unwrap())
+        .collect();
+    assert_eq!(names, ["PREPARE", "COMMIT", "POST_COMMIT_HOOK", "/ok"]);
+}
