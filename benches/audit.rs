@@ -6,14 +6,23 @@
 //! would grow by a few hundred bytes per iteration for the whole run); the
 //! writer thread still builds, seals and hashes every record, on its own
 //! core. `seal_record` is that per-record writer cost on its own.
+//!
+//! `audit_sink/*` measure real sinks, counting the CPU of every thread of
+//! the process per request (see [`sinks`]); with
+//! `FINMESH_BENCH_POSTGRES_URL=postgres://… cargo bench --bench audit
+//! --features audit-postgres`, PostgreSQL too.
 
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::io;
 
 use bytes::Bytes;
-use criterion::{Criterion, criterion_group, criterion_main};
-use finmesh::audit::{AuditHandle, AuditLayer, AuditRecord, AuditSink, Auditor, ChainHead};
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use finmesh::audit::{
+    AuditHandle, AuditLayer, AuditRecord, AuditSink, Auditor, ChainHead, FileSink,
+};
 use finmesh::{RequestLabels, RiskLevel};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -39,7 +48,7 @@ impl AuditSink for Discard {
     }
 }
 
-async fn handler(req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handler<B>(req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
     if let Some(labels) = req.extensions().get::<RequestLabels>() {
         labels.set_subject("alice");
         labels.set_risk(RiskLevel::Low);
@@ -115,5 +124,152 @@ fn enqueue(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, enqueue);
+/// CPU time of the whole process so far — every thread that is alive:
+/// the request thread, the audit writer, the shipper — from
+/// `/proc/self/task/*/schedstat` (nanoseconds on CPU). Zero elsewhere.
+fn process_cpu() -> Duration {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
+            total += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(total)
+}
+
+/// `iters` requests through `svc`, then a flush (and `delivered`): the
+/// process CPU they cost, writer and shipper threads included.
+fn cpu_of_requests<S, F>(
+    rt: &tokio::runtime::Runtime,
+    svc: &S,
+    auditor: &Auditor,
+    iters: u64,
+    delivered: F,
+) -> Duration
+where
+    S: tower::Service<
+            Request<Full<Bytes>>,
+            Response = Response<finmesh::audit::AuditBody<Full<Bytes>>>,
+        > + Clone,
+    S::Error: std::fmt::Debug,
+    F: std::future::Future<Output = ()>,
+{
+    let start = process_cpu();
+    rt.block_on(async {
+        for _ in 0..iters {
+            let res = svc.clone().oneshot(request()).await.unwrap();
+            black_box(res.into_body().collect().await.unwrap());
+        }
+        auditor.flush().await.unwrap();
+        delivered.await;
+    });
+    process_cpu() - start
+}
+
+/// The audit layer with a real sink — the file, or PostgreSQL behind its
+/// spool — counting the CPU of every thread of the process per request
+/// (PostgreSQL's own CPU, another process, is not counted), and the
+/// records per second PostgreSQL takes from the shipper.
+///
+/// The PostgreSQL cases run when `FINMESH_BENCH_POSTGRES_URL` names a
+/// database (they create the `finmesh_audit` table there).
+fn sinks(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("audit_sink");
+    group.throughput(Throughput::Elements(1));
+
+    let auditor = Auditor::spawn(FileSink::open(dir.path().join("file.log")).unwrap()).unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(AuditLayer::new(auditor.clone()))
+        .service_fn(handler);
+    group.bench_function("file_cpu_per_request", |b| {
+        b.iter_custom(|iters| cpu_of_requests(&rt, &svc, &auditor, iters, async {}))
+    });
+
+    #[cfg(feature = "audit-postgres")]
+    if let Ok(url) = std::env::var("FINMESH_BENCH_POSTGRES_URL") {
+        use finmesh::audit::postgres::{PostgresOptions, PostgresSink};
+        let sink = PostgresSink::open(
+            dir.path().join("pg.log"),
+            PostgresOptions::new(&url, "bench"),
+        )
+        .unwrap();
+        let shipper = sink.shipper();
+        let auditor = Auditor::spawn(sink).unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(AuditLayer::new(auditor.clone()))
+            .service_fn(handler);
+        let wait = || async {
+            assert!(
+                shipper
+                    .wait_delivered(std::time::Duration::from_secs(120))
+                    .await
+            );
+        };
+        group.bench_function("postgres_cpu_per_request", |b| {
+            b.iter_custom(|iters| cpu_of_requests(&rt, &svc, &auditor, iters, wait()))
+        });
+        // Wall time from the first event to the last row in the table:
+        // events are cheap to queue, so this is the sink's throughput.
+        group.bench_function("postgres_records_to_table", |b| {
+            b.iter_custom(|iters| {
+                let start = std::time::Instant::now();
+                rt.block_on(async {
+                    for i in 0..iters {
+                        auditor
+                            .event("BENCH", serde_json::json!({ "i": i }))
+                            .await
+                            .unwrap();
+                    }
+                    auditor.flush().await.unwrap();
+                    wait().await;
+                });
+                start.elapsed()
+            })
+        });
+    }
+    #[cfg(feature = "audit-postgres")]
+    if std::env::var_os("FINMESH_BENCH_POSTGRES_URL").is_none() {
+        eprintln!("audit_sink/postgres_*: skipped (set FINMESH_BENCH_POSTGRES_URL)");
+    }
+    group.finish();
+}
+
+/// The level of a request under the Kubernetes documentation's example
+/// policy (nine rules; the request matches the last).
+fn policy(c: &mut Criterion) {
+    use finmesh::audit::{AuditAttributes, AuditPolicy};
+    let policy = AuditPolicy::from_yaml(include_bytes!(
+        "../tests/fixtures/audit/k8s-audit-policy.yaml"
+    ))
+    .unwrap();
+    let groups: Vec<std::sync::Arc<str>> = vec!["payments".into()];
+    let attrs = AuditAttributes {
+        user: Some("alice"),
+        groups: &groups,
+        verb: "create",
+        api_group: Some("payments.finmesh.io"),
+        resource: "transfers",
+        namespace: "tenant-a",
+        path: "/v1/transfers",
+        ..AuditAttributes::default()
+    };
+    c.bench_function("audit_policy/k8s_example_last_rule", |b| {
+        b.iter(|| black_box(policy.level(black_box(&attrs))))
+    });
+}
+
+criterion_group!(benches, enqueue, sinks, policy);
 criterion_main!(benches);

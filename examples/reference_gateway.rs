@@ -11,10 +11,11 @@
 //! Options: `--addr ADDR`, `--metrics-addr ADDR` (Prometheus, default
 //! `127.0.0.1:9464`), `--config DIR` (tenants.yaml and rbac.yaml,
 //! hot-reloaded), `--message-timeout 2s`, `--audit-log PATH`,
-//! `--drain-delay 5s`; with the `mtls` feature, `--tls-cert FILE
-//! --tls-key FILE` (serve TLS), `--client-ca FILE` (require client
-//! certificates, SPIFFE identities), `--trust-domain NAME` and the
-//! `demo-certs DIR` subcommand. Environment: `FINMESH_JWT_SECRET` (else a demo
+//! `--audit-policy FILE`, `--audit-postgres URL`, `--drain-delay 5s`; with
+//! the `mtls` feature, `--tls-cert FILE --tls-key FILE` (serve TLS),
+//! `--client-ca FILE` (require client certificates, SPIFFE identities),
+//! `--trust-domain NAME` and the `demo-certs DIR` subcommand; with the
+//! `redis` feature, `--redis URL`. Environment: `FINMESH_JWT_SECRET` (else a demo
 //! secret, with a warning), `OTEL_EXPORTER_OTLP_ENDPOINT` (export traces),
 //! `RUST_LOG`.
 
@@ -28,7 +29,8 @@ use std::time::{Duration, SystemTime};
 
 const USAGE: &str = "\
 usage: reference_gateway [--addr ADDR] [--metrics-addr ADDR] [--config DIR]
-                         [--message-timeout DUR] [--audit-log PATH] [--drain-delay DUR]
+                         [--message-timeout DUR] [--audit-log PATH] [--audit-policy FILE]
+                         [--audit-postgres URL] [--drain-delay DUR]
                          [--tls-cert FILE --tls-key FILE [--client-ca FILE] [--trust-domain NAME]]
                          [--redis URL]
        reference_gateway token <alice|bob|carol|dave>
@@ -44,6 +46,13 @@ usage: reference_gateway [--addr ADDR] [--metrics-addr ADDR] [--config DIR]
   --audit-log PATH       hash-chained audit log (default finmesh-audit.log); 64 MiB
                          files, the 32 newest rotated files kept; readiness fails
                          below 256 MiB free
+  --audit-policy FILE    audit.k8s.io/v1 Policy choosing each request's level,
+                         hot-reloaded (default: embedded, examples/gateway/config/
+                         audit-policy.yaml: None for probes and metrics,
+                         RequestResponse for creating transfers, Metadata otherwise)
+  --audit-postgres URL   also ship the audit chain to PostgreSQL, exactly once, the
+                         audit log being the spool; blocking mode (build with
+                         --features audit-postgres)
   --drain-delay DUR      on SIGTERM / Ctrl-C, how long readiness fails while
                          requests are still served (default 5s)
   --tls-cert FILE        serve TLS (HTTP/1.1 and gRPC over h2, ALPN) with this
@@ -81,6 +90,8 @@ struct Cli {
     config_dir: Option<PathBuf>,
     message_timeout: Duration,
     audit_log: PathBuf,
+    audit_policy: Option<PathBuf>,
+    audit_postgres: Option<String>,
     drain_delay: Duration,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -116,6 +127,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
         config_dir: None,
         message_timeout: Duration::from_secs(2),
         audit_log: PathBuf::from("finmesh-audit.log"),
+        audit_policy: None,
+        audit_postgres: None,
         drain_delay: Duration::from_secs(5),
         tls_cert: None,
         tls_key: None,
@@ -150,6 +163,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
                 cli.message_timeout = parse_duration(&value("--message-timeout")?)?
             }
             "--audit-log" => cli.audit_log = value("--audit-log")?.into(),
+            "--audit-policy" => cli.audit_policy = Some(value("--audit-policy")?.into()),
+            "--audit-postgres" => cli.audit_postgres = Some(value("--audit-postgres")?),
             "--drain-delay" => cli.drain_delay = parse_duration(&value("--drain-delay")?)?,
             "--redis" => cli.redis_url = Some(value("--redis")?),
             "-h" | "--help" => return Ok(Command::Help),
@@ -290,6 +305,8 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
         config_dir: cli.config_dir.clone(),
         message_timeout: cli.message_timeout,
         audit_log: cli.audit_log.clone(),
+        audit_policy: cli.audit_policy.clone(),
+        audit_postgres: cli.audit_postgres.clone(),
         jwt_secret: secret,
         redis_url: cli.redis_url.clone(),
         otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")

@@ -57,8 +57,15 @@ pub struct LabelValues {
     pub peer: Option<Arc<str>>,
     /// The verified risk level (from the token, never from baggage).
     pub risk: Option<RiskLevel>,
+    /// The verified subject's groups (from the token), set by the
+    /// authentication layer; audit policies match `userGroups` on them.
+    pub groups: Option<Arc<[Arc<str>]>>,
     /// The authorization decision, when RBAC ran.
     pub authorization: Option<Authorization>,
+    /// The API group of the request's resource when RBAC mapped it to a
+    /// resource (`""` is the core group); `None` for a non-resource
+    /// request. Audit policies match `resources[].group` on it.
+    pub api_group: Option<Arc<str>>,
     /// The first rejection rendered for this request.
     pub rejection: Option<RejectionLabel>,
     /// The idempotency key, when the request carried one.

@@ -81,6 +81,23 @@ where
                 binding: Some("RoleBinding/tenant-a/payers".into()),
                 role: Some("payer".into()),
             });
+            labels.update(|l| {
+                l.api_group = Some("".into());
+                l.groups = Some(Arc::from([Arc::from("payments")]));
+            });
+        }
+        // Another resource, as RBAC would map it.
+        if let (Some(verb), Some(resource)) = (h("x-verb"), h("x-resource")) {
+            labels.set_authorization(Authorization {
+                allowed: true,
+                shadow: false,
+                verb: verb.into(),
+                resource: resource.into(),
+                name: None,
+                binding: None,
+                role: None,
+            });
+            labels.update(|l| l.api_group = Some("".into()));
         }
         if let Some(v) = h("idempotency-key") {
             labels.set_idempotency(v, false);
@@ -850,4 +867,454 @@ async fn a_long_batch_window_never_makes_producers_time_out() {
     auditor.flush().await.unwrap();
     assert_eq!(sink.records().len(), 200);
     assert_eq!(auditor.stats().events_refused, 0);
+}
+
+// ---- audit policies -------------------------------------------------------
+
+use finmesh::audit::{AuditAttributes, AuditPolicy, Level};
+
+const K8S_EXAMPLE_POLICY: &[u8] = include_bytes!("fixtures/audit/k8s-audit-policy.yaml");
+
+#[test]
+fn kubernetes_example_policy_loads_unchanged_and_a_table_of_requests_gets_its_levels() {
+    let policy = AuditPolicy::from_yaml(K8S_EXAMPLE_POLICY).expect("the Kubernetes example loads");
+    assert_eq!(policy.rule_count(), 9);
+    let authenticated: &[Arc<str>] = &[Arc::from("system:authenticated")];
+    let resource = |verb, group, resource, sub, name, ns| AuditAttributes {
+        user: Some("alice"),
+        groups: authenticated,
+        verb,
+        api_group: Some(group),
+        resource,
+        subresource: sub,
+        name,
+        namespace: ns,
+        path: "/",
+    };
+    let non_resource = |user, path| AuditAttributes {
+        user,
+        groups: if user.is_some() { authenticated } else { &[] },
+        verb: "get",
+        api_group: None,
+        path,
+        ..AuditAttributes::default()
+    };
+    let kube_proxy = |verb, res| AuditAttributes {
+        user: Some("system:kube-proxy"),
+        ..resource(verb, "", res, None, None, "default")
+    };
+    let rows: Vec<(&str, AuditAttributes<'_>, Level)> = vec![
+        (
+            "pods",
+            resource("create", "", "pods", None, None, "default"),
+            Level::RequestResponse,
+        ),
+        (
+            "pods/log",
+            resource("get", "", "pods", Some("log"), None, "default"),
+            Level::Metadata,
+        ),
+        (
+            "pods/status",
+            resource("update", "", "pods", Some("status"), None, "default"),
+            Level::Metadata,
+        ),
+        // pods/exec: no rule names it; the core-group rule takes it.
+        (
+            "pods/exec",
+            resource("create", "", "pods", Some("exec"), None, "default"),
+            Level::Request,
+        ),
+        (
+            "leader configmap",
+            resource(
+                "update",
+                "",
+                "configmaps",
+                None,
+                Some("controller-leader"),
+                "kube-system",
+            ),
+            Level::None,
+        ),
+        (
+            "kube-system configmap",
+            resource("update", "", "configmaps", None, Some("cfg"), "kube-system"),
+            Level::Request,
+        ),
+        (
+            "other configmap",
+            resource("update", "", "configmaps", None, Some("cfg"), "default"),
+            Level::Metadata,
+        ),
+        (
+            "secret",
+            resource("get", "", "secrets", None, Some("s"), "default"),
+            Level::Metadata,
+        ),
+        (
+            "kube-proxy watches endpoints",
+            kube_proxy("watch", "endpoints"),
+            Level::None,
+        ),
+        (
+            "kube-proxy lists endpoints",
+            kube_proxy("list", "endpoints"),
+            Level::Request,
+        ),
+        (
+            "extensions",
+            resource("list", "extensions", "ingresses", None, None, "default"),
+            Level::Request,
+        ),
+        (
+            "apps group",
+            resource("list", "apps", "deployments", None, None, "default"),
+            Level::Metadata,
+        ),
+        (
+            "authenticated /apis",
+            non_resource(Some("alice"), "/apis/apps/v1"),
+            Level::None,
+        ),
+        (
+            "authenticated /version",
+            non_resource(Some("alice"), "/version"),
+            Level::None,
+        ),
+        (
+            "anonymous /version",
+            non_resource(Option::None, "/version"),
+            Level::Metadata,
+        ),
+        (
+            "authenticated /healthz",
+            non_resource(Some("alice"), "/healthz"),
+            Level::Metadata,
+        ),
+    ];
+    for (name, attrs, want) in rows {
+        assert_eq!(policy.level(&attrs), want, "{name}");
+    }
+    // The top-level omitStages joins every rule's.
+    let d = policy.decide(&resource("create", "", "pods", None, None, "default"));
+    assert!(!d.records(finmesh::audit::Stage::RequestReceived));
+    assert!(d.records(finmesh::audit::Stage::ResponseComplete));
+}
+
+#[test]
+fn malformed_audit_policies_are_refused_with_the_field_path() {
+    let head = "apiVersion: audit.k8s.io/v1\nkind: Policy\n";
+    let rows = [
+        (
+            "rules:\n- level: Metadata\n  verbz: [get]\n",
+            "rules[0]",
+            "verbz",
+        ),
+        (
+            "rules:\n- level: Everything\n",
+            "rules[0].level",
+            "Everything",
+        ),
+        (
+            "rules:\n- level: None\n  resources:\n  - group: \"\"\n    resourcez: [pods]\n",
+            "rules[0].resources[0]",
+            "resourcez",
+        ),
+        ("omitStages: [Later]\nrules: []\n", "omitStages[0]", "Later"),
+        (
+            "rules:\n- level: None\n  nonResourceURLs: [\"/a*b\"]\n",
+            "rules[0].nonResourceURLs[0]",
+            "*",
+        ),
+        (
+            "rules:\n- level: None\n  nonResourceURLs: [\"/a\"]\n  namespaces: [x]\n",
+            "rules[0].nonResourceURLs",
+            "both",
+        ),
+        (
+            "rules:\n- level: None\n  resources:\n  - group: apps/v1\n",
+            "rules[0].resources[0].group",
+            "version",
+        ),
+        ("spec: {}\n", "", "spec"),
+    ];
+    for (body, field, said) in rows {
+        let err = AuditPolicy::from_yaml(format!("{head}{body}").as_bytes()).unwrap_err();
+        assert!(err.field().starts_with(field), "{body}: {err}");
+        assert!(err.to_string().contains(said), "{body}: {err}");
+    }
+    let err =
+        AuditPolicy::from_yaml(b"apiVersion: audit.k8s.io/v1beta1\nkind: Policy\n").unwrap_err();
+    assert_eq!(err.field(), "apiVersion");
+    let err = AuditPolicy::from_yaml(&vec![b' '; 2 << 20]).unwrap_err();
+    assert!(err.to_string().contains("limit"), "{err}");
+    assert!(AuditPolicy::from_yaml(b"\xff\xfe").is_err());
+}
+
+const GATEWAY_LIKE_POLICY: &str = r#"
+apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: None
+  nonResourceURLs: ["/livez", "/quiet*"]
+- level: RequestResponse
+  verbs: ["create"]
+  resources:
+  - group: ""
+    resources: ["transfers"]
+- level: Request
+  verbs: ["update"]
+  resources:
+  - group: ""
+    resources: ["accounts"]
+- level: Metadata
+"#;
+
+/// Answers with a JSON document holding a card number.
+async fn pay(body: String) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "status": "accepted",
+        "card_number": "4111111111111111",
+        "echo_bytes": body.len(),
+    }))
+}
+
+fn policy_app(auditor: &Auditor, layer: AuditLayer) -> axum::Router {
+    let _ = auditor;
+    echo_app()
+        .route("/pay", post(pay))
+        .route("/livez", axum::routing::get(|| async { "ok" }))
+        .route("/quiet/transfer", post(transfer))
+        .route("/transfer", post(transfer))
+        .layer(FakeGovernanceLayer)
+        .layer(layer)
+}
+
+async fn post_json(url: String, headers: &[(&str, &str)], body: String) -> u16 {
+    let mut req = Request::post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    support::send(req.body(Full::new(body.into())).unwrap())
+        .await
+        .status
+        .as_u16()
+}
+
+#[tokio::test]
+async fn levels_none_metadata_request_and_request_response_with_caps_and_redaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let auditor = Auditor::builder()
+        .redact_fields(["card_number", "iban"])
+        .spawn(fast_file(&path))
+        .unwrap();
+    let policy = AuditPolicy::from_yaml(GATEWAY_LIKE_POLICY.as_bytes()).unwrap();
+    let layer = AuditLayer::new(auditor.clone())
+        .policy(policy)
+        .body_cap(512);
+    let server = spawn(policy_app(&auditor, layer)).await;
+    let payer = [("x-subject", "alice"), ("x-order-id", "o-1")];
+    let card = r#"{"amount":"10.00","card_number":"4111111111111111","nested":{"iban":"DE00"}}"#;
+
+    // None: a probe, and a handler's events under a None rule.
+    assert_eq!(support::get(&server.url("/livez"), &[]).await.status, 200);
+    assert_eq!(
+        post_json(server.url("/quiet/transfer"), &[], String::new()).await,
+        200
+    );
+    // RequestResponse: creating a transfer (RBAC: create transfers).
+    assert_eq!(
+        post_json(server.url("/pay"), &payer, card.into()).await,
+        200
+    );
+    // Its handler events follow the request's level: written.
+    assert_eq!(
+        post_json(server.url("/transfer"), &payer, String::new()).await,
+        200
+    );
+    // Request: updating an account; the body is over the cap, and with
+    // redaction on a cut body is not kept.
+    let big = format!(r#"{{"card_number":"4111","memo":"{}"}}"#, "x".repeat(2000));
+    let update = [("x-verb", "update"), ("x-resource", "accounts")];
+    assert_eq!(
+        post_json(server.url("/pay"), &update, big.clone()).await,
+        200
+    );
+    // Metadata: anything else.
+    assert_eq!(support::get(&server.url("/ok"), &[]).await.status, 200);
+    auditor.flush().await.unwrap();
+
+    let records = read_records(&path);
+    let routes: Vec<_> = records
+        .iter()
+        .map(|r| r.event.clone().or(r.route.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            "/pay",
+            "PREPARE",
+            "COMMIT",
+            "POST_COMMIT_HOOK",
+            "/transfer",
+            "/pay",
+            "/ok"
+        ],
+        "None-level requests and their events are not written"
+    );
+    let full = &records[0];
+    assert_eq!(
+        full.request_body,
+        Some(
+            serde_json::json!({"amount": "10.00", "card_number": "[redacted]", "nested": {"iban": "[redacted]"}})
+        )
+    );
+    let response = full.response_body.as_ref().unwrap();
+    assert_eq!(response["card_number"], "[redacted]");
+    assert_eq!(response["status"], "accepted");
+    assert!(full.truncated.is_empty());
+    let request_only = &records[5];
+    assert!(request_only.response_body.is_none());
+    let kept = request_only
+        .request_body
+        .as_ref()
+        .unwrap()
+        .as_str()
+        .unwrap();
+    assert!(
+        kept.contains(&format!("{} bytes not recorded", big.len())),
+        "{kept}"
+    );
+    assert!(!kept.contains("4111"));
+    assert_eq!(request_only.truncated, ["request_body"]);
+    let metadata = &records[6];
+    assert!(metadata.request_body.is_none() && metadata.response_body.is_none());
+    // Nothing redacted ever reaches the file.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("4111111111111111") && !text.contains("DE00"));
+    assert!(
+        !text.contains("\"request_body\":null"),
+        "absent bodies are omitted"
+    );
+    assert_eq!(verify(&path).unwrap().records, 7);
+}
+
+#[tokio::test]
+async fn without_redaction_a_body_over_the_cap_is_kept_as_text_cut_at_the_cap() {
+    let sink = MemorySink::new();
+    let auditor = Auditor::spawn(sink.clone()).unwrap();
+    let layer = AuditLayer::new(auditor.clone())
+        .policy(AuditPolicy::uniform(Level::RequestResponse))
+        .body_cap(100);
+    let server = spawn(policy_app(&auditor, layer)).await;
+    let body = format!(r#"{{"memo":"{}"}}"#, "é".repeat(500));
+    assert_eq!(post_json(server.url("/pay"), &[], body.clone()).await, 200);
+    auditor.flush().await.unwrap();
+    let records = sink.records();
+    assert_eq!(records.len(), 1);
+    let kept = records[0].request_body.as_ref().unwrap().as_str().unwrap();
+    assert!(
+        body.starts_with(kept.trim_end_matches('\u{fffd}')),
+        "{kept}"
+    );
+    assert!(kept.len() <= 100 + 3);
+    assert_eq!(records[0].truncated, ["request_body"]);
+    // The response was small: kept whole, as JSON.
+    assert_eq!(
+        records[0].response_body.as_ref().unwrap()["echo_bytes"],
+        body.len()
+    );
+    assert_eq!(sink.verify().unwrap().records, 1);
+}
+
+#[tokio::test]
+async fn a_hot_reloaded_policy_changes_levels_and_a_bad_version_keeps_the_last_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy_path = dir.path().join("audit-policy.yaml");
+    let head = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n";
+    std::fs::write(&policy_path, format!("{head}- level: Metadata\n")).unwrap();
+    let watched = AuditPolicy::watch(&policy_path).unwrap();
+    let sink = MemorySink::new();
+    let auditor = Auditor::spawn(sink.clone()).unwrap();
+    let layer = AuditLayer::new(auditor.clone()).watched_policy(watched.clone());
+    let server = spawn(policy_app(&auditor, layer)).await;
+
+    assert_eq!(post_json(server.url("/pay"), &[], "{}".into()).await, 200);
+    std::fs::write(&policy_path, format!("{head}- level: RequestResponse\n")).unwrap();
+    watched.reload().unwrap();
+    assert_eq!(post_json(server.url("/pay"), &[], "{}".into()).await, 200);
+    std::fs::write(&policy_path, format!("{head}- level: Everything\n")).unwrap();
+    assert!(watched.reload().is_err());
+    assert_eq!(post_json(server.url("/pay"), &[], "{}".into()).await, 200);
+    std::fs::write(&policy_path, format!("{head}- level: None\n")).unwrap();
+    watched.reload().unwrap();
+    assert_eq!(post_json(server.url("/pay"), &[], "{}".into()).await, 200);
+    auditor.flush().await.unwrap();
+
+    let records = sink.records();
+    assert_eq!(records.len(), 3, "the None version writes nothing");
+    assert!(records[0].request_body.is_none());
+    assert_eq!(records[1].request_body, Some(serde_json::json!({})));
+    assert!(records[1].response_body.is_some());
+    assert!(
+        records[2].response_body.is_some(),
+        "the bad version changed nothing"
+    );
+}
+
+#[test]
+fn records_without_body_members_still_parse_and_hash_as_before() {
+    // A Metadata record encodes exactly as before audit policies: no
+    // `request_body` / `response_body` members at all.
+    let sink = MemorySink::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let auditor = Auditor::spawn(sink.clone()).unwrap();
+        auditor
+            .event("STARTUP", serde_json::json!({}))
+            .await
+            .unwrap();
+        auditor.flush().await.unwrap();
+    });
+    let bytes = sink.to_bytes();
+    let text = std::str::from_utf8(&bytes).unwrap();
+    assert!(!text.contains("_body"), "{text}");
+    assert_eq!(sink.verify().unwrap().records, 1);
+}
+
+#[tokio::test]
+async fn a_rule_omitting_response_complete_writes_no_request_record_but_keeps_its_events() {
+    let policy = AuditPolicy::from_yaml(
+        b"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitManagedFields: true
+rules:
+- level: Metadata
+  nonResourceURLs: [\"/transfer\"]
+  omitStages: [\"ResponseComplete\"]
+- level: Metadata
+",
+    )
+    .unwrap();
+    let sink = MemorySink::new();
+    let auditor = Auditor::spawn(sink.clone()).unwrap();
+    let layer = AuditLayer::new(auditor.clone()).policy(policy);
+    let server = spawn(policy_app(&auditor, layer)).await;
+    assert_eq!(
+        post_json(server.url("/transfer"), &[], String::new()).await,
+        200
+    );
+    assert_eq!(support::get(&server.url("/ok"), &[]).await.status, 200);
+    auditor.flush().await.unwrap();
+    let names: Vec<_> = sink
+        .records()
+        .iter()
+        .map(|r| r.event.clone().or(r.route.clone()).unwrap())
+        .collect();
+    assert_eq!(names, ["PREPARE", "COMMIT", "POST_COMMIT_HOOK", "/ok"]);
 }

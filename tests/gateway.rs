@@ -32,6 +32,8 @@ async fn start(message_timeout: Duration) -> Running {
         config_dir: None,
         message_timeout,
         audit_log: audit_log.clone(),
+        audit_policy: None,
+        audit_postgres: None,
         jwt_secret: SECRET.to_vec(),
         redis_url: None,
         otlp_endpoint: None,
@@ -377,6 +379,8 @@ async fn two_gateways_on_one_redis_grant_the_tenant_limit_once_and_share_idempot
             message_timeout: Duration::from_secs(2),
             audit_log: dir.path().join(name),
             jwt_secret: SECRET.to_vec(),
+            audit_policy: None,
+            audit_postgres: None,
             redis_url: Some(redis.url()),
             otlp_endpoint: None,
         })
@@ -456,6 +460,65 @@ async fn a_transfer_retried_with_the_same_key_executes_once_and_replays() {
         .map(|r| r["event"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(events, ["PREPARE", "COMMIT", "POST_COMMIT_HOOK"]);
+    finmesh::audit::verify(&gw.audit_log).expect("the chain verifies");
+}
+
+#[tokio::test]
+async fn the_embedded_audit_policy_records_transfer_bodies_and_only_metadata_for_reads() {
+    let gw = start(Duration::from_secs(2)).await;
+    let headers = vec![
+        ("authorization", format!("Bearer {}", token("alice"))),
+        ("x-tenant-namespace", "tenant-a".to_owned()),
+        ("x-order-id", "ord-policy".to_owned()),
+        ("idempotency-key", "policy-1".to_owned()),
+    ];
+    let body = r#"{"from":"acc-1","to":"acc-2","amount":"1.25"}"#;
+    let res = http(&gw.server, "POST", "/v1/transfer", &headers, body).await;
+    assert_eq!(res.status, 201, "{:?}", res.body);
+    // Refused by the handler, still a transfer created as far as the
+    // policy sees it: its body is recorded, the card number redacted.
+    let mut card_headers = headers[..2].to_vec();
+    card_headers.push(("x-order-id", "ord-card".to_owned()));
+    card_headers.push(("idempotency-key", "policy-2".to_owned()));
+    let card = r#"{"from":"acc-1","to":"acc-2","amount":"1","card_number":"4111111111111111"}"#;
+    let refused = http(&gw.server, "POST", "/v1/transfer", &card_headers, card).await;
+    assert_eq!(refused.status, 400);
+    let read = http(&gw.server, "GET", "/v1/accounts", &headers[..2], "").await;
+    assert_eq!(read.status, 200);
+    assert_eq!(http(&gw.server, "GET", "/livez", &[], "").await.status, 200);
+    gw.gateway.auditor.flush().await.unwrap();
+    let records = audit_records(&gw.audit_log);
+    let transfer = records
+        .iter()
+        .find(|r| r["order_id"] == "ord-policy" && r["kind"] == "request")
+        .expect("the transfer's record");
+    // RequestResponse: both bodies.
+    assert_eq!(transfer["request_body"]["amount"], "1.25");
+    assert_eq!(transfer["response_body"]["state"], "COMMITTED");
+    let with_card = records
+        .iter()
+        .find(|r| r["order_id"] == "ord-card" && r["kind"] == "request")
+        .expect("the refused transfer's record");
+    assert_eq!(with_card["request_body"]["card_number"], "[redacted]");
+    assert_eq!(with_card["response_body"]["code"], "transfer.invalid_body");
+    // The events of a RequestResponse request are written.
+    assert!(
+        records
+            .iter()
+            .any(|r| r["order_id"] == "ord-policy" && r["event"] == "COMMIT")
+    );
+    // Metadata for the read: no bodies; nothing for the probe.
+    let list = records
+        .iter()
+        .find(|r| r["route"] == "/v1/accounts" && r["method"] == "GET")
+        .expect("the read's record");
+    assert!(list.get("request_body").is_none() && list.get("response_body").is_none());
+    assert!(!records.iter().any(|r| r["route"] == "/livez"));
+    assert!(
+        !std::fs::read_to_string(&gw.audit_log)
+            .unwrap()
+            .contains("4111111111111111")
+    );
     finmesh::audit::verify(&gw.audit_log).expect("the chain verifies");
 }
 
@@ -1398,6 +1461,106 @@ mod cli {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+
+    /// Rows per chain in the audit table.
+    #[cfg(feature = "audit-postgres")]
+    async fn chain_rows(url: &str) -> Vec<(String, i64, i64)> {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        match client
+            .query(
+                "SELECT chain_id, count(*), count(DISTINCT seq) FROM finmesh_audit GROUP BY 1 ORDER BY 1",
+                &[],
+            )
+            .await
+        {
+            Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect(),
+            // Not created yet.
+            Err(_) => Vec::new(),
+        }
+    }
+
+    #[cfg(feature = "audit-postgres")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_gateway_processes_ship_one_verified_trail_to_postgres_through_an_outage() {
+        let test = "two_gateway_processes_ship_one_verified_trail_to_postgres_through_an_outage";
+        let Some(mut pg) = support::postgres_server::PostgresServer::start(test) else {
+            return;
+        };
+        const PER_PHASE: usize = 50;
+        let dir = tempfile::tempdir().unwrap();
+        let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
+        let url = pg.url();
+        let gateways: Vec<Process> = logs
+            .iter()
+            .map(|log| {
+                let log = log.to_str().unwrap();
+                let args = [
+                    "--audit-log",
+                    log,
+                    "--audit-postgres",
+                    &url,
+                    "--drain-delay",
+                    "0s",
+                ];
+                Process::start(gateway_command(), &args)
+            })
+            .collect();
+        let phase = || async {
+            for gw in &gateways {
+                for _ in 0..PER_PHASE {
+                    assert_eq!(gw.accounts("alice", "tenant-a").await.status, 200);
+                }
+            }
+        };
+        phase().await;
+        // PostgreSQL stops in the middle: the gateways keep serving, the
+        // records wait in their spools.
+        pg.stop();
+        phase().await;
+        pg.resume();
+        phase().await;
+        let want = (3 * PER_PHASE) as i64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let rows = loop {
+            let rows = chain_rows(&url).await;
+            if rows.len() == 2 && rows.iter().all(|(_, n, _)| *n >= want) {
+                break rows;
+            }
+            assert!(Instant::now() < deadline, "not delivered: {rows:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for (chain, count, distinct) in &rows {
+            assert_eq!(
+                (*count, *distinct),
+                (want, want),
+                "{chain}: every record once"
+            );
+        }
+        let chains = finmesh::audit::postgres::verify_postgres(&url, "finmesh_audit")
+            .await
+            .unwrap();
+        assert_eq!(chains.len(), 2);
+        for c in &chains {
+            let report = c
+                .result
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{}: {e}", c.chain_id));
+            assert_eq!(report.records, want as u64);
+        }
+        for gw in gateways {
+            gw.sigterm();
+            let (status, stderr) = gw.exit().await;
+            assert!(status.success(), "{status}: {stderr}");
+        }
+        assert_eq!(
+            chain_rows(&url).await,
+            rows,
+            "nothing more, nothing duplicated"
+        );
     }
 
     #[tokio::test]

@@ -390,6 +390,8 @@ async fn start_gateway() -> Gateway {
         audit_log: audit_log.clone(),
         jwt_secret: SECRET.to_vec(),
         otlp_endpoint: None,
+        audit_policy: None,
+        audit_postgres: None,
         redis_url: None,
     })
     .unwrap();

@@ -101,6 +101,8 @@ async fn every_readme_curl_command_answers_as_documented() {
         config_dir: None,
         message_timeout: Duration::from_secs(2),
         audit_log: dir.path().join("audit.log"),
+        audit_policy: None,
+        audit_postgres: None,
         jwt_secret: SECRET.to_vec(),
         redis_url: None,
         otlp_endpoint: None,

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use finmesh::GovernanceLayer;
-use finmesh::audit::{AuditLayer, Auditor, FileSink, FileSinkOptions};
+use finmesh::audit::{AuditLayer, AuditPolicy, Auditor, FileSink, FileSinkOptions};
 use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
 use finmesh::deadline::StreamDeadlineLayer;
 use finmesh::health::{HealthLayer, HealthRegistry};
@@ -57,6 +57,9 @@ pub const EMBEDDED_TENANTS: &str = include_str!("config/tenants.yaml");
 pub const EMBEDDED_RBAC: &str = include_str!("config/rbac.yaml");
 /// The embedded rate limits.
 pub const EMBEDDED_RATELIMITS: &str = include_str!("config/ratelimits.yaml");
+/// The audit policy used without `--audit-policy`: None for probes and
+/// metrics, RequestResponse for creating transfers, Metadata otherwise.
+pub const EMBEDDED_AUDIT_POLICY: &str = include_str!("config/audit-policy.yaml");
 
 /// The ledger's gRPC service.
 pub const LEDGER_SERVICE: &str = "finmesh.gateway.v1.Ledger";
@@ -144,8 +147,12 @@ pub struct Options {
     pub config_dir: Option<PathBuf>,
     /// Per-message deadline on gRPC streams.
     pub message_timeout: Duration,
-    /// The audit log.
+    /// The audit log (with `audit_postgres`: the spool).
     pub audit_log: PathBuf,
+    /// The audit policy file, hot-reloaded; the embedded policy when `None`.
+    pub audit_policy: Option<PathBuf>,
+    /// Ship the audit chain to this PostgreSQL database (blocking mode).
+    pub audit_postgres: Option<String>,
     /// The HS256 secret.
     pub jwt_secret: Vec<u8>,
     /// Keep idempotency records and rate-limit counters in this Redis
@@ -217,15 +224,26 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
     let health = HealthRegistry::with_cache_interval(Duration::from_secs(1));
     // grpc.health.v1 names the Ledger: SERVING while ready, NOT_SERVING on drain.
     health.add_grpc_service::<grpc::Server>();
-    let auditor = Auditor::spawn(FileSink::open_with(
-        &options.audit_log,
-        FileSinkOptions {
-            // 64 MiB files, at most 32 kept (2 GiB); readiness fails when
-            // the volume has less than 256 MiB free.
-            max_rotated_files: Some(32),
-            ..FileSinkOptions::default()
-        },
-    )?)?;
+    let auditor = Auditor::builder()
+        // Card and account numbers never reach the audit trail.
+        .redact_fields(["card_number", "iban"]);
+    let auditor = match &options.audit_postgres {
+        None => auditor.spawn(FileSink::open_with(
+            &options.audit_log,
+            FileSinkOptions {
+                // 64 MiB files, at most 32 kept (2 GiB); readiness fails when
+                // the volume has less than 256 MiB free.
+                max_rotated_files: Some(32),
+                ..FileSinkOptions::default()
+            },
+        )?)?,
+        Some(url) => postgres_auditor(auditor, url, &options.audit_log)?,
+    };
+    let audit_policy = match &options.audit_policy {
+        Some(path) => AuditLayer::new(auditor.clone()).watched_policy(AuditPolicy::watch(path)?),
+        None => AuditLayer::new(auditor.clone())
+            .policy(AuditPolicy::from_yaml(EMBEDDED_AUDIT_POLICY.as_bytes())?),
+    };
     {
         let auditor = auditor.clone();
         health.add_readiness_check("audit", Duration::from_secs(1), move || {
@@ -264,7 +282,7 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         // One registry answers /livez, /readyz, /healthz and grpc.health.v1.
         .health(HealthLayer::new(health.clone()))
         .telemetry(telemetry)
-        .audit(AuditLayer::new(auditor.clone()))
+        .audit(audit_policy)
         // The service, not the client, says which paths are gRPC: the
         // Ledger's methods get the gRPC rules whatever content-type a
         // caller claims, and every other path the HTTP rules.
@@ -348,6 +366,35 @@ fn shared_state(
 }
 
 /// The embedded tenants, parsed with the same rules as a tenants file.
+/// An auditor that spools at `spool` and ships to PostgreSQL at `url`, in
+/// blocking mode, its chain named after the host (the pod name on
+/// Kubernetes).
+#[cfg(feature = "audit-postgres")]
+fn postgres_auditor(
+    builder: finmesh::audit::AuditorBuilder,
+    url: &str,
+    spool: &std::path::Path,
+) -> Result<Auditor, BoxError> {
+    use finmesh::audit::postgres::{Backpressure, PostgresOptions, PostgresSink};
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty() && h.len() <= 100)
+        .unwrap_or_else(|| "gateway".to_owned());
+    let options = PostgresOptions::new(url, host).mode(Backpressure::Blocking);
+    let sink = PostgresSink::open(spool, options)?;
+    tracing::info!(chain = sink.chain_id(), "audit: shipping to PostgreSQL");
+    Ok(builder.spawn(sink)?)
+}
+
+#[cfg(not(feature = "audit-postgres"))]
+fn postgres_auditor(
+    _builder: finmesh::audit::AuditorBuilder,
+    _url: &str,
+    _spool: &std::path::Path,
+) -> Result<Auditor, BoxError> {
+    Err("--audit-postgres needs the audit-postgres feature".into())
+}
+
 fn embedded_tenants() -> Result<StaticTenants, BoxError> {
     Ok(StaticTenants::from_yaml(EMBEDDED_TENANTS)?)
 }

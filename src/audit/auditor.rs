@@ -80,6 +80,9 @@ impl Auditor {
         if self.shared.failed() {
             return Err("audit writer stopped".into());
         }
+        if self.shared.gated() {
+            return Err("audit sink full and its destination unreachable".into());
+        }
         match self.shared.low_space() {
             Some(free) => Err(format!(
                 "audit log: {free} bytes free, below the sink's threshold"
@@ -157,6 +160,12 @@ impl Auditor {
     /// none — the queue stays full past the wait timeout, or the writer has
     /// stopped — is refused, and counted in [`AuditStats::refused`] here.
     pub(super) fn try_reserve(&self) -> Reservation {
+        // Security: a blocking-strict sink that can hold no more refuses
+        // requests before they run, rather than let them go unaudited.
+        if self.shared.gated() {
+            self.shared.count_refused();
+            return Reservation::Closed;
+        }
         match self.tx.clone().try_reserve_owned() {
             Ok(permit) => Reservation::Reserved(Slot::new(permit, self.shared.clone())),
             Err(mpsc::error::TrySendError::Full(tx)) => {

@@ -65,6 +65,11 @@ where
         let mut this = self.project();
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
         if let Some(pending) = this.guard.as_mut() {
+            if let (Some(capture), Some(Ok(frame))) = (pending.ctx.capture.as_ref(), &frame)
+                && let Some(data) = frame.data_ref()
+            {
+                capture.feed_response(data);
+            }
             let done = match &frame {
                 None => true,
                 Some(Ok(frame)) => {

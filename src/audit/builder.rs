@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use super::auditor::Auditor;
 use super::batch::Linger;
 use super::error::AuditError;
+use super::redact::Redactor;
 use super::sink::AuditSink;
 use super::stats::Shared;
 use super::writer;
@@ -18,6 +19,7 @@ pub struct AuditorBuilder {
     capacity: usize,
     wait_timeout: Duration,
     batch_window: Duration,
+    redactor: Redactor,
 }
 
 impl Default for AuditorBuilder {
@@ -26,6 +28,7 @@ impl Default for AuditorBuilder {
             capacity: 8192,
             wait_timeout: Duration::from_secs(1),
             batch_window: Duration::from_millis(1),
+            redactor: Redactor::default(),
         }
     }
 }
@@ -65,6 +68,21 @@ impl AuditorBuilder {
         self
     }
 
+    /// JSON member names (`card_number`, `iban`) whose values are replaced
+    /// by `"[redacted]"`, at any depth, in request and response bodies and
+    /// in event data, before a record is hashed or written (default: none).
+    /// Names match exactly. A body cut at the cap cannot be searched, so
+    /// with redaction on it is replaced by a marker with its size; text
+    /// bodies that are not JSON are kept as they are.
+    pub fn redact_fields<I, S>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.redactor = Redactor::new(fields);
+        self
+    }
+
     /// The batch window within its bounds.
     fn linger(&self) -> Linger {
         Linger::new(self.batch_window, self.wait_timeout)
@@ -74,8 +92,9 @@ impl AuditorBuilder {
     /// [`AuditError::Spawn`] when the thread cannot be started.
     pub fn spawn(self, sink: impl AuditSink) -> Result<Auditor, AuditError> {
         let (tx, rx) = mpsc::channel(self.capacity);
-        let shared = Arc::new(Shared::new(sink.recovery()));
-        writer::spawn(sink, rx, shared.clone(), self.linger()).map_err(AuditError::spawn)?;
+        let shared = Arc::new(Shared::new(sink.recovery(), sink.admission_gate()));
+        writer::spawn(sink, rx, shared.clone(), self.linger(), self.redactor)
+            .map_err(AuditError::spawn)?;
         Ok(Auditor::new(tx, shared, self.wait_timeout))
     }
 }

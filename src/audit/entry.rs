@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 
 use super::bound;
+use super::capture::Captured;
 use super::record::{AuditRecord, Outcome, RecordKind, Verdict, rfc3339};
+use super::redact::Redactor;
 use crate::labels::LabelValues;
 
 pub(super) enum Msg {
@@ -33,6 +35,9 @@ pub(super) enum Detail {
         grpc_status: Option<i32>,
         latency: Duration,
         outcome: Outcome,
+        /// The bodies the audit policy's level asks for.
+        request_body: Option<Captured>,
+        response_body: Option<Captured>,
     },
     Event {
         name: Cow<'static, str>,
@@ -60,10 +65,30 @@ impl Msg {
     }
 }
 
+/// The event that declares records a sink dropped (batch mode overflow).
+pub(crate) const DROPPED_EVENT: &str = "AUDIT_RECORDS_DROPPED";
+
 impl Entry {
-    /// The record numbered `seq` that follows the record hashed `prev`;
-    /// not yet sealed.
-    pub(super) fn into_record(self, seq: u64, prev: String) -> AuditRecord {
+    /// The record declaring that `first..=last` were dropped.
+    pub(super) fn dropped(first: u64, last: u64) -> Self {
+        Entry {
+            at: SystemTime::now(),
+            labels: LabelValues::default(),
+            detail: Detail::Event {
+                name: Cow::Borrowed(DROPPED_EVENT),
+                data: serde_json::json!({
+                    "first_seq": first,
+                    "last_seq": last,
+                    "count": last - first + 1,
+                }),
+                cut: false,
+            },
+        }
+    }
+
+    /// The record numbered `seq` that follows the record hashed `prev`,
+    /// its bodies and event data redacted by `redactor`; not yet sealed.
+    pub(super) fn into_record(self, seq: u64, prev: String, redactor: &Redactor) -> AuditRecord {
         let Entry { at, labels, detail } = self;
         let mut truncated = Vec::new();
         let mut text = |v: Option<&str>, field| v.map(|v| bound::text(v, field, &mut truncated));
@@ -116,6 +141,8 @@ impl Entry {
             idempotency_key,
             replayed: labels.replayed,
             data: None,
+            request_body: None,
+            response_body: None,
             truncated: Vec::new(),
             prev,
             hash: String::new(),
@@ -128,6 +155,8 @@ impl Entry {
                 grpc_status,
                 latency,
                 outcome,
+                request_body,
+                response_body,
             } => {
                 let denied =
                     code.is_some() || authz.as_ref().is_some_and(|a| !a.allowed && !a.shadow);
@@ -146,9 +175,28 @@ impl Entry {
                 record.grpc_status = grpc_status;
                 record.latency_us = Some(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
                 record.outcome = Some(outcome);
+                if let Some(body) = request_body {
+                    let (value, cut) = redactor.body(body);
+                    record.request_body = Some(value);
+                    if cut {
+                        truncated.push("request_body".to_owned());
+                    }
+                }
+                if let Some(body) = response_body {
+                    let (value, cut) = redactor.body(body);
+                    record.response_body = Some(value);
+                    if cut {
+                        truncated.push("response_body".to_owned());
+                    }
+                }
             }
-            Detail::Event { name, data, cut } => {
+            Detail::Event {
+                name,
+                mut data,
+                cut,
+            } => {
                 record.event = text(Some(&name), "event");
+                redactor.redact(&mut data);
                 record.data = Some(data);
                 if cut {
                     truncated.push("data".to_owned());

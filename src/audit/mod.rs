@@ -64,20 +64,97 @@
 //! request is refused the same way — fail closed; records already queued
 //! are counted in [`AuditStats::lost`].
 //!
+//! # Audit policy: how much of each request
+//!
+//! Without a policy every request is recorded at level `Metadata` (the
+//! record above). [`AuditLayer::policy`] (or
+//! [`AuditLayer::watched_policy`], hot-reloaded) takes a Kubernetes
+//! `audit.k8s.io/v1` [`AuditPolicy`] — the apiserver's manifests load
+//! unchanged — whose first matching rule sets the request's [`Level`]:
+//!
+//! | level | writes |
+//! |---|---|
+//! | `None` | nothing; the request's handler events are dropped too |
+//! | `Metadata` | the request record, as without a policy |
+//! | `Request` | plus `request_body` |
+//! | `RequestResponse` | plus `request_body` and `response_body` |
+//!
+//! Rules match the verified user and groups, the verb, API group,
+//! resource and name RBAC mapped the request to, the tenant as namespace,
+//! and the path for `nonResourceURLs` (see [`AuditPolicy`]). The level is
+//! decided once, when the inner layers have labelled the request (its
+//! body is first read, its response or an event comes, or it ends), so a
+//! request refused by authentication is matched as a non-resource
+//! request. Handler events follow their request's level.
+//!
+//! Bodies are captured as they stream, up to [`AuditLayer::body_cap`]
+//! (8 KiB by default); a longer body is cut and named in `truncated`. A
+//! JSON body is recorded as JSON, anything else as text.
+//! [`AuditorBuilder::redact_fields`] replaces named JSON members (card
+//! and account numbers) before a record is hashed or written, in bodies
+//! and event data; with it on, a body cut at the cap is replaced by a
+//! marker, since its members could not be found. Records without bodies
+//! encode exactly as before, so older logs verify unchanged.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use finmesh::audit::{AuditLayer, AuditPolicy, AuditRequestBody, Auditor, MemorySink};
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let policy = AuditPolicy::from_yaml(br#"
+//! apiVersion: audit.k8s.io/v1
+//! kind: Policy
+//! rules:
+//! - level: None
+//!   nonResourceURLs: ["/livez", "/metrics*"]
+//! - level: RequestResponse
+//!   nonResourceURLs: ["/v1/transfers*"]
+//! - level: Metadata
+//! "#).unwrap();
+//! let sink = MemorySink::new();
+//! let auditor = Auditor::builder().redact_fields(["card_number"]).spawn(sink.clone()).unwrap();
+//! let svc = ServiceBuilder::new()
+//!     .layer(AuditLayer::new(auditor.clone()).policy(policy).body_cap(4096))
+//!     .service_fn(|req: Request<AuditRequestBody<Full<Bytes>>>| async move {
+//!         let body = req.into_body().collect().await?.to_bytes();
+//!         Ok::<_, std::convert::Infallible>(Response::new(Full::new(body)))
+//!     });
+//!
+//! for (path, body) in [("/livez", ""), ("/v1/transfers", r#"{"card_number":"4111","amount":"5"}"#)] {
+//!     let req = Request::post(path).body(Full::new(Bytes::from(body))).unwrap();
+//!     let res = svc.clone().oneshot(req).await.unwrap();
+//!     res.into_body().collect().await.unwrap();
+//! }
+//! auditor.flush().await.unwrap();
+//! let records = sink.records(); // nothing for /livez
+//! assert_eq!(records.len(), 1);
+//! let body = records[0].request_body.as_ref().unwrap();
+//! assert_eq!(body["card_number"], "[redacted]");
+//! assert_eq!(records[0].response_body.as_ref().unwrap()["amount"], "5");
+//! # }
+//! ```
+//!
 //! # Sinks
 //!
 //! [`FileSink`] appends JSON lines with a [`Durability`] policy (`fsync`
 //! every record, or at most every N ms), rotates by size keeping the chain
 //! across files, resumes the chain on restart, and repairs a torn last
 //! line left by a crash (reported by [`Auditor::recovery`]).
-//! [`MemorySink`] keeps records in memory for tests.
+//! [`MemorySink`] keeps records in memory for tests. With feature
+//! `audit-postgres`, [`postgres::PostgresSink`] keeps the file as a
+//! write-ahead spool and ships the chain to PostgreSQL exactly once (one
+//! chain per replica, verified with [`postgres::verify_postgres`]).
 //!
 //! # Example
 //!
 //! ```
 //! use std::convert::Infallible;
 //! use bytes::Bytes;
-//! use finmesh::audit::{AuditHandle, AuditLayer, Auditor, MemorySink, RecordKind};
+//! use finmesh::audit::{AuditHandle, AuditLayer, AuditRequestBody, Auditor, MemorySink, RecordKind};
 //! use http::{Request, Response};
 //! use http_body_util::{BodyExt, Full};
 //! use tower::{ServiceBuilder, ServiceExt};
@@ -88,7 +165,7 @@
 //! let auditor = Auditor::spawn(sink.clone()).unwrap();
 //! let svc = ServiceBuilder::new()
 //!     .layer(AuditLayer::new(auditor.clone()))
-//!     .service_fn(|req: Request<Full<Bytes>>| async move {
+//!     .service_fn(|req: Request<AuditRequestBody<Full<Bytes>>>| async move {
 //!         let audit = req.extensions().get::<AuditHandle>().unwrap();
 //!         audit.event("COMMIT", serde_json::json!({ "amount": "10.00" })).await.unwrap();
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("done"))))
@@ -132,6 +209,7 @@ mod batch;
 mod body;
 mod bound;
 mod builder;
+mod capture;
 mod codes;
 mod entry;
 mod error;
@@ -140,7 +218,11 @@ mod future;
 mod handle;
 mod layer;
 mod pending;
+mod policy;
+#[cfg(feature = "audit-postgres")]
+pub mod postgres;
 mod record;
+mod redact;
 mod service;
 mod sink;
 mod slot;
@@ -154,11 +236,15 @@ pub use auditor::Auditor;
 pub use body::AuditBody;
 pub use bound::{MAX_DATA_BYTES, MAX_FIELD_BYTES};
 pub use builder::AuditorBuilder;
+pub use capture::AuditRequestBody;
 pub use codes::AuditCode;
 pub use error::AuditError;
 pub use future::ResponseFuture;
 pub use handle::AuditHandle;
 pub use layer::AuditLayer;
+pub use policy::{
+    AuditAttributes, AuditPolicy, AuditPolicyError, Level, MAX_POLICY_BYTES, PolicyDecision, Stage,
+};
 pub use record::{AuditRecord, GENESIS, Outcome, RecordKind, Verdict, rfc3339};
 pub use service::Audit;
 pub use sink::{AuditSink, ChainHead, Durability, FileSink, FileSinkOptions, MemorySink, TornTail};

@@ -1,11 +1,14 @@
 //! [`Pending`]: the record of one request in flight, written whenever and
 //! however the request ends.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::{HeaderMap, Method, Uri};
 
+use super::capture::Capture;
 use super::entry::{Detail, Entry};
+use super::policy::Stage;
 use super::record::Outcome;
 use super::slot::Slot;
 use crate::labels::RequestLabels;
@@ -17,6 +20,8 @@ pub(super) struct Ctx {
     pub(super) method: Method,
     pub(super) uri: Uri,
     pub(super) grpc: bool,
+    /// The audit policy's view of the request, when the layer has one.
+    pub(super) capture: Option<Arc<Capture>>,
 }
 
 /// The record of one request, with the queue slot reserved for it.
@@ -48,6 +53,23 @@ impl Drop for Pending {
         let Some(slot) = self.slot.take() else {
             return;
         };
+        let (request_body, response_body) = match &self.ctx.capture {
+            Some(capture) => {
+                let (decision, request, response) = capture.finish();
+                let stage = if self.outcome == Outcome::ServiceError {
+                    Stage::Panic
+                } else {
+                    Stage::ResponseComplete
+                };
+                if !decision.records(stage) {
+                    // Level None, or the stage is omitted: the slot is
+                    // released unused.
+                    return;
+                }
+                (request, response)
+            }
+            None => (None, None),
+        };
         let entry = Entry {
             at: SystemTime::now(),
             labels: self.ctx.labels.snapshot(),
@@ -64,6 +86,8 @@ impl Drop for Pending {
                 grpc_status: self.grpc_status,
                 latency: self.ctx.start.elapsed(),
                 outcome: self.outcome,
+                request_body,
+                response_body,
             },
         };
         if !slot.send(entry) {

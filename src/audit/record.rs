@@ -64,8 +64,9 @@ pub enum Outcome {
 /// *without* the `hash` member: one JSON object, no whitespace, the members
 /// in exactly the order of this struct's fields (`seq` first, `prev` last),
 /// every member always present (`null` for an absent value, never
-/// omitted) but `truncated`, omitted when empty, and `peer`, omitted when
-/// absent, strings escaped
+/// omitted) but `request_body` and `response_body`, omitted when absent,
+/// `truncated`, omitted when empty, and `peer`, omitted when absent;
+/// strings escaped
 /// by `serde_json`. `Serialize` for this type
 /// produces exactly that encoding (it skips `hash`).
 ///
@@ -142,6 +143,17 @@ pub struct AuditRecord {
     pub replayed: bool,
     /// The handler's event payload.
     pub data: Option<serde_json::Value>,
+    /// The request body, when the audit policy gave the request level
+    /// `Request` or `RequestResponse`: the JSON itself (with redacted
+    /// fields replaced) or the text, cut at the layer's body cap (then
+    /// named in `truncated`). Omitted when absent, so `Metadata` records
+    /// encode as records did before audit policies, and older logs parse
+    /// and verify unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<serde_json::Value>,
+    /// The response body, at level `RequestResponse`; as `request_body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<serde_json::Value>,
     /// The fields cut to their bound (`order_id`, `route`, `data`, …):
     /// what the caller sent was longer. See
     /// [`MAX_FIELD_BYTES`](super::MAX_FIELD_BYTES) and
@@ -325,6 +337,8 @@ mod tests {
             idempotency_key: None,
             replayed: false,
             data: Some(serde_json::json!({"z": 1.5, "a": [1, 2]})),
+            request_body: None,
+            response_body: None,
             truncated: Vec::new(),
             prev: GENESIS.into(),
             hash: String::new(),

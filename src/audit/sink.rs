@@ -72,6 +72,25 @@ pub trait AuditSink: Send + 'static {
     fn low_space(&mut self) -> Option<u64> {
         None
     }
+
+    /// Whether the sink takes the next record. Called before each append;
+    /// `false` drops the record (a sink in batch mode whose buffer is
+    /// full): the writer counts it ([`AuditStats::dropped`](super::AuditStats::dropped)),
+    /// uses up its `seq`, and declares the gap with an
+    /// `AUDIT_RECORDS_DROPPED` event before the next record it writes. A
+    /// sink that must not drop may block here until there is room. The
+    /// default takes everything.
+    fn accepts(&mut self) -> bool {
+        true
+    }
+
+    /// A flag the sink raises while requests must be refused before they
+    /// run (503 `audit.unavailable`): a blocking-strict sink whose
+    /// destination is down and whose buffer is full. Read once when the
+    /// writer starts; `None` (the default): never.
+    fn admission_gate(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
 }
 
 /// Records with their encoded lines.

@@ -23,6 +23,9 @@ pub struct AuditStats {
     pub events_refused: u64,
     /// Records lost because the sink failed: queued but never written.
     pub lost: u64,
+    /// Records the sink dropped when its buffer was full (batch mode);
+    /// their numbers are a declared gap in the chain.
+    pub dropped: u64,
     /// Whether the writer stopped after a sink error.
     pub failed: bool,
     /// Whether the sink reports less free space than its threshold now
@@ -40,7 +43,10 @@ pub(super) struct Shared {
     refused: AtomicU64,
     events_refused: AtomicU64,
     lost: AtomicU64,
+    dropped: AtomicU64,
     failed: AtomicBool,
+    /// Raised by the sink while requests must be refused.
+    gate: Option<Arc<AtomicBool>>,
     /// Free bytes while below the threshold, else `u64::MAX`.
     low_space: AtomicU64,
     low_space_errors: AtomicU64,
@@ -50,13 +56,15 @@ pub(super) struct Shared {
 
 impl Shared {
     /// State for a writer whose sink repaired `recovery` when it opened.
-    pub(super) fn new(recovery: Option<TornTail>) -> Self {
+    pub(super) fn new(recovery: Option<TornTail>, gate: Option<Arc<AtomicBool>>) -> Self {
         Self {
             written: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             events_refused: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             failed: AtomicBool::new(false),
+            gate,
             low_space: AtomicU64::new(u64::MAX),
             low_space_errors: AtomicU64::new(0),
             recovery,
@@ -93,6 +101,7 @@ impl Shared {
             refused: self.refused.load(Ordering::Relaxed),
             events_refused: self.events_refused.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
             failed: self.failed(),
             low_space: self.low_space().is_some(),
             low_space_errors: self.low_space_errors.load(Ordering::Relaxed),
@@ -113,6 +122,17 @@ impl Shared {
 
     pub(super) fn count_lost(&self, n: u64) {
         self.lost.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the sink asks for requests to be refused now.
+    pub(super) fn gated(&self) -> bool {
+        self.gate
+            .as_ref()
+            .is_some_and(|g| g.load(Ordering::Relaxed))
     }
 
     pub(super) fn lost(&self) -> u64 {

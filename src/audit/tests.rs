@@ -13,7 +13,10 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full, StreamBody};
 use tower::{ServiceBuilder, ServiceExt};
 
-use super::{AuditError, AuditHandle, AuditLayer, AuditRecord, Auditor, MemorySink, Outcome};
+use super::{
+    AuditError, AuditHandle, AuditLayer, AuditRecord, AuditRequestBody, Auditor, MemorySink,
+    Outcome,
+};
 use crate::labels::RequestLabels;
 
 async fn records(auditor: &Auditor, sink: &MemorySink) -> Vec<AuditRecord> {
@@ -47,7 +50,7 @@ async fn full_queue_refuses_with_audit_unavailable_after_the_wait() {
     let gate = Arc::new(tokio::sync::Mutex::new(Some(gate)));
     let svc = ServiceBuilder::new()
         .layer(AuditLayer::new(auditor.clone()))
-        .service_fn(move |_req: Request<Full<Bytes>>| {
+        .service_fn(move |_req: Request<AuditRequestBody<Full<Bytes>>>| {
             let gate = gate.clone();
             async move {
                 if let Some(g) = gate.lock().await.take() {
@@ -93,7 +96,7 @@ async fn early_ends_are_recorded_with_their_outcome() {
     let auditor = Auditor::spawn(sink.clone()).unwrap();
     let svc = ServiceBuilder::new()
         .layer(AuditLayer::new(auditor.clone()))
-        .service_fn(|req: Request<Full<Bytes>>| async move {
+        .service_fn(|req: Request<AuditRequestBody<Full<Bytes>>>| async move {
             match req.uri().path() {
                 "/stream" => Ok(Response::new(Forever)),
                 "/hang" => std::future::pending().await,
@@ -142,7 +145,7 @@ async fn grpc_status_is_read_from_trailers_or_headers() {
     let auditor = Auditor::spawn(sink.clone()).unwrap();
     let svc = ServiceBuilder::new()
         .layer(AuditLayer::new(auditor.clone()))
-        .service_fn(|req: Request<Full<Bytes>>| async move {
+        .service_fn(|req: Request<AuditRequestBody<Full<Bytes>>>| async move {
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", "5".parse().unwrap());
             let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
@@ -206,7 +209,7 @@ async fn a_failing_sink_fails_closed() {
         .unwrap();
     let svc = ServiceBuilder::new()
         .layer(AuditLayer::new(auditor.clone()))
-        .service_fn(|_req: Request<Full<Bytes>>| async move {
+        .service_fn(|_req: Request<AuditRequestBody<Full<Bytes>>>| async move {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
         });
     // The first record hits the failing disk and stops the writer.

@@ -4,8 +4,9 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::entry::DROPPED_EVENT;
 use super::files::{read_pruned, rotated_files};
-use super::record::{AuditRecord, GENESIS, sha256_hex, split_hash};
+use super::record::{AuditRecord, GENESIS, RecordKind, sha256_hex, split_hash};
 use super::sink::ChainHead;
 
 /// What a successful verification saw.
@@ -27,6 +28,12 @@ pub struct VerifyReport {
     /// (from `<log>.pruned`), which the oldest file left continues. Compare
     /// it with the head kept elsewhere when those files were shipped.
     pub pruned: Option<ChainHead>,
+    /// Gaps declared in the chain: records a sink dropped on overflow
+    /// (batch mode), as `(first_seq, last_seq)`, each declared by the
+    /// `AUDIT_RECORDS_DROPPED` event right after it. A deleted record is
+    /// never taken for one: only the declaring record, chained to the
+    /// record before the gap, makes a gap declared.
+    pub gaps: Vec<(u64, u64)>,
 }
 
 /// How a link is broken.
@@ -212,6 +219,7 @@ pub(crate) struct Verifier {
     /// Where the chain starts when older files were pruned.
     pruned: Option<ChainHead>,
     started_after_pruned: bool,
+    gaps: Vec<(u64, u64)>,
 }
 
 impl Verifier {
@@ -223,6 +231,7 @@ impl Verifier {
             prev: GENESIS.to_owned(),
             pruned: None,
             started_after_pruned: false,
+            gaps: Vec::new(),
         }
     }
 
@@ -232,24 +241,48 @@ impl Verifier {
         let mut line_no = 0;
         while !rest.is_empty() {
             line_no += 1;
-            let broken = |seq, kind, verified| {
-                VerifyError::Broken(BrokenLink {
+            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+                return Err(VerifyError::Broken(BrokenLink {
                     file: file.to_path_buf(),
                     line: line_no,
-                    seq,
-                    kind,
-                    verified,
-                })
-            };
-            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-                return Err(broken(
-                    leading_seq(rest),
-                    BreakKind::Truncated,
-                    self.records,
-                ));
+                    seq: leading_seq(rest),
+                    kind: BreakKind::Truncated,
+                    verified: self.records,
+                }));
             };
             let line = &rest[..end];
             rest = &rest[end + 1..];
+            // The expected record further down this file means it was
+            // moved, not deleted.
+            let moved = |expected| {
+                rest.split(|&b| b == b'\n')
+                    .any(|l| leading_seq(l) == Some(expected))
+            };
+            self.feed_line(file, line_no, line, moved)?;
+        }
+        Ok(())
+    }
+
+    /// Checks one line (without its newline) of `source`; `moved(seq)`
+    /// says whether the record numbered `seq` comes later, so a jump ahead
+    /// is a reordering rather than a deletion.
+    pub(crate) fn feed_line(
+        &mut self,
+        source: &Path,
+        line_no: u64,
+        line: &[u8],
+        moved: impl Fn(u64) -> bool,
+    ) -> Result<AuditRecord, VerifyError> {
+        let broken = |seq, kind, verified| {
+            VerifyError::Broken(BrokenLink {
+                file: source.to_path_buf(),
+                line: line_no,
+                seq,
+                kind,
+                verified,
+            })
+        };
+        {
             let record: Result<AuditRecord, _> = serde_json::from_slice(line);
             let seq = record
                 .as_ref()
@@ -295,14 +328,13 @@ impl Verifier {
                 self.prev = p.hash.clone();
                 self.started_after_pruned = true;
             }
+            if record.seq > self.next_seq && declares_gap(&record, self.next_seq, &self.prev) {
+                self.gaps.push((self.next_seq, record.seq - 1));
+                self.next_seq = record.seq;
+            }
             if record.seq > self.next_seq {
-                // The expected record further down this file means it was
-                // moved, not deleted.
                 let expected = self.next_seq;
-                let moved = rest
-                    .split(|&b| b == b'\n')
-                    .any(|l| leading_seq(l) == Some(expected));
-                let kind = if moved {
+                let kind = if moved(expected) {
                     BreakKind::OutOfOrder { expected }
                 } else {
                     BreakKind::Missing { expected }
@@ -330,9 +362,9 @@ impl Verifier {
             }
             self.records += 1;
             self.next_seq += 1;
-            self.prev = record.hash;
+            self.prev = record.hash.clone();
+            Ok(record)
         }
-        Ok(())
     }
 
     pub(crate) fn finish(self) -> VerifyReport {
@@ -342,8 +374,22 @@ impl Verifier {
             last_seq: self.next_seq.checked_sub(1).filter(|s| *s > 0),
             head: self.prev,
             pruned: self.pruned.filter(|_| self.started_after_pruned),
+            gaps: self.gaps,
         }
     }
+}
+
+/// Whether `record` is the writer's declaration of the records dropped
+/// from `expected` up to just before it, chained to the record before.
+fn declares_gap(record: &AuditRecord, expected: u64, prev: &str) -> bool {
+    let Some(data) = record.data.as_ref() else {
+        return false;
+    };
+    record.kind == RecordKind::Event
+        && record.event.as_deref() == Some(DROPPED_EVENT)
+        && record.prev == prev
+        && data.get("first_seq").and_then(|v| v.as_u64()) == Some(expected)
+        && data.get("last_seq").and_then(|v| v.as_u64()) == Some(record.seq - 1)
 }
 
 /// The `seq` a line starts with (`{"seq":42,`), read without parsing the

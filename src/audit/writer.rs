@@ -7,8 +7,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::batch::{BATCH, Linger};
-use super::entry::Msg;
+use super::entry::{Entry, Msg};
 use super::record::GENESIS;
+use super::redact::Redactor;
 use super::sink::AuditSink;
 use super::stats::Shared;
 
@@ -22,13 +23,14 @@ pub(super) fn spawn<S: AuditSink>(
     rx: mpsc::Receiver<Msg>,
     shared: Arc<Shared>,
     linger: Linger,
+    redactor: Redactor,
 ) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
     std::thread::Builder::new()
         .name("finmesh-audit-writer".into())
-        .spawn(move || rt.block_on(run(sink, rx, shared, linger)))?;
+        .spawn(move || rt.block_on(run(sink, rx, shared, linger, redactor)))?;
     Ok(())
 }
 
@@ -37,6 +39,7 @@ async fn run<S: AuditSink>(
     mut rx: mpsc::Receiver<Msg>,
     shared: Arc<Shared>,
     linger: Linger,
+    redactor: Redactor,
 ) {
     let (mut seq, mut prev) = match sink.head() {
         Some(h) => (h.seq, h.hash),
@@ -44,6 +47,9 @@ async fn run<S: AuditSink>(
     };
     shared.set_low_space(sink.low_space());
     let mut batch = Vec::with_capacity(BATCH);
+    // Sequence numbers of records the sink refused (batch mode), not yet
+    // declared in the chain.
+    let mut dropped: Option<(u64, u64)> = None;
     // Marks the writer failed *before* anything queued is dropped, so a
     // `flush` that sees the writer gone also sees why.
     let fail = |e: io::Error| shared.fail(e);
@@ -75,6 +81,12 @@ async fn run<S: AuditSink>(
                 None => rx.recv_many(&mut batch, BATCH).await,
             };
             if n == 0 {
+                if let Some((first, last)) = dropped.take()
+                    && sink.accepts()
+                {
+                    let gap = Entry::dropped(first, last);
+                    append(&mut sink, &shared, &redactor, gap, seq + 1, &mut prev).map_err(fail)?;
+                }
                 return sink.sync().map_err(fail);
             }
             // Popped from the back, so on failure what is left stays in
@@ -84,15 +96,24 @@ async fn run<S: AuditSink>(
             while let Some(msg) = batch.pop() {
                 match msg {
                     Msg::Entry(entry) => {
-                        seq += 1;
-                        let mut record = entry.into_record(seq, std::mem::take(&mut prev));
-                        let line = record.seal();
-                        if let Err(e) = sink.append(&record, &line) {
-                            shared.count_lost(1);
-                            return Err(fail(e));
+                        if !sink.accepts() {
+                            // Overflow of a sink that drops (batch mode):
+                            // the number is used, so the chain shows the
+                            // gap, and the next record declares it.
+                            seq += 1;
+                            dropped.get_or_insert((seq, seq)).1 = seq;
+                            shared.count_dropped();
+                            continue;
                         }
-                        prev = record.hash;
-                        shared.count_written();
+                        if let Some((first, last)) = dropped.take() {
+                            seq += 1;
+                            let gap = Entry::dropped(first, last);
+                            append(&mut sink, &shared, &redactor, gap, seq, &mut prev)
+                                .map_err(fail)?;
+                        }
+                        seq += 1;
+                        append(&mut sink, &shared, &redactor, *entry, seq, &mut prev)
+                            .map_err(fail)?;
                     }
                     Msg::Flush(reply) => {
                         flushed = true;
@@ -141,4 +162,25 @@ async fn run<S: AuditSink>(
             "audit sink failed; audit writer stopped, requests will be refused"
         );
     }
+}
+
+/// Numbers, chains, seals and appends one record; counts it written, or
+/// lost when the sink fails.
+fn append<S: AuditSink>(
+    sink: &mut S,
+    shared: &Shared,
+    redactor: &Redactor,
+    entry: Entry,
+    seq: u64,
+    prev: &mut String,
+) -> io::Result<()> {
+    let mut record = entry.into_record(seq, std::mem::take(prev), redactor);
+    let line = record.seal();
+    if let Err(e) = sink.append(&record, &line) {
+        shared.count_lost(1);
+        return Err(e);
+    }
+    *prev = record.hash;
+    shared.count_written();
+    Ok(())
 }

@@ -251,6 +251,7 @@ where
                     labels.update(|l| {
                         l.subject = Some(Arc::clone(&principal.subject));
                         l.peer.clone_from(&principal.peer);
+                        l.groups = Some(Arc::clone(&principal.groups));
                         if principal.risk.is_some() {
                             l.risk = principal.risk;
                         }

@@ -182,7 +182,13 @@ impl<M> Shared<M> {
         }
 
         if let Some(labels) = req.extensions().get::<RequestLabels>() {
-            labels.set_authorization(authorization_label(&decision, &action, shadow));
+            labels.update(|l| {
+                l.authorization = Some(authorization_label(&decision, &action, shadow));
+                l.api_group = match &action {
+                    Action::Resource(r) => Some(Arc::from(r.api_group())),
+                    Action::NonResource(_) => None,
+                };
+            });
         }
         req.extensions_mut().insert(decision);
         req.extensions_mut().insert(action);

@@ -307,6 +307,7 @@ pub fn grpc_request<T>(msg: T, headers: &[(&'static str, &str)]) -> GrpcRequest<
     }
     req
 }
+pub mod postgres_server;
 pub mod redis_server;
 
 /// The path of an example binary. A plain `cargo test` builds every
