@@ -16,8 +16,8 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 #[derive(Default)]
 struct Gate {
     in_flight: u32,
-    /// Each waiter gets the seat handed over on its channel.
-    waiters: VecDeque<oneshot::Sender<()>>,
+    /// Each waiter gets the seat itself (a [`Permit`]) on its channel.
+    waiters: VecDeque<oneshot::Sender<Permit>>,
 }
 
 /// The in-flight counts, one gate per (level, key) that has a request in
@@ -40,15 +40,14 @@ pub(crate) enum Admit {
 
 /// A seat; dropping it frees the seat (handing it to the first waiter).
 pub(crate) struct Permit {
-    limiter: Arc<ConcurrencyLimiter>,
+    /// `None` once the seat was given back (or handed on) by `release`.
+    limiter: Option<Arc<ConcurrencyLimiter>>,
     key: u64,
 }
 
 /// A place in the queue.
 pub(crate) struct Waiter {
-    limiter: Arc<ConcurrencyLimiter>,
-    key: u64,
-    rx: oneshot::Receiver<()>,
+    rx: oneshot::Receiver<Permit>,
     timeout: Duration,
 }
 
@@ -83,7 +82,7 @@ impl ConcurrencyLimiter {
         if gate.in_flight < max_in_flight {
             gate.in_flight += 1;
             return Admit::Now(Permit {
-                limiter: Arc::clone(self),
+                limiter: Some(Arc::clone(self)),
                 key,
             });
         }
@@ -95,27 +94,48 @@ impl ConcurrencyLimiter {
         let (tx, rx) = oneshot::channel();
         gate.waiters.push_back(tx);
         Admit::Wait(Waiter {
-            limiter: Arc::clone(self),
-            key,
             rx,
             timeout,
         })
     }
 
-    fn release(&self, key: u64) {
-        let mut shard = self.shard(key);
-        let Some(gate) = shard.get_mut(&key) else {
-            return;
+    /// Frees the seat of `permit` (whose `limiter` was taken): hands it
+    /// to the first waiter still waiting, else lowers the count.
+    ///
+    /// Security: the seat travels as a `Permit` through the channel, so a
+    /// waiter dropped after the hand-over (a reset or cancelled request)
+    /// drops the `Permit` and frees the seat again; with a bare signal the
+    /// seat was lost for good and the gate never left the map. Sending
+    /// happens outside the shard lock: a `Permit` handed back (or dropped
+    /// by a closing receiver) may re-enter `release`.
+    fn release(self: &Arc<Self>, key: u64) {
+        let mut seat = Permit {
+            limiter: Some(Arc::clone(self)),
+            key,
         };
-        // Hand the seat to the first waiter still waiting.
-        while let Some(waiter) = gate.waiters.pop_front() {
-            if waiter.send(()).is_ok() {
-                return;
+        loop {
+            let waiter = {
+                let mut shard = self.shard(key);
+                let Some(gate) = shard.get_mut(&key) else {
+                    seat.limiter = None;
+                    return;
+                };
+                match gate.waiters.pop_front() {
+                    Some(waiter) => waiter,
+                    None => {
+                        seat.limiter = None;
+                        gate.in_flight = gate.in_flight.saturating_sub(1);
+                        if gate.in_flight == 0 {
+                            shard.remove(&key);
+                        }
+                        return;
+                    }
+                }
+            };
+            match waiter.send(seat) {
+                Ok(()) => return,
+                Err(back) => seat = back,
             }
-        }
-        gate.in_flight = gate.in_flight.saturating_sub(1);
-        if gate.in_flight == 0 {
-            shard.remove(&key);
         }
     }
 
@@ -145,31 +165,25 @@ impl ConcurrencyLimiter {
 impl Waiter {
     /// Waits for a seat until the queue timeout; `None` when it ran out.
     pub(crate) async fn wait(self) -> Option<Permit> {
-        let Waiter {
-            limiter,
-            key,
-            mut rx,
-            timeout,
-        } = self;
-        let granted = match tokio::time::timeout(timeout, &mut rx).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false,
+        let Waiter { mut rx, timeout } = self;
+        match tokio::time::timeout(timeout, &mut rx).await {
+            Ok(Ok(permit)) => Some(permit),
+            Ok(Err(_)) => None,
             Err(_) => {
                 // A seat handed over just as the timeout fired is still
-                // ours: take it, or it would never be freed.
+                // ours: take it (and free it by dropping it later).
                 rx.close();
-                rx.try_recv().is_ok()
+                rx.try_recv().ok()
             }
-        };
-        // `then`, not `then_some`: a Permit built and dropped would free
-        // a seat this waiter never had.
-        granted.then(|| Permit { limiter, key })
+        }
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.release(self.key);
+        if let Some(limiter) = self.limiter.take() {
+            limiter.release(self.key);
+        }
     }
 }
 
@@ -220,6 +234,45 @@ mod tests {
         drop(a);
         assert!(again.wait().await.is_some());
         assert_eq!(limiter.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_dropped_after_the_hand_over_frees_the_seat() {
+        let limiter = Arc::new(ConcurrencyLimiter::new(100));
+        let t = Duration::from_secs(5);
+        let a = seat(limiter.admit(1, 1, 1, t));
+        let Admit::Wait(waiter) = limiter.admit(1, 1, 1, t) else {
+            panic!("expected a queue place")
+        };
+        // The seat is handed over, then the waiter goes away unpolled (a
+        // cancelled request).
+        drop(a);
+        drop(waiter);
+        assert_eq!(limiter.len(), 0, "the gate leaves the map");
+        let _b = seat(limiter.admit(1, 1, 1, t));
+        assert!(matches!(limiter.admit(1, 1, 0, t), Admit::Full));
+    }
+
+    #[tokio::test]
+    async fn hostile_cancelled_queued_requests_do_not_shrink_capacity() {
+        let limiter = Arc::new(ConcurrencyLimiter::new(100));
+        let t = Duration::from_secs(5);
+        for _ in 0..100 {
+            let held: Vec<_> = (0..2).map(|_| seat(limiter.admit(7, 2, 4, t))).collect();
+            let waiters: Vec<_> = (0..4)
+                .map(|_| match limiter.admit(7, 2, 4, t) {
+                    Admit::Wait(w) => w,
+                    _ => panic!("expected a queue place"),
+                })
+                .collect();
+            // Seats handed to waiters that then reset, in either order.
+            drop(held);
+            drop(waiters);
+        }
+        assert_eq!(limiter.len(), 0);
+        let _a = seat(limiter.admit(7, 2, 0, t));
+        let _b = seat(limiter.admit(7, 2, 0, t));
+        assert!(matches!(limiter.admit(7, 2, 0, t), Admit::Full));
     }
 
     #[test]
