@@ -240,6 +240,70 @@ async fn an_in_flight_limit_queues_then_refuses_and_the_queue_drains_in_order() 
     assert_eq!(limits.concurrency_keys(), 0);
 }
 
+/// Opens a bidi stream for `tenant`; the sender of its messages and the
+/// replies.
+async fn open_bidi(
+    client: &mut EchoClient<tonic::transport::Channel>,
+    tenant: &str,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<EchoRequest>,
+        tonic::Streaming<EchoReply>,
+    ),
+    tonic::Status,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(128);
+    let outbound = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let replies = client
+        .bidi(grpc_request(
+            outbound,
+            &[("x-test-tenant", tenant), ("x-test-subject", "alice")],
+        ))
+        .await?
+        .into_inner();
+    Ok((tx, replies))
+}
+
+fn message(text: &str) -> EchoRequest {
+    EchoRequest {
+        message: text.into(),
+        payload: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_grpc_stream_holds_its_seat_until_it_ends() {
+    let limits = layer(
+        "  concurrency:
+    levels:
+      - {name: streams, maxInFlight: 1, queue: {length: 0, timeout: 1s}}
+    rules:
+      - {name: per-tenant, match: {grpcMethods: [/finmesh.test.v1.Echo/Bidi]}, key: tenant, level: streams}
+",
+    );
+    let server = spawn(app(limits.clone(), gate())).await;
+    let mut client = grpc_client(server.addr).await;
+    let (tx, mut replies) = open_bidi(&mut client, "tenant-a").await.unwrap();
+    tx.send(message("one")).await.unwrap();
+    assert_eq!(replies.message().await.unwrap().unwrap().message, "one");
+    // The stream's head was sent long ago; its seat is still taken.
+    assert_eq!(limits.concurrency_keys(), 1);
+    let second = open_bidi(&mut client, "tenant-a").await;
+    let status = second.err().expect("a second stream is refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.metadata().get("finmesh-code").unwrap(),
+        "ratelimit.concurrency_exceeded"
+    );
+    // Ending the stream frees the seat.
+    drop(tx);
+    assert!(replies.message().await.unwrap().is_none());
+    wait_for("the seat freed", || limits.concurrency_keys() == 0).await;
+    let (tx, mut replies) = open_bidi(&mut client, "tenant-a").await.unwrap();
+    tx.send(message("again")).await.unwrap();
+    assert_eq!(replies.message().await.unwrap().unwrap().message, "again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_request_is_refused_when_its_wait_times_out() {
     let limits = layer(

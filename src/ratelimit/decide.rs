@@ -61,7 +61,7 @@ pub(super) struct Refusal {
 }
 
 /// The admitted request's companions: the header fields for a success,
-/// the concurrency seat held until the response.
+/// the concurrency seat held until the response body ends.
 pub(super) type Admitted = (Option<Quota>, Option<Permit>);
 
 pub(super) enum Admission {

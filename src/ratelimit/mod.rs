@@ -56,7 +56,12 @@
 //!   wins) that send requests to a level, keyed as above — after the
 //!   Kubernetes apiserver's API Priority and Fairness: payments and reports
 //!   in different levels never take each other's seats. A seat is held
-//!   until the response head is ready.
+//!   until the response body ends (or is dropped), so an open gRPC or
+//!   streaming response keeps its seat for as long as it runs.
+//! - **Streams are charged per call**: a rate limit takes one token per
+//!   request, so a gRPC client or bidi stream costs one token however many
+//!   messages it carries. Bound streaming methods with a `concurrency`
+//!   rule (open streams per key), not by a rate limit alone.
 //!
 //! [`RateLimitPolicy::from_yaml`] is the strict parser: unknown fields,
 //! another `apiVersion` or `kind`, YAML tags and invalid values are refused
