@@ -18,7 +18,8 @@ use support::*;
 use tonic::Code;
 
 /// Test-only stand-in for the JWT and tenant layers: `x-test-subject` and
-/// `x-test-tenant` become a `Principal` and a `Tenant` in the extensions.
+/// `x-test-tenant` become a `Principal` and a `Tenant` in the extensions
+/// (`x-test-issuer`: the principal's issuer).
 fn identity<B>(mut req: Request<B>) -> Request<B> {
     let header = |name: &str| {
         req.headers()
@@ -27,9 +28,10 @@ fn identity<B>(mut req: Request<B>) -> Request<B> {
             .map(str::to_owned)
     };
     let (subject, tenant) = (header("x-test-subject"), header("x-test-tenant"));
+    let issuer = header("x-test-issuer").unwrap_or_else(|| "https://issuer.test".into());
     if let Some(subject) = subject {
         req.extensions_mut()
-            .insert(Principal::new(subject, "https://issuer.test"));
+            .insert(Principal::new(subject, issuer));
     }
     if let Some(tenant) = tenant.and_then(|t| t.parse().ok()) {
         req.extensions_mut().insert(Tenant::new(tenant));
@@ -443,6 +445,34 @@ mod redis {
     use super::*;
     use finmesh::ratelimit::RedisRateLimiter;
     use support::redis_server::RedisServer;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_a_subject_of_another_issuer_or_tenant_has_its_own_shared_bucket() {
+        let Some(redis) = RedisServer::start(
+            "hostile_a_subject_of_another_issuer_or_tenant_has_its_own_shared_bucket",
+        ) else {
+            return;
+        };
+        let limiter = RedisRateLimiter::open(&redis.url())
+            .unwrap()
+            .timeout(Duration::from_secs(10));
+        let limits = layer(
+            "  rules:\n    - name: s\n      key: subject\n      limit: {requests: 1, period: 1h}\n",
+        )
+        .redis(limiter);
+        let server = spawn(app(limits.clone(), gate())).await;
+        let call = |issuer: &str, tenant: &str| {
+            let mut req = post(&server, "/v1/transfers", tenant, "alice");
+            req.headers_mut()
+                .insert("x-test-issuer", issuer.parse().unwrap());
+            send(req)
+        };
+        assert_eq!(call("https://bank.test", "tenant-a").await.status, 200);
+        assert_eq!(call("https://bank.test", "tenant-a").await.status, 429);
+        assert_eq!(call("https://evil.test", "tenant-a").await.status, 200);
+        assert_eq!(call("https://bank.test", "tenant-b").await.status, 200);
+        assert_eq!(limits.stats().store_errors(), 0);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_instances_sharing_one_redis_grant_the_tenant_limit_once() {

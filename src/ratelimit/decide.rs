@@ -204,10 +204,19 @@ impl Shared {
         id.hash(&mut h);
         match kind {
             KeyKind::Tenant => view.tenant?.as_str().hash(&mut h),
-            KeyKind::Subject => view.principal?.subject.hash(&mut h),
+            // Security: a subject is only unique within its issuer, and its
+            // bucket is scoped to the tenant (if any), as in Redis.
+            KeyKind::Subject => {
+                let principal = view.principal?;
+                view.tenant.map(|t| t.as_str()).hash(&mut h);
+                principal.issuer.hash(&mut h);
+                principal.subject.hash(&mut h);
+            }
             KeyKind::TenantAndSubject => {
+                let principal = view.principal?;
                 view.tenant?.as_str().hash(&mut h);
-                view.principal?.subject.hash(&mut h);
+                principal.issuer.hash(&mut h);
+                principal.subject.hash(&mut h);
             }
             KeyKind::Route => place.hash(&mut h),
         }
@@ -354,14 +363,22 @@ impl Shared {
             }
             let mut digest = Sha256::new();
             if matches!(rule.key, KeyKind::Subject | KeyKind::TenantAndSubject) {
-                digest.update(view.principal.map_or("", |p| &*p.subject).as_bytes());
+                // Security: the issuer too (length-prefixed, so no two
+                // pairs run together): `sub` is unique per issuer only.
+                let (issuer, subject) =
+                    view.principal.map_or(("", ""), |p| (&*p.issuer, &*p.subject));
+                digest.update((issuer.len() as u64).to_be_bytes());
+                digest.update(issuer.as_bytes());
+                digest.update(subject.as_bytes());
             }
             if rule.key == KeyKind::Route {
                 digest.update(rule.matcher.place_name(place).unwrap_or("*").as_bytes());
             }
+            // Security: every key but a route's (one bucket for everybody)
+            // names its tenant, so subject buckets are tenant-scoped.
             let tenant = match rule.key {
-                KeyKind::Tenant | KeyKind::TenantAndSubject => view.tenant.map(|t| t.as_str()),
-                _ => None,
+                KeyKind::Route => None,
+                _ => view.tenant.map(|t| t.as_str()),
             };
             let key = redis.key(
                 &rule.name,

@@ -40,8 +40,11 @@
 //!   (`/pkg.Service/Method`, `/pkg.Service/*`), either matches. An empty
 //!   `match` matches every request.
 //! - `key`: `tenant`, `subject`, `tenantAndSubject` or `route` (the
-//!   matched template or method: one bucket for everybody). A request
-//!   without the identity a rule is keyed by is not limited by it.
+//!   matched template or method: one bucket for everybody). A subject is
+//!   the verified issuer and `sub` together, and its bucket lies within
+//!   the request's tenant (if any): the same `sub` from another issuer, or
+//!   in another tenant, has its own bucket. A request without the identity
+//!   a rule is keyed by is not limited by it.
 //! - `limit`: `requests` per `period` (`500ms`, `1s`, `1m`, `1h`) with a
 //!   `burst` (default: `requests`).
 //! - **First match wins per key kind**: a request is limited by at most
