@@ -253,6 +253,7 @@ impl Shared {
     ) -> Admission {
         match self.concurrency.admit(
             seat.key,
+            labels.tenant.map_or(0, |(hash, _)| hash),
             seat.max_in_flight,
             seat.queue_length,
             seat.timeout,

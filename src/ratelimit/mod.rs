@@ -81,6 +81,12 @@
 //! ([`RedisRateLimiter`]): one atomic script per decision, a request's
 //! decisions in one pipeline, so N replicas grant a limit once.
 //!
+//! In-flight limits keep one gate per key with requests in flight or
+//! queued, in process, bounded overall
+//! ([`RateLimitLayer::max_concurrency_keys`]) and per tenant
+//! ([`RateLimitLayer::max_concurrency_keys_per_tenant`]): a tenant with
+//! many subjects fills its own share, not everybody's.
+//!
 //! The `governor` crate was not used: a shared limit must run the same
 //! algorithm as a Redis script anyway, and its keyed store has no size
 //! bound, no per-tenant share and no per-rule keys.
@@ -159,7 +165,7 @@ mod tests;
 pub use codes::RateLimitCode;
 pub use future::ResponseFuture;
 pub use layer::{
-    DEFAULT_MAX_CONCURRENCY_KEYS, DEFAULT_MAX_KEYS, DEFAULT_MAX_KEYS_PER_TENANT, RateLimitLayer,
+    DEFAULT_MAX_CONCURRENCY_KEYS, DEFAULT_MAX_CONCURRENCY_KEYS_PER_TENANT, DEFAULT_MAX_KEYS, DEFAULT_MAX_KEYS_PER_TENANT, RateLimitLayer,
 };
 pub use manifest::{FailMode, KeyKind};
 pub use policy::{
