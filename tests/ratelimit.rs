@@ -423,7 +423,14 @@ async fn a_flood_of_100_000_distinct_subjects_keeps_the_key_map_within_its_bound
                         .body(Full::default())
                         .unwrap();
                     let res = client.request(req).await.unwrap();
-                    assert_eq!(res.status(), 200, "a first request of a new subject passes");
+                    // A first request of a new subject passes, or, when its
+                    // shard is full of busy keys and was scanned less than
+                    // a millisecond ago, is refused (no scan per request).
+                    assert!(
+                        res.status() == 200 || res.status() == 429,
+                        "{}",
+                        res.status()
+                    );
                 }
             })
         })

@@ -11,7 +11,7 @@ use http::Request;
 use super::RateLimitCode;
 use super::concurrency::{Admit, ConcurrencyLimiter, Permit};
 use super::gcra::ceil_secs;
-use super::local::LocalLimiter;
+use super::local::{Full, LocalLimiter};
 use super::manifest::KeyKind;
 use super::matcher::{Place, RequestView};
 use super::policy::RateLimitPolicy;
@@ -140,12 +140,18 @@ impl Shared {
                 };
                 let outcome = match self.local.decide(key, tenant_hash, &rule.gcra, now) {
                     Ok(o) => o,
-                    Err(_) => {
+                    Err(full) => {
                         self.count(rule.id, &rule.name, &labels, Outcome::Limited);
-                        let detail = format!(
-                            "the tenant holds too many rate-limited keys (rule {:?})",
-                            rule.name
-                        );
+                        let detail = match full {
+                            Full::TenantShare => format!(
+                                "the tenant holds too many rate-limited keys (rule {:?})",
+                                rule.name
+                            ),
+                            Full::Busy => format!(
+                                "too many rate-limited keys are busy (rule {:?}); retry shortly",
+                                rule.name
+                            ),
+                        };
                         return Admission::Refuse(self.refuse(
                             RateLimitCode::Exceeded.reject(detail),
                             None,

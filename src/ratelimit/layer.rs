@@ -82,7 +82,8 @@ impl RateLimitLayer {
     /// The hard bound on local rate-limit keys (default
     /// [`DEFAULT_MAX_KEYS`]). Keys whose bucket is full again are dropped
     /// first, which changes no decision; only when every key is busy is the
-    /// one nearest to full dropped.
+    /// one nearest to full dropped. A shard is scanned at most once a
+    /// millisecond; in between, a new key for a full shard is refused.
     pub fn max_keys(mut self, keys: usize) -> Self {
         self.max_keys = keys;
         self.reset()

@@ -76,7 +76,10 @@
 //! sharded map with a hard bound ([`RateLimitLayer::max_keys`]) and a
 //! per-tenant share ([`RateLimitLayer::max_keys_per_tenant`]); a key whose
 //! bucket is full again is indistinguishable from a new one, so dropping it
-//! loses nothing, and that is what eviction does first. With
+//! loses nothing, and that is what eviction does first. A shard of the map
+//! is scanned for such keys at most once a millisecond: in between, a new
+//! key of a tenant at its share, or for a shard full of busy keys, is
+//! refused (`ratelimit.exceeded`) rather than scanned for. With
 //! [`RateLimitLayer::redis`] every rule's state lives in Redis instead
 //! ([`RedisRateLimiter`]): one atomic script per decision, a request's
 //! decisions in one pipeline, so N replicas grant a limit once.
