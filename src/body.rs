@@ -148,9 +148,7 @@ where
         match self.project().kind.project() {
             KindProj::Inner { body, guard } => {
                 let frame = body.poll_frame(cx);
-                if guard.is_some()
-                    && matches!(&frame, Poll::Ready(None | Some(Err(_))))
-                {
+                if guard.is_some() && matches!(&frame, Poll::Ready(None | Some(Err(_)))) {
                     // The stream is over: free what was held for it.
                     *guard = None;
                 }

@@ -30,8 +30,7 @@ fn identity<B>(mut req: Request<B>) -> Request<B> {
     let (subject, tenant) = (header("x-test-subject"), header("x-test-tenant"));
     let issuer = header("x-test-issuer").unwrap_or_else(|| "https://issuer.test".into());
     if let Some(subject) = subject {
-        req.extensions_mut()
-            .insert(Principal::new(subject, issuer));
+        req.extensions_mut().insert(Principal::new(subject, issuer));
     }
     if let Some(tenant) = tenant.and_then(|t| t.parse().ok()) {
         req.extensions_mut().insert(Tenant::new(tenant));
@@ -291,7 +290,7 @@ async fn an_open_grpc_stream_holds_its_seat_until_it_ends() {
     // The stream's head was sent long ago; its seat is still taken.
     assert_eq!(limits.concurrency_keys(), 1);
     let second = open_bidi(&mut client, "tenant-a").await;
-    let status = second.err().expect("a second stream is refused");
+    let status = second.expect_err("a second stream is refused");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_eq!(
         status.metadata().get("finmesh-code").unwrap(),

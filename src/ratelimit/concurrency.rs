@@ -132,10 +132,7 @@ impl ConcurrencyLimiter {
         }
         let (tx, rx) = oneshot::channel();
         gate.waiters.push_back(tx);
-        Admit::Wait(Waiter {
-            rx,
-            timeout,
-        })
+        Admit::Wait(Waiter { rx, timeout })
     }
 
     /// Frees the seat of `permit` (whose `limiter` was taken): hands it

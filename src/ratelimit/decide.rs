@@ -372,8 +372,9 @@ impl Shared {
             if matches!(rule.key, KeyKind::Subject | KeyKind::TenantAndSubject) {
                 // Security: the issuer too (length-prefixed, so no two
                 // pairs run together): `sub` is unique per issuer only.
-                let (issuer, subject) =
-                    view.principal.map_or(("", ""), |p| (&*p.issuer, &*p.subject));
+                let (issuer, subject) = view
+                    .principal
+                    .map_or(("", ""), |p| (&*p.issuer, &*p.subject));
                 digest.update((issuer.len() as u64).to_be_bytes());
                 digest.update(issuer.as_bytes());
                 digest.update(subject.as_bytes());

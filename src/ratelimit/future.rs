@@ -102,9 +102,7 @@ where
                     let res = ready!(future.poll(cx))?;
                     // The seat is held until the response body ends (or is
                     // dropped): a gRPC stream sends its head at once.
-                    let guard = permit
-                        .take()
-                        .map(|p| Box::new(p) as crate::body::Guard);
+                    let guard = permit.take().map(|p| Box::new(p) as crate::body::Guard);
                     let mut res = res.map(|b| ResponseBody::with_guard(b, guard));
                     if let Some(quota) = quota.take()
                         && !*grpc

@@ -270,14 +270,23 @@ mod tests {
         assert!(limiter.decide(shard0(1), 1, &gcra, now).is_ok());
         // At its share: the first new key scans (nothing idle) and is refused;
         // the next ones within a millisecond are refused without a scan.
-        assert_eq!(limiter.decide(shard0(2), 1, &gcra, now), Err(Full::TenantShare));
+        assert_eq!(
+            limiter.decide(shard0(2), 1, &gcra, now),
+            Err(Full::TenantShare)
+        );
         let scanned = limiter.shards[0].lock().unwrap().last_sweep;
         assert_eq!(scanned, now);
-        assert_eq!(limiter.decide(shard0(3), 1, &gcra, now + 10), Err(Full::TenantShare));
+        assert_eq!(
+            limiter.decide(shard0(3), 1, &gcra, now + 10),
+            Err(Full::TenantShare)
+        );
         assert_eq!(limiter.shards[0].lock().unwrap().last_sweep, scanned);
         // A full shard: another tenant's new key is refused until a
         // millisecond has passed, then it scans and evicts.
-        assert_eq!(limiter.decide(shard0(4), 2, &gcra, now + 20), Err(Full::Busy));
+        assert_eq!(
+            limiter.decide(shard0(4), 2, &gcra, now + 20),
+            Err(Full::Busy)
+        );
         let later = now + SWEEP_EVERY;
         assert!(limiter.decide(shard0(5), 2, &gcra, later).is_ok());
         assert_eq!(limiter.evicted_busy.load(Ordering::Relaxed), 1);

@@ -168,7 +168,8 @@ mod tests;
 pub use codes::RateLimitCode;
 pub use future::ResponseFuture;
 pub use layer::{
-    DEFAULT_MAX_CONCURRENCY_KEYS, DEFAULT_MAX_CONCURRENCY_KEYS_PER_TENANT, DEFAULT_MAX_KEYS, DEFAULT_MAX_KEYS_PER_TENANT, RateLimitLayer,
+    DEFAULT_MAX_CONCURRENCY_KEYS, DEFAULT_MAX_CONCURRENCY_KEYS_PER_TENANT, DEFAULT_MAX_KEYS,
+    DEFAULT_MAX_KEYS_PER_TENANT, RateLimitLayer,
 };
 pub use manifest::{FailMode, KeyKind};
 pub use policy::{

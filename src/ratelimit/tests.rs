@@ -352,8 +352,7 @@ async fn hostile_the_same_subject_from_two_issuers_or_tenants_has_two_buckets() 
     let svc = service(layer.clone(), Duration::ZERO);
     let from = |issuer: &str, tenant: &str| {
         let mut req = request(tenant, "alice", false);
-        req.extensions_mut()
-            .insert(Principal::new("alice", issuer));
+        req.extensions_mut().insert(Principal::new("alice", issuer));
         req
     };
     let status = |req| {
