@@ -25,7 +25,7 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
-        Inner { #[pin] body: B },
+        Inner { #[pin] body: B, guard: Option<Guard> },
         Full { data: Option<Bytes> },
     }
 }
@@ -34,7 +34,15 @@ impl<B> ResponseBody<B> {
     /// Wraps the inner service's body.
     pub fn new(body: B) -> Self {
         Self {
-            kind: Kind::Inner { body },
+            kind: Kind::Inner { body, guard: None },
+        }
+    }
+
+    /// Wraps the inner service's body, keeping `guard` (a rate limit's
+    /// concurrency seat) alive until the body ends or is dropped.
+    pub(crate) fn with_guard(body: B, guard: Option<Guard>) -> Self {
+        Self {
+            kind: Kind::Inner { body, guard },
         }
     }
 
@@ -61,6 +69,9 @@ impl<B> From<RejectionBody> for ResponseBody<B> {
         }
     }
 }
+
+/// What a layer keeps alive until the response body ends.
+pub(crate) type Guard = Box<dyn std::any::Any + Send + Sync>;
 
 /// The body of a rendered [`Rejection`](crate::Rejection): a few bytes of
 /// problem+json, or nothing (a gRPC trailers-only answer). It never fails.
@@ -135,21 +146,28 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
-            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Inner { body, guard } => {
+                let frame = body.poll_frame(cx);
+                if guard.is_some() && matches!(&frame, Poll::Ready(None | Some(Err(_)))) {
+                    // The stream is over: free what was held for it.
+                    *guard = None;
+                }
+                frame
+            }
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Inner { body, .. } => body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
+            Kind::Inner { body, .. } => body.size_hint(),
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

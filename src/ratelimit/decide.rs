@@ -11,7 +11,7 @@ use http::Request;
 use super::RateLimitCode;
 use super::concurrency::{Admit, ConcurrencyLimiter, Permit};
 use super::gcra::ceil_secs;
-use super::local::LocalLimiter;
+use super::local::{Full, LocalLimiter};
 use super::manifest::KeyKind;
 use super::matcher::{Place, RequestView};
 use super::policy::RateLimitPolicy;
@@ -61,7 +61,7 @@ pub(super) struct Refusal {
 }
 
 /// The admitted request's companions: the header fields for a success,
-/// the concurrency seat held until the response.
+/// the concurrency seat held until the response body ends.
 pub(super) type Admitted = (Option<Quota>, Option<Permit>);
 
 pub(super) enum Admission {
@@ -140,12 +140,18 @@ impl Shared {
                 };
                 let outcome = match self.local.decide(key, tenant_hash, &rule.gcra, now) {
                     Ok(o) => o,
-                    Err(_) => {
+                    Err(full) => {
                         self.count(rule.id, &rule.name, &labels, Outcome::Limited);
-                        let detail = format!(
-                            "the tenant holds too many rate-limited keys (rule {:?})",
-                            rule.name
-                        );
+                        let detail = match full {
+                            Full::TenantShare => format!(
+                                "the tenant holds too many rate-limited keys (rule {:?})",
+                                rule.name
+                            ),
+                            Full::Busy => format!(
+                                "too many rate-limited keys are busy (rule {:?}); retry shortly",
+                                rule.name
+                            ),
+                        };
                         return Admission::Refuse(self.refuse(
                             RateLimitCode::Exceeded.reject(detail),
                             None,
@@ -204,10 +210,19 @@ impl Shared {
         id.hash(&mut h);
         match kind {
             KeyKind::Tenant => view.tenant?.as_str().hash(&mut h),
-            KeyKind::Subject => view.principal?.subject.hash(&mut h),
+            // Security: a subject is only unique within its issuer, and its
+            // bucket is scoped to the tenant (if any), as in Redis.
+            KeyKind::Subject => {
+                let principal = view.principal?;
+                view.tenant.map(|t| t.as_str()).hash(&mut h);
+                principal.issuer.hash(&mut h);
+                principal.subject.hash(&mut h);
+            }
             KeyKind::TenantAndSubject => {
+                let principal = view.principal?;
                 view.tenant?.as_str().hash(&mut h);
-                view.principal?.subject.hash(&mut h);
+                principal.issuer.hash(&mut h);
+                principal.subject.hash(&mut h);
             }
             KeyKind::Route => place.hash(&mut h),
         }
@@ -244,6 +259,7 @@ impl Shared {
     ) -> Admission {
         match self.concurrency.admit(
             seat.key,
+            labels.tenant.map_or(0, |(hash, _)| hash),
             seat.max_in_flight,
             seat.queue_length,
             seat.timeout,
@@ -354,14 +370,23 @@ impl Shared {
             }
             let mut digest = Sha256::new();
             if matches!(rule.key, KeyKind::Subject | KeyKind::TenantAndSubject) {
-                digest.update(view.principal.map_or("", |p| &*p.subject).as_bytes());
+                // Security: the issuer too (length-prefixed, so no two
+                // pairs run together): `sub` is unique per issuer only.
+                let (issuer, subject) = view
+                    .principal
+                    .map_or(("", ""), |p| (&*p.issuer, &*p.subject));
+                digest.update((issuer.len() as u64).to_be_bytes());
+                digest.update(issuer.as_bytes());
+                digest.update(subject.as_bytes());
             }
             if rule.key == KeyKind::Route {
                 digest.update(rule.matcher.place_name(place).unwrap_or("*").as_bytes());
             }
+            // Security: every key but a route's (one bucket for everybody)
+            // names its tenant, so subject buckets are tenant-scoped.
             let tenant = match rule.key {
-                KeyKind::Tenant | KeyKind::TenantAndSubject => view.tenant.map(|t| t.as_str()),
-                _ => None,
+                KeyKind::Route => None,
+                _ => view.tenant.map(|t| t.as_str()),
             };
             let key = redis.key(
                 &rule.name,

@@ -18,7 +18,8 @@ type Pending = futures_util::future::BoxFuture<'static, Result<Admitted, Refusal
 
 pin_project! {
     /// Response future of [`RateLimit`](super::RateLimit): the inner
-    /// future (holding the concurrency seat, if any, until the response);
+    /// future (holding the concurrency seat, if any, which then moves into
+    /// the response body until it ends);
     /// a ready refusal; or, while waiting for Redis or a queue, the wait
     /// with the service and request to call once admitted. The local fast
     /// path allocates nothing.
@@ -99,9 +100,10 @@ where
                     permit,
                 } => {
                     let res = ready!(future.poll(cx))?;
-                    // The seat is free once the response head is here.
-                    drop(permit.take());
-                    let mut res = res.map(ResponseBody::new);
+                    // The seat is held until the response body ends (or is
+                    // dropped): a gRPC stream sends its head at once.
+                    let guard = permit.take().map(|p| Box::new(p) as crate::body::Guard);
+                    let mut res = res.map(|b| ResponseBody::with_guard(b, guard));
                     if let Some(quota) = quota.take()
                         && !*grpc
                     {

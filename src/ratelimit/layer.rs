@@ -19,6 +19,8 @@ pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 pub const DEFAULT_MAX_KEYS_PER_TENANT: usize = 100_000;
 /// The default bound on concurrency keys (in flight or queued).
 pub const DEFAULT_MAX_CONCURRENCY_KEYS: usize = 100_000;
+/// The default share of those concurrency keys one tenant may hold.
+pub const DEFAULT_MAX_CONCURRENCY_KEYS_PER_TENANT: usize = 10_000;
 
 /// Enforces a [`RateLimits`] policy: GCRA rate limits and in-flight limits
 /// keyed by the verified tenant and subject. See the [module docs](super).
@@ -31,6 +33,7 @@ pub struct RateLimitLayer {
     max_keys: usize,
     max_keys_per_tenant: usize,
     max_concurrency_keys: usize,
+    max_concurrency_keys_per_tenant: usize,
     response_headers: bool,
     #[cfg(feature = "redis")]
     redis: Option<super::RedisRateLimiter>,
@@ -61,6 +64,7 @@ impl RateLimitLayer {
             max_keys: DEFAULT_MAX_KEYS,
             max_keys_per_tenant: DEFAULT_MAX_KEYS_PER_TENANT,
             max_concurrency_keys: DEFAULT_MAX_CONCURRENCY_KEYS,
+            max_concurrency_keys_per_tenant: DEFAULT_MAX_CONCURRENCY_KEYS_PER_TENANT,
             response_headers: false,
             #[cfg(feature = "redis")]
             redis: None,
@@ -78,7 +82,8 @@ impl RateLimitLayer {
     /// The hard bound on local rate-limit keys (default
     /// [`DEFAULT_MAX_KEYS`]). Keys whose bucket is full again are dropped
     /// first, which changes no decision; only when every key is busy is the
-    /// one nearest to full dropped.
+    /// one nearest to full dropped. A shard is scanned at most once a
+    /// millisecond; in between, a new key for a full shard is refused.
     pub fn max_keys(mut self, keys: usize) -> Self {
         self.max_keys = keys;
         self.reset()
@@ -97,6 +102,15 @@ impl RateLimitLayer {
     /// new key is refused with `ratelimit.concurrency_exceeded`.
     pub fn max_concurrency_keys(mut self, keys: usize) -> Self {
         self.max_concurrency_keys = keys;
+        self.reset()
+    }
+
+    /// How many of those concurrency keys one tenant may hold (default
+    /// [`DEFAULT_MAX_CONCURRENCY_KEYS_PER_TENANT`]); past it, its requests
+    /// for a new key are refused with `ratelimit.concurrency_exceeded`,
+    /// while other tenants keep getting seats.
+    pub fn max_concurrency_keys_per_tenant(mut self, keys: usize) -> Self {
+        self.max_concurrency_keys_per_tenant = keys;
         self.reset()
     }
 
@@ -176,7 +190,10 @@ impl RateLimitLayer {
             Arc::new(Shared {
                 limits: self.limits.clone(),
                 local: LocalLimiter::new(self.max_keys, self.max_keys_per_tenant),
-                concurrency: Arc::new(ConcurrencyLimiter::new(self.max_concurrency_keys)),
+                concurrency: Arc::new(ConcurrencyLimiter::new(
+                    self.max_concurrency_keys,
+                    self.max_concurrency_keys_per_tenant,
+                )),
                 #[cfg(feature = "redis")]
                 redis: self.redis.clone(),
                 response_headers: self.response_headers,

@@ -10,6 +10,9 @@ use super::gcra::{Gcra, Outcome};
 
 const SHARDS: usize = 64;
 
+/// The least time between two full scans of one shard, in nanoseconds.
+const SWEEP_EVERY: u64 = 1_000_000;
+
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 /// Why a new key could not get a bucket.
@@ -17,6 +20,9 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 pub(crate) enum Full {
     /// The tenant holds its whole share of keys, all of them busy.
     TenantShare,
+    /// The shard is full of busy keys and was scanned less than
+    /// `SWEEP_EVERY` ago.
+    Busy,
 }
 
 #[derive(Clone, Copy)]
@@ -31,9 +37,24 @@ struct Entry {
 struct Shard {
     buckets: FastMap<u64, Entry>,
     per_tenant: FastMap<u64, u32>,
+    /// When the shard was last scanned (0: never).
+    last_sweep: u64,
 }
 
 impl Shard {
+    /// Whether a full scan may run at `now`; if so, it counts as run.
+    ///
+    /// Security: a tenant at its share, or a flood into a full shard,
+    /// would otherwise scan the whole shard under its lock on every
+    /// request; past one scan per `SWEEP_EVERY`, new keys are refused.
+    fn may_sweep(&mut self, now: u64) -> bool {
+        if self.last_sweep != 0 && now.saturating_sub(self.last_sweep) < SWEEP_EVERY {
+            return false;
+        }
+        self.last_sweep = now;
+        true
+    }
+
     fn forget(&mut self, tenant: u64) {
         if let Some(n) = self.per_tenant.get_mut(&tenant) {
             *n -= 1;
@@ -118,9 +139,13 @@ impl LocalLimiter {
             return Ok(outcome);
         }
         let outcome = gcra.decide(0, now);
-        if shard.per_tenant.get(&tenant).copied().unwrap_or(0) >= self.tenant_share {
-            let swept = shard.sweep(now);
-            self.evicted_idle.fetch_add(swept as u64, Ordering::Relaxed);
+        let mut swept = false;
+        if shard.per_tenant.get(&tenant).copied().unwrap_or(0) >= self.tenant_share
+            && shard.may_sweep(now)
+        {
+            swept = true;
+            let n = shard.sweep(now);
+            self.evicted_idle.fetch_add(n as u64, Ordering::Relaxed);
         }
         // Security: one tenant's flood of distinct subjects fills its own
         // share, never the map: past it, its new keys are refused
@@ -129,8 +154,13 @@ impl LocalLimiter {
             return Err(Full::TenantShare);
         }
         if shard.buckets.len() >= self.shard_capacity {
-            let swept = shard.sweep(now);
-            self.evicted_idle.fetch_add(swept as u64, Ordering::Relaxed);
+            if !swept {
+                if !shard.may_sweep(now) {
+                    return Err(Full::Busy);
+                }
+                let n = shard.sweep(now);
+                self.evicted_idle.fetch_add(n as u64, Ordering::Relaxed);
+            }
             if shard.buckets.len() >= self.shard_capacity {
                 // Every key is busy: drop the one nearest to full (its
                 // caller gets at most one burst too many, once).
@@ -228,5 +258,38 @@ mod tests {
                     .is_ok()
             );
         }
+    }
+
+    #[test]
+    fn hostile_a_tenant_at_its_share_or_a_full_shard_is_scanned_at_most_once_a_millisecond() {
+        // One shard's worth: 64 keys, 1 per shard; tenant share 1 per shard.
+        let limiter = LocalLimiter::new(64, 64);
+        let gcra = Gcra::new(1, Duration::from_secs(3600), 1);
+        let now = limiter.now();
+        let shard0 = |i: u64| (i << 1) | 1; // top bits 0: shard 0
+        assert!(limiter.decide(shard0(1), 1, &gcra, now).is_ok());
+        // At its share: the first new key scans (nothing idle) and is refused;
+        // the next ones within a millisecond are refused without a scan.
+        assert_eq!(
+            limiter.decide(shard0(2), 1, &gcra, now),
+            Err(Full::TenantShare)
+        );
+        let scanned = limiter.shards[0].lock().unwrap().last_sweep;
+        assert_eq!(scanned, now);
+        assert_eq!(
+            limiter.decide(shard0(3), 1, &gcra, now + 10),
+            Err(Full::TenantShare)
+        );
+        assert_eq!(limiter.shards[0].lock().unwrap().last_sweep, scanned);
+        // A full shard: another tenant's new key is refused until a
+        // millisecond has passed, then it scans and evicts.
+        assert_eq!(
+            limiter.decide(shard0(4), 2, &gcra, now + 20),
+            Err(Full::Busy)
+        );
+        let later = now + SWEEP_EVERY;
+        assert!(limiter.decide(shard0(5), 2, &gcra, later).is_ok());
+        assert_eq!(limiter.evicted_busy.load(Ordering::Relaxed), 1);
+        assert_eq!(limiter.shards[0].lock().unwrap().last_sweep, later);
     }
 }

@@ -119,6 +119,7 @@ pub(super) struct ConcurrencyRuleSpec {
 /// What a limit's buckets are keyed by: each distinct value has its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum KeyKind {
     /// The verified tenant (`Tenant` from the tenant layer).
     Tenant,
@@ -157,6 +158,7 @@ impl KeyKind {
 /// What a shared (Redis) limit does when Redis cannot answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum FailMode {
     /// Let the request through, unlimited by this rule (the default, as
     /// Envoy's global rate limit does): a Redis outage must not become an

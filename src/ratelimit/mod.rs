@@ -40,8 +40,11 @@
 //!   (`/pkg.Service/Method`, `/pkg.Service/*`), either matches. An empty
 //!   `match` matches every request.
 //! - `key`: `tenant`, `subject`, `tenantAndSubject` or `route` (the
-//!   matched template or method: one bucket for everybody). A request
-//!   without the identity a rule is keyed by is not limited by it.
+//!   matched template or method: one bucket for everybody). A subject is
+//!   the verified issuer and `sub` together, and its bucket lies within
+//!   the request's tenant (if any): the same `sub` from another issuer, or
+//!   in another tenant, has its own bucket. A request without the identity
+//!   a rule is keyed by is not limited by it.
 //! - `limit`: `requests` per `period` (`500ms`, `1s`, `1m`, `1h`) with a
 //!   `burst` (default: `requests`).
 //! - **First match wins per key kind**: a request is limited by at most
@@ -56,7 +59,12 @@
 //!   wins) that send requests to a level, keyed as above — after the
 //!   Kubernetes apiserver's API Priority and Fairness: payments and reports
 //!   in different levels never take each other's seats. A seat is held
-//!   until the response head is ready.
+//!   until the response body ends (or is dropped), so an open gRPC or
+//!   streaming response keeps its seat for as long as it runs.
+//! - **Streams are charged per call**: a rate limit takes one token per
+//!   request, so a gRPC client or bidi stream costs one token however many
+//!   messages it carries. Bound streaming methods with a `concurrency`
+//!   rule (open streams per key), not by a rate limit alone.
 //!
 //! [`RateLimitPolicy::from_yaml`] is the strict parser: unknown fields,
 //! another `apiVersion` or `kind`, YAML tags and invalid values are refused
@@ -68,10 +76,19 @@
 //! sharded map with a hard bound ([`RateLimitLayer::max_keys`]) and a
 //! per-tenant share ([`RateLimitLayer::max_keys_per_tenant`]); a key whose
 //! bucket is full again is indistinguishable from a new one, so dropping it
-//! loses nothing, and that is what eviction does first. With
+//! loses nothing, and that is what eviction does first. A shard of the map
+//! is scanned for such keys at most once a millisecond: in between, a new
+//! key of a tenant at its share, or for a shard full of busy keys, is
+//! refused (`ratelimit.exceeded`) rather than scanned for. With
 //! [`RateLimitLayer::redis`] every rule's state lives in Redis instead
 //! ([`RedisRateLimiter`]): one atomic script per decision, a request's
 //! decisions in one pipeline, so N replicas grant a limit once.
+//!
+//! In-flight limits keep one gate per key with requests in flight or
+//! queued, in process, bounded overall
+//! ([`RateLimitLayer::max_concurrency_keys`]) and per tenant
+//! ([`RateLimitLayer::max_concurrency_keys_per_tenant`]): a tenant with
+//! many subjects fills its own share, not everybody's.
 //!
 //! The `governor` crate was not used: a shared limit must run the same
 //! algorithm as a Redis script anyway, and its keyed store has no size
@@ -151,7 +168,8 @@ mod tests;
 pub use codes::RateLimitCode;
 pub use future::ResponseFuture;
 pub use layer::{
-    DEFAULT_MAX_CONCURRENCY_KEYS, DEFAULT_MAX_KEYS, DEFAULT_MAX_KEYS_PER_TENANT, RateLimitLayer,
+    DEFAULT_MAX_CONCURRENCY_KEYS, DEFAULT_MAX_CONCURRENCY_KEYS_PER_TENANT, DEFAULT_MAX_KEYS,
+    DEFAULT_MAX_KEYS_PER_TENANT, RateLimitLayer,
 };
 pub use manifest::{FailMode, KeyKind};
 pub use policy::{

@@ -51,6 +51,7 @@ impl Outcome {
 
 /// One counter series.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Series {
     /// The rule (or concurrency rule) name.
     pub rule: Arc<str>,

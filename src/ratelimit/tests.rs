@@ -327,6 +327,8 @@ async fn in_flight_limit_queues_then_refuses() {
         .await
         .unwrap();
     assert_eq!(other.status(), 200, "another tenant has its own seats");
+    // Its body holds its seat until it is dropped.
+    drop(other);
     let mut codes = Vec::new();
     for call in calls {
         codes.push(call.await.unwrap().unwrap().status().as_u16());
@@ -337,4 +339,31 @@ async fn in_flight_limit_queues_then_refuses() {
     assert_eq!(stats.total(Outcome::Queued), 2);
     assert_eq!(stats.total(Outcome::ConcurrencyExceeded), 1);
     assert_eq!(layer.concurrency_keys(), 0, "idle gates are removed");
+}
+
+#[tokio::test]
+async fn hostile_the_same_subject_from_two_issuers_or_tenants_has_two_buckets() {
+    let layer = RateLimitLayer::new(
+        RateLimits::from_yaml(policy(
+            "  rules:\n    - name: s\n      key: subject\n      limit: {requests: 1, period: 1h}\n",
+        ))
+        .unwrap(),
+    );
+    let svc = service(layer.clone(), Duration::ZERO);
+    let from = |issuer: &str, tenant: &str| {
+        let mut req = request(tenant, "alice", false);
+        req.extensions_mut().insert(Principal::new("alice", issuer));
+        req
+    };
+    let status = |req| {
+        let svc = svc.clone();
+        async move { svc.oneshot(req).await.unwrap().status() }
+    };
+    assert_eq!(status(from("https://bank.example", "tenant-a")).await, 200);
+    assert_eq!(status(from("https://bank.example", "tenant-a")).await, 429);
+    // Another issuer's "alice" is somebody else.
+    assert_eq!(status(from("https://evil.example", "tenant-a")).await, 200);
+    // And the same alice in another tenant spends that tenant's share.
+    assert_eq!(status(from("https://bank.example", "tenant-b")).await, 200);
+    assert_eq!(layer.local_keys(), 3);
 }
