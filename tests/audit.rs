@@ -1318,3 +1318,117 @@ rules:
         .collect();
     assert_eq!(names, ["PREPARE", "COMMIT", "POST_COMMIT_HOOK", "/ok"]);
 }
+
+/// 127 `[` then 127 `]`: parses alone (serde_json stops at 128 levels),
+/// but one level deeper inside a record it would not.
+fn poison_body() -> String {
+    format!("{}{}", "[".repeat(127), "]".repeat(127))
+}
+
+/// A JSON value `depth` arrays deep, built without the parser.
+fn nested(depth: usize) -> serde_json::Value {
+    let mut v = serde_json::json!([]);
+    for _ in 1..depth {
+        v = serde_json::Value::Array(vec![v]);
+    }
+    v
+}
+
+#[tokio::test]
+async fn a_body_nested_to_the_parser_limit_cannot_poison_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let poison = poison_body();
+    {
+        let auditor = Auditor::spawn(fast_file(&path)).unwrap();
+        let layer =
+            AuditLayer::new(auditor.clone()).policy(AuditPolicy::uniform(Level::RequestResponse));
+        let server = spawn(policy_app(&auditor, layer)).await;
+        // Two poison records: the last two lines of the file.
+        for _ in 0..2 {
+            assert_eq!(
+                post_json(server.url("/pay"), &[], poison.clone()).await,
+                200
+            );
+        }
+        auditor.flush().await.unwrap();
+        server.shutdown().await;
+    }
+    assert_eq!(verify(&path).unwrap().records, 2);
+    let records = read_records(&path);
+    // Kept as its JSON text, never as nested JSON.
+    assert_eq!(records[1].request_body, Some(serde_json::json!(poison)));
+
+    // A restart keeps both records and continues the chain.
+    let auditor = Auditor::spawn(fast_file(&path)).unwrap();
+    assert!(auditor.recovery().is_none(), "{:?}", auditor.recovery());
+    let layer =
+        AuditLayer::new(auditor.clone()).policy(AuditPolicy::uniform(Level::RequestResponse));
+    let server = spawn(policy_app(&auditor, layer)).await;
+    assert_eq!(post_json(server.url("/pay"), &[], "{}".into()).await, 200);
+    auditor.flush().await.unwrap();
+    assert_eq!(verify(&path).unwrap().records, 3);
+}
+
+#[tokio::test]
+async fn records_too_deep_for_the_parser_still_verify_and_survive_a_restart() {
+    // Lines as an older version wrote them: a body 200 levels deep in the
+    // last two records. Their hashes check out, so they are evidence.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let lines = ten_record_log(&path).await;
+    let mut deep = lines.clone();
+    deep[8] = reseal(&lines[8], |r| r.request_body = Some(nested(200)));
+    let prev = deep[8][deep[8].len() - 66..deep[8].len() - 2].to_owned();
+    deep[9] = reseal(&lines[9], |r| {
+        r.request_body = Some(nested(200));
+        r.prev = prev;
+    });
+    std::fs::write(&path, deep.join("\n") + "\n").unwrap();
+    assert_eq!(verify(&path).unwrap().records, 10);
+
+    let auditor = Auditor::spawn(fast_file(&path)).unwrap();
+    assert!(auditor.recovery().is_none(), "{:?}", auditor.recovery());
+    auditor.event("STEP", serde_json::json!({})).await.unwrap();
+    auditor.flush().await.unwrap();
+    assert_eq!(verify(&path).unwrap().records, 11);
+}
+
+#[tokio::test]
+async fn redaction_matches_field_names_in_any_case_or_style_and_keeps_no_non_json_body() {
+    let sink = MemorySink::new();
+    let auditor = Auditor::builder()
+        .redact_fields(["card_number"])
+        .spawn(sink.clone())
+        .unwrap();
+    let layer = AuditLayer::new(auditor.clone()).policy(AuditPolicy::uniform(Level::Request));
+    let server = spawn(policy_app(&auditor, layer)).await;
+    let camel =
+        r#"{"cardNumber":"4111111111111111","x":{"CARD-NUMBER":"4222","CardNumber":"4333"}}"#;
+    assert_eq!(post_json(server.url("/pay"), &[], camel.into()).await, 200);
+    // A form body, JSON with trailing bytes, and a poison body: not kept.
+    let others = [
+        "card_number=4111111111111111".to_owned(),
+        r#"{"card_number":"4111111111111111"} x"#.to_owned(),
+        poison_body(),
+    ];
+    for body in &others {
+        assert_eq!(post_json(server.url("/pay"), &[], body.clone()).await, 200);
+    }
+    auditor.flush().await.unwrap();
+    let records = sink.records();
+    assert_eq!(
+        records[0].request_body,
+        Some(
+            serde_json::json!({"cardNumber": "[redacted]", "x": {"CARD-NUMBER": "[redacted]", "CardNumber": "[redacted]"}})
+        )
+    );
+    for (r, body) in records[1..].iter().zip(&others) {
+        let kept = r.request_body.as_ref().unwrap().as_str().unwrap();
+        assert!(
+            kept.starts_with(&format!("[{} bytes not recorded: ", body.len())),
+            "{kept}"
+        );
+    }
+    assert_eq!(sink.verify().unwrap().records, 4);
+}

@@ -71,9 +71,13 @@ impl AuditorBuilder {
     /// JSON member names (`card_number`, `iban`) whose values are replaced
     /// by `"[redacted]"`, at any depth, in request and response bodies and
     /// in event data, before a record is hashed or written (default: none).
-    /// Names match exactly. A body cut at the cap cannot be searched, so
-    /// with redaction on it is replaced by a marker with its size; text
-    /// bodies that are not JSON are kept as they are.
+    /// Names match ignoring case, `_` and `-`: `card_number` also
+    /// redacts `cardNumber`, `CardNumber` and `CARD-NUMBER`. With
+    /// redaction on, only a whole JSON body (at most 32 levels deep) is
+    /// written; any other body — gRPC frames, forms, gzip, NDJSON, JSON
+    /// with a BOM or trailing bytes, a body cut at the cap — cannot be
+    /// searched, so a marker with its size (`"[N bytes not recorded: not
+    /// JSON, redaction on]"`) stands in for it.
     pub fn redact_fields<I, S>(mut self, fields: I) -> Self
     where
         I: IntoIterator<Item = S>,

@@ -89,11 +89,14 @@
 //!
 //! Bodies are captured as they stream, up to [`AuditLayer::body_cap`]
 //! (8 KiB by default); a longer body is cut and named in `truncated`. A
-//! JSON body is recorded as JSON, anything else as text.
+//! JSON body at most 32 levels deep is recorded as JSON; anything else as
+//! text, or as `{"base64": …}` when it is not UTF-8.
 //! [`AuditorBuilder::redact_fields`] replaces named JSON members (card
-//! and account numbers) before a record is hashed or written, in bodies
-//! and event data; with it on, a body cut at the cap is replaced by a
-//! marker, since its members could not be found. Records without bodies
+//! and account numbers, matched ignoring case, `_` and `-`) before a
+//! record is hashed or written, in bodies and event data; with it on, only
+//! whole JSON bodies are written: any other body (gRPC frames, forms, a
+//! body cut at the cap) is replaced by a marker with its size, since its
+//! members could not be found. Records without bodies
 //! encode exactly as before, so older logs verify unchanged.
 //!
 //! ```

@@ -229,6 +229,29 @@ pub(crate) fn split_hash(line: &[u8]) -> Option<(Vec<u8>, &str)> {
     Some((canonical, std::str::from_utf8(hex).ok()?))
 }
 
+/// What the chain needs of a sealed line — its `seq`, `prev` and, for a
+/// gap declaration, `kind` and `event` — read without building the rest.
+///
+/// Security: every other member is skipped, and serde_json skips without
+/// a depth limit, so a record nested deeper than the parser's 128 levels
+/// (a request body written by an older version, say) can never stop
+/// verification, torn-tail repair or shipping: its hash still decides.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChainLink {
+    pub(crate) seq: u64,
+    pub(crate) prev: String,
+    pub(crate) kind: RecordKind,
+    #[serde(default)]
+    pub(crate) event: Option<String>,
+}
+
+impl ChainLink {
+    /// Reads a line (without its newline).
+    pub(crate) fn parse(line: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(line)
+    }
+}
+
 /// Formats `t` as RFC 3339 UTC with microseconds
 /// (`1970-01-01T00:00:00.000000Z`). Times before the epoch print as the
 /// epoch: a clock that far wrong is not worth a panic.
