@@ -1432,3 +1432,29 @@ async fn redaction_matches_field_names_in_any_case_or_style_and_keeps_no_non_jso
     }
     assert_eq!(sink.verify().unwrap().records, 4);
 }
+
+#[tokio::test]
+async fn rejected_requests_are_audited_whatever_the_policy_says() {
+    let sink = MemorySink::new();
+    let auditor = Auditor::spawn(sink.clone()).unwrap();
+    let policy = AuditPolicy::from_yaml(GATEWAY_LIKE_POLICY.as_bytes()).unwrap();
+    let layer = AuditLayer::new(auditor.clone()).policy(policy);
+    let server = spawn(policy_app(&auditor, layer)).await;
+    // A probe answered: level None, not written.
+    assert_eq!(support::get(&server.url("/livez"), &[]).await.status, 200);
+    // Paths a `None` rule matches, refused by an inner layer (a token
+    // brute force hiding behind probe-like paths): written.
+    let reject = [("x-reject", "auth.invalid")];
+    for path in ["/livez", "/quiet/../transfer", "/quietX"] {
+        assert_eq!(support::get(&server.url(path), &reject).await.status, 403);
+    }
+    auditor.flush().await.unwrap();
+    let records = sink.records();
+    let routes: Vec<_> = records.iter().map(|r| r.route.clone().unwrap()).collect();
+    assert_eq!(routes, ["/livez", "/quiet/../transfer", "/quietX"]);
+    for r in &records {
+        assert_eq!(r.code.as_deref(), Some("auth.invalid"));
+        assert_eq!(r.decision, Some(Verdict::Deny));
+        assert!(r.request_body.is_none() && r.response_body.is_none());
+    }
+}

@@ -13,6 +13,14 @@
 //! tenant. A request RBAC did not map (refused before it, or not
 //! configured) is a non-resource request: its path and a verb from its
 //! method (`get`, `create`, `update`, `patch`, `delete`).
+//!
+//! **Rejections are always audited**: a request an inner layer refused
+//! (any rejection code) is written at least at `Metadata`, whatever level
+//! or omitted stages the policy gives it — a deliberate deviation from the
+//! apiserver, so that a `None` rule for probes (`nonResourceURLs` match
+//! as in Kubernetes: exact, `*`, or a raw prefix before a trailing `*`)
+//! can never hide refused requests, such as a token brute force on
+//! `/healthz/../v1/transfer`.
 
 mod load;
 
