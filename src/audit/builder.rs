@@ -96,7 +96,11 @@ impl AuditorBuilder {
     /// [`AuditError::Spawn`] when the thread cannot be started.
     pub fn spawn(self, sink: impl AuditSink) -> Result<Auditor, AuditError> {
         let (tx, rx) = mpsc::channel(self.capacity);
-        let shared = Arc::new(Shared::new(sink.recovery(), sink.admission_gate()));
+        let shared = Arc::new(Shared::new(
+            sink.recovery(),
+            sink.admission_gate(),
+            sink.blocked_flag(),
+        ));
         writer::spawn(sink, rx, shared.clone(), self.linger(), self.redactor)
             .map_err(AuditError::spawn)?;
         Ok(Auditor::new(tx, shared, self.wait_timeout))
