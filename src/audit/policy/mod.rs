@@ -81,6 +81,8 @@ pub(super) struct Rule {
 #[derive(Clone, Debug)]
 pub struct AuditPolicy {
     rules: Arc<[Rule]>,
+    /// The highest level any rule gives, computed once at load.
+    max_level: Level,
 }
 
 /// What a policy decided for one request: its level, and the stages not
@@ -125,6 +127,11 @@ pub struct AuditAttributes<'a> {
 }
 
 impl AuditPolicy {
+    fn from_rules(rules: Arc<[Rule]>) -> Self {
+        let max_level = rules.iter().map(|r| r.level).max().unwrap_or(Level::None);
+        Self { rules, max_level }
+    }
+
     /// Parses an `audit.k8s.io/v1` `Policy` manifest (YAML or JSON, at
     /// most [`MAX_POLICY_BYTES`]). Unknown fields, unknown levels and
     /// stages, a wrong `apiVersion` or `kind`, and rules the apiserver
@@ -138,18 +145,16 @@ impl AuditPolicy {
 
     /// A policy with one rule: every request at `level`.
     pub fn uniform(level: Level) -> Self {
-        Self {
-            rules: Arc::from([Rule {
-                level,
-                users: Vec::new(),
-                user_groups: Vec::new(),
-                verbs: Vec::new(),
-                resources: Vec::new(),
-                namespaces: Vec::new(),
-                non_resource_urls: Vec::new(),
-                omit_stages: Vec::new(),
-            }]),
-        }
+        Self::from_rules(Arc::from([Rule {
+            level,
+            users: Vec::new(),
+            user_groups: Vec::new(),
+            verbs: Vec::new(),
+            resources: Vec::new(),
+            namespaces: Vec::new(),
+            non_resource_urls: Vec::new(),
+            omit_stages: Vec::new(),
+        }]))
     }
 
     /// Loads the manifest at `path` and reloads it when the file changes
@@ -186,11 +191,7 @@ impl AuditPolicy {
 
     /// The highest level any rule gives: whether bodies may be needed.
     pub(crate) fn max_level(&self) -> Level {
-        self.rules
-            .iter()
-            .map(|r| r.level)
-            .max()
-            .unwrap_or(Level::None)
+        self.max_level
     }
 }
 
