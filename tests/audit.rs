@@ -880,28 +880,32 @@ fn kubernetes_example_policy_loads_unchanged_and_a_table_of_requests_gets_its_le
     let policy = AuditPolicy::from_yaml(K8S_EXAMPLE_POLICY).expect("the Kubernetes example loads");
     assert_eq!(policy.rule_count(), 9);
     let authenticated: &[Arc<str>] = &[Arc::from("system:authenticated")];
-    let resource = |verb, group, resource, sub, name, ns| AuditAttributes {
-        user: Some("alice"),
-        groups: authenticated,
-        verb,
-        api_group: Some(group),
-        resource,
-        subresource: sub,
-        name,
-        namespace: ns,
-        path: "/",
+    // `AuditAttributes` is non-exhaustive: built from its default.
+    let resource = |verb, group, resource, sub, name, ns| {
+        let mut a = AuditAttributes::default();
+        a.user = Some("alice");
+        a.groups = authenticated;
+        a.verb = verb;
+        a.api_group = Some(group);
+        a.resource = resource;
+        a.subresource = sub;
+        a.name = name;
+        a.namespace = ns;
+        a.path = "/";
+        a
     };
-    let non_resource = |user, path| AuditAttributes {
-        user,
-        groups: if user.is_some() { authenticated } else { &[] },
-        verb: "get",
-        api_group: None,
-        path,
-        ..AuditAttributes::default()
+    let non_resource = |user: Option<&'static str>, path| {
+        let mut a = AuditAttributes::default();
+        a.user = user;
+        a.groups = if user.is_some() { authenticated } else { &[] };
+        a.verb = "get";
+        a.path = path;
+        a
     };
-    let kube_proxy = |verb, res| AuditAttributes {
-        user: Some("system:kube-proxy"),
-        ..resource(verb, "", res, None, None, "default")
+    let kube_proxy = |verb, res| {
+        let mut a = resource(verb, "", res, None, None, "default");
+        a.user = Some("system:kube-proxy");
+        a
     };
     let rows: Vec<(&str, AuditAttributes<'_>, Level)> = vec![
         (

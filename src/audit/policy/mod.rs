@@ -88,6 +88,7 @@ pub struct AuditPolicy {
 /// What a policy decided for one request: its level, and the stages not
 /// to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PolicyDecision {
     /// The level.
     pub level: Level,
@@ -104,6 +105,7 @@ impl PolicyDecision {
 
 /// A request as an audit policy sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditAttributes<'a> {
     /// The verified user (subject), if any.
     pub user: Option<&'a str>,

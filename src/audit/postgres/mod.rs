@@ -124,6 +124,7 @@ pub const DEFAULT_TABLE: &str = "finmesh_audit";
 /// What happens when the spool's undelivered backlog reaches its bound;
 /// see the [module docs](self#backpressure).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Backpressure {
     /// Drop past the bound, counted, with a declared gap in the chain.
     Batch,

@@ -14,6 +14,7 @@ use crate::audit::verify::{BreakKind, BrokenLink, Verifier, VerifyError, VerifyR
 
 /// One chain's verdict.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ChainVerification {
     /// The chain id.
     pub chain_id: String,
