@@ -36,7 +36,10 @@ impl Default for AuditorBuilder {
 impl AuditorBuilder {
     /// Queue capacity in records (default 8192). Every request in flight
     /// holds one slot from start to finish, so keep it well above the
-    /// number of concurrent requests, plus room for handler events.
+    /// number of concurrent requests, plus room for handler events. The
+    /// queue has no per-tenant share: bound each tenant's requests in
+    /// flight (`RateLimitLayer`'s `maxInFlight`) so that together they stay
+    /// below it (see the [module docs](super#the-queue-and-never-dropping-a-record)).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self

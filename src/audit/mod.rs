@@ -64,6 +64,18 @@
 //! request is refused the same way — fail closed; records already queued
 //! are counted in [`AuditStats::lost`].
 //!
+//! **Known limit: the queue has no per-tenant share.** A slot is taken
+//! before the inner layers know the tenant, and held until the response
+//! ends — for a gRPC stream, its whole life. One tenant holding
+//! `queue_capacity` (8192) idle streams makes every other request wait
+//! for a slot and then fail with 503 `audit.unavailable`. Bound it with
+//! `RateLimitLayer`'s per-tenant in-flight limit (`maxInFlight`, keyed by
+//! the verified tenant) so that the sum over tenants stays below the
+//! queue capacity, and with the stream deadlines (idle and whole-stream).
+//! Likewise the PostgreSQL spool's backlog
+//! ([`PostgresOptions::max_backlog`](postgres::PostgresOptions::max_backlog))
+//! is one bound for all tenants.
+//!
 //! # Audit policy: how much of each request
 //!
 //! Without a policy every request is recorded at level `Metadata` (the
