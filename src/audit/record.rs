@@ -144,9 +144,11 @@ pub struct AuditRecord {
     /// The handler's event payload.
     pub data: Option<serde_json::Value>,
     /// The request body, when the audit policy gave the request level
-    /// `Request` or `RequestResponse`: the JSON itself (with redacted
-    /// fields replaced) or the text, cut at the layer's body cap (then
-    /// named in `truncated`). Omitted when absent, so `Metadata` records
+    /// `Request` or `RequestResponse`: the JSON itself (at most 32 levels
+    /// deep, with redacted fields replaced), else the text, or
+    /// `{"base64": …}` when it is not UTF-8, cut at the layer's body cap
+    /// (then named in `truncated`); with redaction on, a body that is not
+    /// whole JSON is only a marker with its size. Omitted when absent, so `Metadata` records
     /// encode as records did before audit policies, and older logs parse
     /// and verify unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
