@@ -256,16 +256,14 @@ fn policy(c: &mut Criterion) {
     ))
     .unwrap();
     let groups: Vec<std::sync::Arc<str>> = vec!["payments".into()];
-    let attrs = AuditAttributes {
-        user: Some("alice"),
-        groups: &groups,
-        verb: "create",
-        api_group: Some("payments.finmesh.io"),
-        resource: "transfers",
-        namespace: "tenant-a",
-        path: "/v1/transfers",
-        ..AuditAttributes::default()
-    };
+    let mut attrs = AuditAttributes::default();
+    attrs.user = Some("alice");
+    attrs.groups = &groups;
+    attrs.verb = "create";
+    attrs.api_group = Some("payments.finmesh.io");
+    attrs.resource = "transfers";
+    attrs.namespace = "tenant-a";
+    attrs.path = "/v1/transfers";
     c.bench_function("audit_policy/k8s_example_last_rule", |b| {
         b.iter(|| black_box(policy.level(black_box(&attrs))))
     });

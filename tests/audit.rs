@@ -880,28 +880,32 @@ fn kubernetes_example_policy_loads_unchanged_and_a_table_of_requests_gets_its_le
     let policy = AuditPolicy::from_yaml(K8S_EXAMPLE_POLICY).expect("the Kubernetes example loads");
     assert_eq!(policy.rule_count(), 9);
     let authenticated: &[Arc<str>] = &[Arc::from("system:authenticated")];
-    let resource = |verb, group, resource, sub, name, ns| AuditAttributes {
-        user: Some("alice"),
-        groups: authenticated,
-        verb,
-        api_group: Some(group),
-        resource,
-        subresource: sub,
-        name,
-        namespace: ns,
-        path: "/",
+    // `AuditAttributes` is non-exhaustive: built from its default.
+    let resource = |verb, group, resource, sub, name, ns| {
+        let mut a = AuditAttributes::default();
+        a.user = Some("alice");
+        a.groups = authenticated;
+        a.verb = verb;
+        a.api_group = Some(group);
+        a.resource = resource;
+        a.subresource = sub;
+        a.name = name;
+        a.namespace = ns;
+        a.path = "/";
+        a
     };
-    let non_resource = |user, path| AuditAttributes {
-        user,
-        groups: if user.is_some() { authenticated } else { &[] },
-        verb: "get",
-        api_group: None,
-        path,
-        ..AuditAttributes::default()
+    let non_resource = |user: Option<&'static str>, path| {
+        let mut a = AuditAttributes::default();
+        a.user = user;
+        a.groups = if user.is_some() { authenticated } else { &[] };
+        a.verb = "get";
+        a.path = path;
+        a
     };
-    let kube_proxy = |verb, res| AuditAttributes {
-        user: Some("system:kube-proxy"),
-        ..resource(verb, "", res, None, None, "default")
+    let kube_proxy = |verb, res| {
+        let mut a = resource(verb, "", res, None, None, "default");
+        a.user = Some("system:kube-proxy");
+        a
     };
     let rows: Vec<(&str, AuditAttributes<'_>, Level)> = vec![
         (
@@ -1317,4 +1321,144 @@ rules:
         .map(|r| r.event.clone().or(r.route.clone()).unwrap())
         .collect();
     assert_eq!(names, ["PREPARE", "COMMIT", "POST_COMMIT_HOOK", "/ok"]);
+}
+
+/// 127 `[` then 127 `]`: parses alone (serde_json stops at 128 levels),
+/// but one level deeper inside a record it would not.
+fn poison_body() -> String {
+    format!("{}{}", "[".repeat(127), "]".repeat(127))
+}
+
+/// A JSON value `depth` arrays deep, built without the parser.
+fn nested(depth: usize) -> serde_json::Value {
+    let mut v = serde_json::json!([]);
+    for _ in 1..depth {
+        v = serde_json::Value::Array(vec![v]);
+    }
+    v
+}
+
+#[tokio::test]
+async fn a_body_nested_to_the_parser_limit_cannot_poison_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let poison = poison_body();
+    {
+        let auditor = Auditor::spawn(fast_file(&path)).unwrap();
+        let layer =
+            AuditLayer::new(auditor.clone()).policy(AuditPolicy::uniform(Level::RequestResponse));
+        let server = spawn(policy_app(&auditor, layer)).await;
+        // Two poison records: the last two lines of the file.
+        for _ in 0..2 {
+            assert_eq!(
+                post_json(server.url("/pay"), &[], poison.clone()).await,
+                200
+            );
+        }
+        auditor.flush().await.unwrap();
+        server.shutdown().await;
+    }
+    assert_eq!(verify(&path).unwrap().records, 2);
+    let records = read_records(&path);
+    // Kept as its JSON text, never as nested JSON.
+    assert_eq!(records[1].request_body, Some(serde_json::json!(poison)));
+
+    // A restart keeps both records and continues the chain.
+    let auditor = Auditor::spawn(fast_file(&path)).unwrap();
+    assert!(auditor.recovery().is_none(), "{:?}", auditor.recovery());
+    let layer =
+        AuditLayer::new(auditor.clone()).policy(AuditPolicy::uniform(Level::RequestResponse));
+    let server = spawn(policy_app(&auditor, layer)).await;
+    assert_eq!(post_json(server.url("/pay"), &[], "{}".into()).await, 200);
+    auditor.flush().await.unwrap();
+    assert_eq!(verify(&path).unwrap().records, 3);
+}
+
+#[tokio::test]
+async fn records_too_deep_for_the_parser_still_verify_and_survive_a_restart() {
+    // Lines as an older version wrote them: a body 200 levels deep in the
+    // last two records. Their hashes check out, so they are evidence.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let lines = ten_record_log(&path).await;
+    let mut deep = lines.clone();
+    deep[8] = reseal(&lines[8], |r| r.request_body = Some(nested(200)));
+    let prev = deep[8][deep[8].len() - 66..deep[8].len() - 2].to_owned();
+    deep[9] = reseal(&lines[9], |r| {
+        r.request_body = Some(nested(200));
+        r.prev = prev;
+    });
+    std::fs::write(&path, deep.join("\n") + "\n").unwrap();
+    assert_eq!(verify(&path).unwrap().records, 10);
+
+    let auditor = Auditor::spawn(fast_file(&path)).unwrap();
+    assert!(auditor.recovery().is_none(), "{:?}", auditor.recovery());
+    auditor.event("STEP", serde_json::json!({})).await.unwrap();
+    auditor.flush().await.unwrap();
+    assert_eq!(verify(&path).unwrap().records, 11);
+}
+
+#[tokio::test]
+async fn redaction_matches_field_names_in_any_case_or_style_and_keeps_no_non_json_body() {
+    let sink = MemorySink::new();
+    let auditor = Auditor::builder()
+        .redact_fields(["card_number"])
+        .spawn(sink.clone())
+        .unwrap();
+    let layer = AuditLayer::new(auditor.clone()).policy(AuditPolicy::uniform(Level::Request));
+    let server = spawn(policy_app(&auditor, layer)).await;
+    let camel =
+        r#"{"cardNumber":"4111111111111111","x":{"CARD-NUMBER":"4222","CardNumber":"4333"}}"#;
+    assert_eq!(post_json(server.url("/pay"), &[], camel.into()).await, 200);
+    // A form body, JSON with trailing bytes, and a poison body: not kept.
+    let others = [
+        "card_number=4111111111111111".to_owned(),
+        r#"{"card_number":"4111111111111111"} x"#.to_owned(),
+        poison_body(),
+    ];
+    for body in &others {
+        assert_eq!(post_json(server.url("/pay"), &[], body.clone()).await, 200);
+    }
+    auditor.flush().await.unwrap();
+    let records = sink.records();
+    assert_eq!(
+        records[0].request_body,
+        Some(
+            serde_json::json!({"cardNumber": "[redacted]", "x": {"CARD-NUMBER": "[redacted]", "CardNumber": "[redacted]"}})
+        )
+    );
+    for (r, body) in records[1..].iter().zip(&others) {
+        let kept = r.request_body.as_ref().unwrap().as_str().unwrap();
+        assert!(
+            kept.starts_with(&format!("[{} bytes not recorded: ", body.len())),
+            "{kept}"
+        );
+    }
+    assert_eq!(sink.verify().unwrap().records, 4);
+}
+
+#[tokio::test]
+async fn rejected_requests_are_audited_whatever_the_policy_says() {
+    let sink = MemorySink::new();
+    let auditor = Auditor::spawn(sink.clone()).unwrap();
+    let policy = AuditPolicy::from_yaml(GATEWAY_LIKE_POLICY.as_bytes()).unwrap();
+    let layer = AuditLayer::new(auditor.clone()).policy(policy);
+    let server = spawn(policy_app(&auditor, layer)).await;
+    // A probe answered: level None, not written.
+    assert_eq!(support::get(&server.url("/livez"), &[]).await.status, 200);
+    // Paths a `None` rule matches, refused by an inner layer (a token
+    // brute force hiding behind probe-like paths): written.
+    let reject = [("x-reject", "auth.invalid")];
+    for path in ["/livez", "/quiet/../transfer", "/quietX"] {
+        assert_eq!(support::get(&server.url(path), &reject).await.status, 403);
+    }
+    auditor.flush().await.unwrap();
+    let records = sink.records();
+    let routes: Vec<_> = records.iter().map(|r| r.route.clone().unwrap()).collect();
+    assert_eq!(routes, ["/livez", "/quiet/../transfer", "/quietX"]);
+    for r in &records {
+        assert_eq!(r.code.as_deref(), Some("auth.invalid"));
+        assert_eq!(r.decision, Some(Verdict::Deny));
+        assert!(r.request_body.is_none() && r.response_body.is_none());
+    }
 }

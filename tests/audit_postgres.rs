@@ -447,3 +447,71 @@ async fn batch_mode_counts_what_it_drops_and_the_gap_shows_in_verification() {
     let link = chains[0].result.as_ref().unwrap_err();
     assert_eq!(link.kind, BreakKind::Missing { expected: 6 });
 }
+
+/// POSTs `body` as JSON; the answer must be 200.
+async fn post_json(url: String, body: String) {
+    let req = Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .unwrap();
+    assert_eq!(support::send(req).await.status, 200);
+}
+
+#[tokio::test]
+async fn records_nested_past_the_parser_limit_ship_verify_and_survive_a_restart() {
+    use finmesh::audit::{AuditPolicy, Level};
+    let test = "records_nested_past_the_parser_limit_ship_verify_and_survive_a_restart";
+    let Some(pg) = PostgresServer::start(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("audit.log");
+    let poison = format!("{}{}", "[".repeat(127), "]".repeat(127));
+    // Echoes the body it reads, so both bodies are captured.
+    let app = |a: &Auditor| {
+        echo_app()
+            .route("/pay", axum::routing::post(|b: String| async move { b }))
+            .layer(AuditLayer::new(a.clone()).policy(AuditPolicy::uniform(Level::RequestResponse)))
+    };
+    let (a, ship) = writer(&spool, options(&pg.url(), "deep"));
+    let server = spawn(app(&a)).await;
+    for _ in 0..2 {
+        post_json(server.url("/pay"), poison.clone()).await;
+    }
+    a.flush().await.unwrap();
+    assert!(ship.wait_delivered(Duration::from_secs(60)).await);
+    drop(server);
+    drop(a);
+    while !ship.is_stopped() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A sealed record 200 levels deep, as an older version wrote one, is
+    // the spool's last line.
+    let text = std::fs::read_to_string(&spool).unwrap();
+    let last = text.lines().last().unwrap();
+    let hash = last[last.len() - 66..last.len() - 2].to_owned();
+    let deep = reseal(last, |r| {
+        let mut v = serde_json::json!([]);
+        for _ in 1..200 {
+            v = serde_json::Value::Array(vec![v]);
+        }
+        r.seq += 1;
+        r.prev = hash;
+        r.request_body = Some(v);
+    });
+    std::fs::write(&spool, format!("{text}{deep}\n")).unwrap();
+
+    let (a, ship) = writer(&spool, options(&pg.url(), "deep"));
+    assert!(a.recovery().is_none(), "{:?}", a.recovery());
+    let server = spawn(app(&a)).await;
+    post_json(server.url("/pay"), "{}".into()).await;
+    a.flush().await.unwrap();
+    assert!(ship.wait_delivered(Duration::from_secs(60)).await);
+    let rows = counts(&pg.url()).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].1, rows[0].2, rows[0].3), (4, 4, 4));
+    let chains = verify_postgres(&pg.url(), TABLE).await.unwrap();
+    let report = chains[0].result.as_ref().unwrap();
+    assert_eq!(report.records, 4);
+    assert_eq!(verify(&spool).unwrap().records, 4);
+}

@@ -523,6 +523,53 @@ async fn the_embedded_audit_policy_records_transfer_bodies_and_only_metadata_for
 }
 
 #[tokio::test]
+async fn a_grpc_stream_transfer_body_is_never_written_verbatim_with_redaction_on() {
+    let gw = start(Duration::from_secs(2)).await;
+    let mut client = ledger(&gw.server).await;
+    let secret_order = "ord-grpc-4111111111111111";
+    let msgs = vec![TransferRequest {
+        order_id: secret_order.into(),
+        from_account: "acc-1".into(),
+        to_account: "acc-2".into(),
+        amount: "1.00".into(),
+    }];
+    let res = client
+        .stream_transfers(grpc(tokio_stream::iter(msgs), "alice", Some("tenant-a")))
+        .await
+        .expect("stream opens");
+    let mut results = res.into_inner();
+    while results.message().await.expect("stream ok").is_some() {}
+    gw.gateway.auditor.flush().await.unwrap();
+    let records = audit_records(&gw.audit_log);
+    let call = records
+        .iter()
+        .find(|r| {
+            r["kind"] == "request"
+                && r["route"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("/StreamTransfers"))
+        })
+        .expect("the stream's record");
+    // The create-transfers rule asks for RequestResponse, but protobuf
+    // frames cannot be redacted: only their size is recorded.
+    let body = call["request_body"].as_str().expect("a marker");
+    assert!(
+        body.ends_with("bytes not recorded: not JSON, redaction on]"),
+        "{body}"
+    );
+    let response = call["response_body"].as_str().expect("a marker");
+    assert!(response.contains("not JSON, redaction on"), "{response}");
+    assert!(
+        !std::fs::read_to_string(&gw.audit_log)
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("request_body") && l.contains("4111111111111111")),
+        "the frame bytes are not in any body"
+    );
+    finmesh::audit::verify(&gw.audit_log).expect("the chain verifies");
+}
+
+#[tokio::test]
 async fn transfers_refuse_inexact_amounts_and_missing_order_ids() {
     let gw = start(Duration::from_secs(2)).await;
     let base = |order: Option<&str>| {

@@ -72,7 +72,8 @@ impl Auditor {
     /// wants it: an error when the writer stopped after a sink error, or
     /// when the sink reports less free space than its threshold
     /// (records are still written then; the instance should be drained
-    /// before the disk is full).
+    /// before the disk is full), or while the sink blocks the writer (a
+    /// PostgreSQL sink in a blocking mode whose spool is full).
     pub fn readiness(&self) -> Result<(), String> {
         if let Some(e) = self.last_error() {
             return Err(e.to_string());
@@ -80,7 +81,9 @@ impl Auditor {
         if self.shared.failed() {
             return Err("audit writer stopped".into());
         }
-        if self.shared.gated() {
+        // Security: a sink blocking the writer makes every request wait
+        // for a slot and then fail: send traffic elsewhere meanwhile.
+        if self.shared.gated() || self.shared.blocked() {
             return Err("audit sink full and its destination unreachable".into());
         }
         match self.shared.low_space() {

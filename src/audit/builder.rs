@@ -36,7 +36,10 @@ impl Default for AuditorBuilder {
 impl AuditorBuilder {
     /// Queue capacity in records (default 8192). Every request in flight
     /// holds one slot from start to finish, so keep it well above the
-    /// number of concurrent requests, plus room for handler events.
+    /// number of concurrent requests, plus room for handler events. The
+    /// queue has no per-tenant share: bound each tenant's requests in
+    /// flight (`RateLimitLayer`'s `maxInFlight`) so that together they stay
+    /// below it (see the [module docs](super#the-queue-and-never-dropping-a-record)).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
@@ -71,9 +74,13 @@ impl AuditorBuilder {
     /// JSON member names (`card_number`, `iban`) whose values are replaced
     /// by `"[redacted]"`, at any depth, in request and response bodies and
     /// in event data, before a record is hashed or written (default: none).
-    /// Names match exactly. A body cut at the cap cannot be searched, so
-    /// with redaction on it is replaced by a marker with its size; text
-    /// bodies that are not JSON are kept as they are.
+    /// Names match ignoring case, `_` and `-`: `card_number` also
+    /// redacts `cardNumber`, `CardNumber` and `CARD-NUMBER`. With
+    /// redaction on, only a whole JSON body (at most 32 levels deep) is
+    /// written; any other body — gRPC frames, forms, gzip, NDJSON, JSON
+    /// with a BOM or trailing bytes, a body cut at the cap — cannot be
+    /// searched, so a marker with its size (`"[N bytes not recorded: not
+    /// JSON, redaction on]"`) stands in for it.
     pub fn redact_fields<I, S>(mut self, fields: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -92,7 +99,11 @@ impl AuditorBuilder {
     /// [`AuditError::Spawn`] when the thread cannot be started.
     pub fn spawn(self, sink: impl AuditSink) -> Result<Auditor, AuditError> {
         let (tx, rx) = mpsc::channel(self.capacity);
-        let shared = Arc::new(Shared::new(sink.recovery(), sink.admission_gate()));
+        let shared = Arc::new(Shared::new(
+            sink.recovery(),
+            sink.admission_gate(),
+            sink.blocked_flag(),
+        ));
         writer::spawn(sink, rx, shared.clone(), self.linger(), self.redactor)
             .map_err(AuditError::spawn)?;
         Ok(Auditor::new(tx, shared, self.wait_timeout))

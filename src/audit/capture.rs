@@ -3,11 +3,12 @@
 //! response bodies captured up to the cap when the level asks for them.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::Method;
+use http::{Method, Uri};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -84,8 +85,18 @@ pub(super) struct Capture {
     cap: usize,
     labels: RequestLabels,
     method: Method,
-    path: Box<str>,
+    /// The request's URI: cloning it shares its bytes, so no allocation.
+    uri: Uri,
+    /// The decided level (`UNDECIDED` until then), read without the lock
+    /// so the frames of a request below `Request` never take it.
+    level: AtomicU8,
     state: Mutex<State>,
+}
+
+const UNDECIDED: u8 = u8::MAX;
+
+fn level_code(level: Level) -> u8 {
+    level as u8
 }
 
 impl std::fmt::Debug for Capture {
@@ -100,17 +111,15 @@ impl Capture {
         cap: usize,
         labels: RequestLabels,
         method: Method,
-        path: &str,
+        uri: Uri,
     ) -> Self {
-        // The path is only matched against nonResourceURLs: a bound keeps
-        // a hostile one from costing more than a prefix compare needs.
-        let path = super::bound::cut(path, 4096).0.into();
         Self {
             policy,
             cap,
             labels,
             method,
-            path,
+            uri,
+            level: AtomicU8::new(UNDECIDED),
             state: Mutex::new(State::default()),
         }
     }
@@ -128,7 +137,7 @@ impl Capture {
     }
 
     fn decide<'s>(&self, state: &'s mut State) -> &'s PolicyDecision {
-        state.decision.get_or_insert_with(|| {
+        let decision = state.decision.get_or_insert_with(|| {
             let l = self.labels.snapshot();
             let empty: &[Arc<str>] = &[];
             let (verb, resource, subresource, name) = match &l.authorization {
@@ -152,12 +161,27 @@ impl Capture {
                 subresource,
                 name,
                 namespace,
-                path: &self.path,
+                // The path is only matched against nonResourceURLs: a
+                // bound keeps a hostile one from costing more than a
+                // prefix compare needs.
+                path: super::bound::cut(self.uri.path(), 4096).0,
             })
-        })
+        });
+        self.level
+            .store(level_code(decision.level), Ordering::Relaxed);
+        decision
+    }
+
+    /// Whether the decided level is below `level` (false while undecided).
+    fn below(&self, level: Level) -> bool {
+        let decided = self.level.load(Ordering::Relaxed);
+        decided != UNDECIDED && decided < level_code(level)
     }
 
     pub(super) fn feed_request(&self, data: &[u8]) {
+        if self.below(Level::Request) {
+            return;
+        }
         let mut state = self.lock();
         if self.decide(&mut state).level >= Level::Request {
             state.request.feed(data, self.cap);
@@ -165,6 +189,9 @@ impl Capture {
     }
 
     pub(super) fn feed_response(&self, data: &[u8]) {
+        if self.below(Level::RequestResponse) {
+            return;
+        }
         let mut state = self.lock();
         if self.decide(&mut state).level >= Level::RequestResponse {
             state.response.feed(data, self.cap);

@@ -2,7 +2,7 @@
 //! repair, free space. Used by [`FileSink`](super::FileSink) and
 //! [`verify`](super::verify()).
 
-use super::record::AuditRecord;
+use super::record::ChainLink;
 use super::sink::{ChainHead, TornTail};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -129,20 +129,35 @@ pub(super) fn repair_tail(
     }
     let (last_start, last) = last_line(file, len)?;
     let complete = last.last() == Some(&b'\n');
-    if complete && let Some(head) = parse_head(&last) {
-        // A complete line whose bytes do not hash to its `hash` was not
-        // torn by a crash but edited: chaining onto it would launder the
-        // edit, and cutting it would destroy the evidence.
-        if !hash_matches(&last) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: the last record does not match its hash; run audit::verify",
-                    path.display()
-                ),
-            ));
+    if complete {
+        match (parse_head(&last), hash_matches(&last)) {
+            (Some(head), true) => return Ok(Some(head)),
+            // A complete line whose bytes do not hash to its `hash` was
+            // not torn by a crash but edited: chaining onto it would
+            // launder the edit, and cutting it would destroy the evidence.
+            (Some(_), false) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: the last record does not match its hash; run audit::verify",
+                        path.display()
+                    ),
+                ));
+            }
+            // Security: a complete line that hashes to its `hash` is a
+            // sealed record, never a torn one: cutting it would silently
+            // delete evidence (and, shipped, reuse its seq).
+            (None, true) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: the last record is sealed but its seq cannot be read; refusing to truncate it",
+                        path.display()
+                    ),
+                ));
+            }
+            (None, false) => {}
         }
-        return Ok(Some(head));
     }
     // Torn: cut it off, and resume from the line before.
     let reason = if complete {
@@ -196,11 +211,11 @@ pub(super) fn hash_matches(line: &[u8]) -> bool {
 
 pub(super) fn parse_head(line: &[u8]) -> Option<ChainHead> {
     let line = line.strip_suffix(b"\n")?;
-    super::record::split_hash(line)?;
-    let r: AuditRecord = serde_json::from_slice(line).ok()?;
+    let (_, hash) = super::record::split_hash(line)?;
+    let link = ChainLink::parse(line).ok()?;
     Some(ChainHead {
-        seq: r.seq,
-        hash: r.hash,
+        seq: link.seq,
+        hash: hash.to_owned(),
     })
 }
 

@@ -64,6 +64,18 @@
 //! request is refused the same way — fail closed; records already queued
 //! are counted in [`AuditStats::lost`].
 //!
+//! **Known limit: the queue has no per-tenant share.** A slot is taken
+//! before the inner layers know the tenant, and held until the response
+//! ends — for a gRPC stream, its whole life. One tenant holding
+//! `queue_capacity` (8192) idle streams makes every other request wait
+//! for a slot and then fail with 503 `audit.unavailable`. Bound it with
+//! `RateLimitLayer`'s per-tenant in-flight limit (`maxInFlight`, keyed by
+//! the verified tenant) so that the sum over tenants stays below the
+//! queue capacity, and with the stream deadlines (idle and whole-stream).
+//! Likewise the PostgreSQL spool's backlog
+//! ([`PostgresOptions::max_backlog`](postgres::PostgresOptions::max_backlog))
+//! is one bound for all tenants.
+//!
 //! # Audit policy: how much of each request
 //!
 //! Without a policy every request is recorded at level `Metadata` (the
@@ -89,11 +101,14 @@
 //!
 //! Bodies are captured as they stream, up to [`AuditLayer::body_cap`]
 //! (8 KiB by default); a longer body is cut and named in `truncated`. A
-//! JSON body is recorded as JSON, anything else as text.
+//! JSON body at most 32 levels deep is recorded as JSON; anything else as
+//! text, or as `{"base64": …}` when it is not UTF-8.
 //! [`AuditorBuilder::redact_fields`] replaces named JSON members (card
-//! and account numbers) before a record is hashed or written, in bodies
-//! and event data; with it on, a body cut at the cap is replaced by a
-//! marker, since its members could not be found. Records without bodies
+//! and account numbers, matched ignoring case, `_` and `-`) before a
+//! record is hashed or written, in bodies and event data; with it on, only
+//! whole JSON bodies are written: any other body (gRPC frames, forms, a
+//! body cut at the cap) is replaced by a marker with its size, since its
+//! members could not be found. Records without bodies
 //! encode exactly as before, so older logs verify unchanged.
 //!
 //! ```

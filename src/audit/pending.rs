@@ -61,7 +61,11 @@ impl Drop for Pending {
                 } else {
                     Stage::ResponseComplete
                 };
-                if !decision.records(stage) {
+                // Security: rejections are always audited, at least at
+                // Metadata, whatever the policy says (a deliberate
+                // deviation from the apiserver): a token brute force on a
+                // probe-like path must leave a record.
+                if !decision.records(stage) && !self.ctx.labels.update(|l| l.rejection.is_some()) {
                     // Level None, or the stage is omitted: the slot is
                     // released unused.
                     return;

@@ -144,9 +144,11 @@ pub struct AuditRecord {
     /// The handler's event payload.
     pub data: Option<serde_json::Value>,
     /// The request body, when the audit policy gave the request level
-    /// `Request` or `RequestResponse`: the JSON itself (with redacted
-    /// fields replaced) or the text, cut at the layer's body cap (then
-    /// named in `truncated`). Omitted when absent, so `Metadata` records
+    /// `Request` or `RequestResponse`: the JSON itself (at most 32 levels
+    /// deep, with redacted fields replaced), else the text, or
+    /// `{"base64": …}` when it is not UTF-8, cut at the layer's body cap
+    /// (then named in `truncated`); with redaction on, a body that is not
+    /// whole JSON is only a marker with its size. Omitted when absent, so `Metadata` records
     /// encode as records did before audit policies, and older logs parse
     /// and verify unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +229,29 @@ pub(crate) fn split_hash(line: &[u8]) -> Option<(Vec<u8>, &str)> {
     canonical.push(b'}');
     // The hex digits were checked to be ASCII.
     Some((canonical, std::str::from_utf8(hex).ok()?))
+}
+
+/// What the chain needs of a sealed line — its `seq`, `prev` and, for a
+/// gap declaration, `kind` and `event` — read without building the rest.
+///
+/// Security: every other member is skipped, and serde_json skips without
+/// a depth limit, so a record nested deeper than the parser's 128 levels
+/// (a request body written by an older version, say) can never stop
+/// verification, torn-tail repair or shipping: its hash still decides.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChainLink {
+    pub(crate) seq: u64,
+    pub(crate) prev: String,
+    pub(crate) kind: RecordKind,
+    #[serde(default)]
+    pub(crate) event: Option<String>,
+}
+
+impl ChainLink {
+    /// Reads a line (without its newline).
+    pub(crate) fn parse(line: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(line)
+    }
 }
 
 /// Formats `t` as RFC 3339 UTC with microseconds

@@ -83,7 +83,7 @@ where
                 self.settings.body_cap,
                 labels.clone(),
                 parts.method.clone(),
-                parts.uri.path(),
+                parts.uri.clone(),
             ));
             (capture, bodies)
         });

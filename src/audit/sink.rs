@@ -91,6 +91,14 @@ pub trait AuditSink: Send + 'static {
     fn admission_gate(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
         None
     }
+
+    /// A flag the sink raises while [`accepts`](Self::accepts) blocks the
+    /// writer (its destination is down and its buffer full), so that
+    /// [`Auditor::readiness`](super::Auditor::readiness) fails meanwhile.
+    /// Read once when the writer starts; `None` (the default): never.
+    fn blocked_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
 }
 
 /// Records with their encoded lines.

@@ -47,6 +47,8 @@ pub(super) struct Shared {
     failed: AtomicBool,
     /// Raised by the sink while requests must be refused.
     gate: Option<Arc<AtomicBool>>,
+    /// Raised by the sink while it blocks the writer.
+    blocked: Option<Arc<AtomicBool>>,
     /// Free bytes while below the threshold, else `u64::MAX`.
     low_space: AtomicU64,
     low_space_errors: AtomicU64,
@@ -56,7 +58,11 @@ pub(super) struct Shared {
 
 impl Shared {
     /// State for a writer whose sink repaired `recovery` when it opened.
-    pub(super) fn new(recovery: Option<TornTail>, gate: Option<Arc<AtomicBool>>) -> Self {
+    pub(super) fn new(
+        recovery: Option<TornTail>,
+        gate: Option<Arc<AtomicBool>>,
+        blocked: Option<Arc<AtomicBool>>,
+    ) -> Self {
         Self {
             written: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -65,6 +71,7 @@ impl Shared {
             dropped: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             gate,
+            blocked,
             low_space: AtomicU64::new(u64::MAX),
             low_space_errors: AtomicU64::new(0),
             recovery,
@@ -131,6 +138,13 @@ impl Shared {
     /// Whether the sink asks for requests to be refused now.
     pub(super) fn gated(&self) -> bool {
         self.gate
+            .as_ref()
+            .is_some_and(|g| g.load(Ordering::Relaxed))
+    }
+
+    /// Whether the sink is blocking the writer now.
+    pub(super) fn blocked(&self) -> bool {
+        self.blocked
             .as_ref()
             .is_some_and(|g| g.load(Ordering::Relaxed))
     }

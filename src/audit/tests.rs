@@ -241,3 +241,59 @@ async fn a_failing_sink_fails_closed() {
     let refused = handle.try_event("E", serde_json::Value::Null);
     assert!(matches!(refused, Err(AuditError::Closed)), "{refused:?}");
 }
+
+/// A sink that blocks the writer in `accepts` while `full` is raised, as
+/// a PostgreSQL sink in a blocking mode does while its spool is full.
+struct BlockingSink {
+    inner: MemorySink,
+    full: Arc<std::sync::atomic::AtomicBool>,
+    blocked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl super::AuditSink for BlockingSink {
+    fn head(&self) -> Option<super::ChainHead> {
+        self.inner.head()
+    }
+    fn append(&mut self, record: &AuditRecord, line: &[u8]) -> std::io::Result<()> {
+        self.inner.append(record, line)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+    fn accepts(&mut self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.full.load(Ordering::SeqCst) {
+            self.blocked.store(true, Ordering::SeqCst);
+            while self.full.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.blocked.store(false, Ordering::SeqCst);
+        }
+        true
+    }
+    fn blocked_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        Some(self.blocked.clone())
+    }
+}
+
+#[tokio::test]
+async fn readiness_fails_while_the_sink_blocks_the_writer() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let full = Arc::new(AtomicBool::new(true));
+    let sink = MemorySink::new();
+    let auditor = Auditor::spawn(BlockingSink {
+        inner: sink.clone(),
+        full: full.clone(),
+        blocked: Arc::new(AtomicBool::new(false)),
+    })
+    .unwrap();
+    assert!(auditor.readiness().is_ok());
+    auditor.event("STEP", serde_json::json!({})).await.unwrap();
+    while auditor.readiness().is_ok() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    full.store(false, Ordering::SeqCst);
+    auditor.flush().await.unwrap();
+    assert!(auditor.readiness().is_ok());
+    assert_eq!(sink.records().len(), 1);
+}

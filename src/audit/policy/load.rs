@@ -191,7 +191,5 @@ pub(super) fn load(bytes: &[u8]) -> Result<AuditPolicy, AuditPolicyError> {
             omit_stages: omit,
         });
     }
-    Ok(AuditPolicy {
-        rules: rules.into(),
-    })
+    Ok(AuditPolicy::from_rules(rules.into()))
 }

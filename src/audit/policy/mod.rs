@@ -13,6 +13,14 @@
 //! tenant. A request RBAC did not map (refused before it, or not
 //! configured) is a non-resource request: its path and a verb from its
 //! method (`get`, `create`, `update`, `patch`, `delete`).
+//!
+//! **Rejections are always audited**: a request an inner layer refused
+//! (any rejection code) is written at least at `Metadata`, whatever level
+//! or omitted stages the policy gives it — a deliberate deviation from the
+//! apiserver, so that a `None` rule for probes (`nonResourceURLs` match
+//! as in Kubernetes: exact, `*`, or a raw prefix before a trailing `*`)
+//! can never hide refused requests, such as a token brute force on
+//! `/healthz/../v1/transfer`.
 
 mod load;
 
@@ -73,11 +81,14 @@ pub(super) struct Rule {
 #[derive(Clone, Debug)]
 pub struct AuditPolicy {
     rules: Arc<[Rule]>,
+    /// The highest level any rule gives, computed once at load.
+    max_level: Level,
 }
 
 /// What a policy decided for one request: its level, and the stages not
 /// to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PolicyDecision {
     /// The level.
     pub level: Level,
@@ -94,6 +105,7 @@ impl PolicyDecision {
 
 /// A request as an audit policy sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditAttributes<'a> {
     /// The verified user (subject), if any.
     pub user: Option<&'a str>,
@@ -117,6 +129,11 @@ pub struct AuditAttributes<'a> {
 }
 
 impl AuditPolicy {
+    fn from_rules(rules: Arc<[Rule]>) -> Self {
+        let max_level = rules.iter().map(|r| r.level).max().unwrap_or(Level::None);
+        Self { rules, max_level }
+    }
+
     /// Parses an `audit.k8s.io/v1` `Policy` manifest (YAML or JSON, at
     /// most [`MAX_POLICY_BYTES`]). Unknown fields, unknown levels and
     /// stages, a wrong `apiVersion` or `kind`, and rules the apiserver
@@ -130,18 +147,16 @@ impl AuditPolicy {
 
     /// A policy with one rule: every request at `level`.
     pub fn uniform(level: Level) -> Self {
-        Self {
-            rules: Arc::from([Rule {
-                level,
-                users: Vec::new(),
-                user_groups: Vec::new(),
-                verbs: Vec::new(),
-                resources: Vec::new(),
-                namespaces: Vec::new(),
-                non_resource_urls: Vec::new(),
-                omit_stages: Vec::new(),
-            }]),
-        }
+        Self::from_rules(Arc::from([Rule {
+            level,
+            users: Vec::new(),
+            user_groups: Vec::new(),
+            verbs: Vec::new(),
+            resources: Vec::new(),
+            namespaces: Vec::new(),
+            non_resource_urls: Vec::new(),
+            omit_stages: Vec::new(),
+        }]))
     }
 
     /// Loads the manifest at `path` and reloads it when the file changes
@@ -178,11 +193,7 @@ impl AuditPolicy {
 
     /// The highest level any rule gives: whether bodies may be needed.
     pub(crate) fn max_level(&self) -> Level {
-        self.rules
-            .iter()
-            .map(|r| r.level)
-            .max()
-            .unwrap_or(Level::None)
+        self.max_level
     }
 }
 

@@ -43,7 +43,9 @@
 //!   verifiers report in [`VerifyReport::gaps`](super::VerifyReport::gaps).
 //! - `Blocking` (default): the writer waits for room; the queue fills, and
 //!   requests wait for a slot up to the wait timeout, then are refused
-//!   with 503 `audit.unavailable`.
+//!   with 503 `audit.unavailable`. Readiness
+//!   ([`Auditor::readiness`](super::Auditor::readiness)) fails while the
+//!   writer waits, so traffic moves to replicas that can audit it.
 //! - `BlockingStrict`: as `Blocking`, and while the spool is full every
 //!   new request is refused at once with 503 `audit.unavailable`
 //!   (readiness fails too): nothing is served unaudited, nothing waits.
@@ -122,10 +124,12 @@ pub const DEFAULT_TABLE: &str = "finmesh_audit";
 /// What happens when the spool's undelivered backlog reaches its bound;
 /// see the [module docs](self#backpressure).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Backpressure {
     /// Drop past the bound, counted, with a declared gap in the chain.
     Batch,
-    /// Wait for room (requests wait for a queue slot).
+    /// Wait for room (requests wait for a queue slot, then get 503
+    /// `audit.unavailable`); readiness fails while the writer waits.
     #[default]
     Blocking,
     /// Wait for room, and refuse new requests with 503

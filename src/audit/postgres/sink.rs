@@ -26,6 +26,8 @@ pub struct PostgresSink {
     /// Whether the file syncs only when asked (interval durability).
     interval: bool,
     gate: Arc<AtomicBool>,
+    /// Raised while `accepts` waits for room, in either blocking mode.
+    blocked: Arc<AtomicBool>,
 }
 
 impl PostgresSink {
@@ -63,6 +65,7 @@ impl PostgresSink {
             appended,
             interval,
             gate: Arc::new(AtomicBool::new(false)),
+            blocked: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -131,6 +134,9 @@ impl AuditSink for PostgresSink {
                 if let Err(e) = self.sync() {
                     tracing::error!(error = %e, "audit spool: sync failed while full");
                 }
+                // Security: readiness fails while the writer waits, so
+                // traffic moves to replicas that can audit it.
+                self.blocked.store(true, Ordering::Relaxed);
                 if self.mode == Backpressure::BlockingStrict {
                     self.gate.store(true, Ordering::Relaxed);
                     tracing::error!(
@@ -145,6 +151,7 @@ impl AuditSink for PostgresSink {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 self.gate.store(false, Ordering::Relaxed);
+                self.blocked.store(false, Ordering::Relaxed);
                 true
             }
         }
@@ -152,6 +159,10 @@ impl AuditSink for PostgresSink {
 
     fn admission_gate(&self) -> Option<Arc<AtomicBool>> {
         (self.mode == Backpressure::BlockingStrict).then(|| self.gate.clone())
+    }
+
+    fn blocked_flag(&self) -> Option<Arc<AtomicBool>> {
+        (self.mode != Backpressure::Batch).then(|| self.blocked.clone())
     }
 }
 

@@ -14,6 +14,7 @@ use crate::audit::verify::{BreakKind, BrokenLink, Verifier, VerifyError, VerifyR
 
 /// One chain's verdict.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ChainVerification {
     /// The chain id.
     pub chain_id: String,
@@ -100,12 +101,12 @@ pub async fn verify_postgres(
             let column: i64 = row.get(0);
             let line: &str = row.get(1);
             match v.feed_line(&source, n, line.as_bytes(), |_| false) {
-                Ok(record) if i64::try_from(record.seq).ok() != Some(column) => {
+                Ok(seq) if i64::try_from(seq).ok() != Some(column) => {
                     // The row was moved: its seq column is not its record's.
                     broken = Some(BrokenLink {
                         file: source.clone(),
                         line: n,
-                        seq: Some(record.seq),
+                        seq: Some(seq),
                         kind: BreakKind::OutOfOrder {
                             expected: u64::try_from(column).unwrap_or(0),
                         },
