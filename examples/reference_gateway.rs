@@ -312,6 +312,7 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
         otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
             .ok()
             .filter(|s| !s.is_empty()),
+        trust_domain: cli.trust_domain.clone(),
     };
     let gw = gateway::build(&options)?;
     let tls = tls_acceptor(&cli)?;

@@ -390,6 +390,7 @@ async fn start_gateway() -> Gateway {
         audit_log: audit_log.clone(),
         jwt_secret: SECRET.to_vec(),
         otlp_endpoint: None,
+        trust_domain: "finmesh.demo".into(),
         audit_policy: None,
         audit_postgres: None,
         redis_url: None,
@@ -611,7 +612,7 @@ async fn grpc_echo_unary_and_bidi_carry_the_peer_under_a_governance_layer() {
         .audience("unused")
         .algorithms([finmesh::auth::Algorithm::HS256])
         .key(finmesh::auth::JwtKey::hmac(SECRET).unwrap())
-        .service_accounts_from_peer(true)
+        .service_accounts_from_peer_in([TRUST_DOMAIN])
         .build()
         .unwrap();
     let routes = tonic::service::Routes::new(support::EchoServer::new(EchoService));
@@ -648,6 +649,59 @@ async fn grpc_echo_unary_and_bidi_carry_the_peer_under_a_governance_layer() {
         got.push(reply.message);
     }
     assert_eq!(got, ["a", "b"]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_from_another_trust_domain_is_no_service_account() {
+    // Security: one trust bundle verifies every allowed trust domain, so a
+    // partner's CA can sign `spiffe://partner.example/ns/tenant-a/sa/…`;
+    // only the home trust domain's workloads are ServiceAccounts.
+    let pki = Pki::new();
+    let acceptor = MtlsAcceptor::builder()
+        .cert_files(pki.path("server.pem"), pki.path("server.key"))
+        .client_ca_file(pki.path("ca.pem"))
+        .trust_domain(TRUST_DOMAIN)
+        .trust_domain("partner.example")
+        .build()
+        .unwrap();
+    let jwt = finmesh::auth::JwtAuthLayer::builder()
+        .issuer("unused")
+        .audience("unused")
+        .algorithms([finmesh::auth::Algorithm::HS256])
+        .key(finmesh::auth::JwtKey::hmac(SECRET).unwrap())
+        .service_accounts_from_peer_in([TRUST_DOMAIN])
+        .build()
+        .unwrap();
+    let routes = tonic::service::Routes::new(support::EchoServer::new(EchoService));
+    let service = tower::Layer::layer(&GovernanceLayer::builder().jwt(jwt).build(), routes);
+    let server = Server::start(acceptor, service).await;
+    let endpoint = Endpoint::from_shared(server.url("")).unwrap();
+    let hello = || EchoRequest {
+        message: "hi".into(),
+        ..Default::default()
+    };
+
+    let mut partner = EchoClient::new(
+        pki.svid(
+            "spiffe://partner.example/ns/tenant-a/sa/ledger-reader",
+            "partner",
+        )
+        .channel(endpoint.clone()),
+    );
+    let refused = partner
+        .unary(hello())
+        .await
+        .expect_err("not a ServiceAccount");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert_eq!(grpc_code(&refused), "auth.missing");
+
+    let mut home = EchoClient::new(pki.svid(READER, "reader").channel(endpoint));
+    let reply = home.unary(hello()).await.unwrap().into_inner();
+    assert_eq!(
+        reply.subject,
+        "system:serviceaccount:tenant-a:ledger-reader"
+    );
     server.shutdown().await;
 }
 

@@ -17,8 +17,9 @@ const SERVICE_ACCOUNTS_GROUP: &str = "system:serviceaccounts";
 /// verification.
 ///
 /// - a verified token: its principal, with the peer's SPIFFE ID beside it;
-/// - no bearer token, a peer `…/ns/<ns>/sa/<name>` and
-///   `service_accounts_from_peer`: that ServiceAccount;
+/// - no bearer token, a peer `spiffe://<td>/ns/<ns>/sa/<name>` with `<td>`
+///   a home trust domain, and `service_accounts_from_peer`: that
+///   ServiceAccount;
 /// - anything else: unchanged.
 pub(super) fn with_peer<B>(
     verified: Result<Principal, Refusal>,
@@ -41,7 +42,14 @@ pub(super) fn with_peer<B>(
         Err(refusal)
             if refusal.code == AuthCode::Missing && settings.service_accounts_from_peer =>
         {
-            service_account(peer).ok_or(refusal)
+            // Security: the trust bundle is shared by every allowed trust
+            // domain, so a partner's CA can sign `…/ns/tenant-a/sa/…`;
+            // only a home trust domain's peer is a ServiceAccount.
+            let home = settings
+                .service_account_trust_domains
+                .iter()
+                .any(|td| td.eq_ignore_ascii_case(peer.trust_domain()));
+            home.then(|| service_account(peer)).flatten().ok_or(refusal)
         }
         Err(refusal) => Err(refusal),
     }

@@ -95,6 +95,12 @@
 //! does it chain to a trusted root, is it in date — is answered at the
 //! handshake, where nothing of the caller's reaches a service.
 //!
+//! One trust bundle verifies the chains of every allowed trust domain:
+//! any CA in it may sign SPIFFE IDs in any of them (there are no
+//! per-trust-domain bundles yet). Put only CAs trusted for every allowed
+//! domain in the bundle; ServiceAccounts are mapped only for home trust
+//! domains (`JwtAuthBuilder::service_accounts_from_peer_in`, feature `auth`).
+//!
 //! # Probes
 //!
 //! The kubelet presents no client certificate. The handshake therefore
