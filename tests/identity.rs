@@ -705,6 +705,41 @@ async fn a_peer_from_another_trust_domain_is_no_service_account() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn an_svid_that_expires_on_an_open_connection_is_refused_there() {
+    // Security: the handshake checks the validity period once; a
+    // keep-alive connection must not outlive its client certificate.
+    let pki = Pki::new();
+    let server = Server::start(pki.acceptor(), whoami_app()).await;
+    let short = LeafSpec {
+        valid_for: Some(Duration::from_secs(2)),
+        ..LeafSpec::svid(READER)
+    };
+    let client = pki
+        .connector(&pki.ca.leaf(&short).unwrap(), "short")
+        .hyper_client();
+    let url = server.url("/whoami");
+    let first = get(&client, &url).await.unwrap();
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body, READER);
+    // Once it expires, the open connection is refused with
+    // `identity.expired` (or closed; a new handshake then fails).
+    let bound = Instant::now() + Duration::from_secs(60);
+    let refusal = loop {
+        assert!(Instant::now() < bound, "still served after notAfter");
+        match get(&client, &url).await {
+            Ok(answer) if answer.status == 200 => {}
+            outcome => break outcome,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if let Ok(answer) = refusal {
+        assert_eq!(answer.status, 401);
+        assert_eq!(answer.json()["code"], "identity.expired");
+    }
+    server.shutdown().await;
+}
+
 /// Lays out `dir` as a Kubernetes Secret volume: `tls.crt`, `tls.key` and
 /// `ca.crt` are symlinks into `..data`, itself a symlink to a timestamped
 /// directory; an update writes a new directory and renames a new `..data`

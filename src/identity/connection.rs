@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use http::{Request, Response};
 use tower_layer::Layer;
@@ -116,6 +117,13 @@ where
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         match &self.peer.state {
             PeerState::Verified(peer) => {
+                // Security: the handshake checked the validity period once;
+                // a keep-alive connection must not outlive the certificate.
+                if peer.not_after.is_some_and(|t| t <= SystemTime::now()) {
+                    let rejection = IdentityCode::Expired
+                        .reject("the client certificate (X.509-SVID) has expired; reconnect with a renewed one");
+                    return ResponseFuture::rejected(rejection.respond(&req));
+                }
                 // Security: request extensions start empty for each request
                 // hyper reads, so this is the only PeerIdentity there: the
                 // caller cannot supply one.

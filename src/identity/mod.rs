@@ -85,6 +85,7 @@
 //! | chain not to the trust bundle, expired, not yet valid, no client-auth EKU | handshake (rustls WebPKI verifier) | TLS alert, no request is read |
 //! | chain fine, but not an acceptable X.509-SVID (no or several URI SANs, malformed SPIFFE ID, empty path, CA leaf, no `digitalSignature`), or trust domain not allowed | every request of the connection | 401 / `UNAUTHENTICATED`, `identity.invalid` |
 //! | no client certificate, certificates required | every request but the probe paths | 401 / `UNAUTHENTICATED`, `identity.missing` |
+//! | the client certificate's `notAfter` passed on an open connection | the connection is closed gracefully; requests still arriving on it | 401 / `UNAUTHENTICATED`, `identity.expired` |
 //! | peer not among those a route admits ([`RequirePeerLayer`]) | that route | 403 / `PERMISSION_DENIED`, `identity.peer_denied` |
 //!
 //! Why the SPIFFE checks are not a TLS alert: a chain the bundle vouches
@@ -132,6 +133,7 @@
 //! |---|---|---|
 //! | `identity.missing` | 401 | 16 `UNAUTHENTICATED` |
 //! | `identity.invalid` | 401 | 16 `UNAUTHENTICATED` |
+//! | `identity.expired` | 401 | 16 `UNAUTHENTICATED` |
 //! | `identity.peer_denied` | 403 | 7 `PERMISSION_DENIED` |
 //!
 //! # Parsing entry points
