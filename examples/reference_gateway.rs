@@ -270,7 +270,9 @@ fn tls_acceptor(cli: &Cli) -> Result<Option<finmesh::identity::MtlsAcceptor>, ga
     };
     let mut builder = finmesh::identity::MtlsAcceptor::builder()
         .cert_files(cert, key)
-        .trust_domain(&cli.trust_domain);
+        .trust_domain(&cli.trust_domain)
+        // The gateway's app is governed: its identity refusals are audited.
+        .refuse_in_stack(true);
     if let Some(ca) = &cli.client_ca {
         builder = builder.client_ca_file(ca);
     }

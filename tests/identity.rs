@@ -59,6 +59,17 @@ impl Pki {
             .unwrap()
     }
 
+    /// For a GovernanceLayer-wrapped service: refusals inside the stack.
+    fn governed_acceptor(&self) -> MtlsAcceptor {
+        MtlsAcceptor::builder()
+            .cert_files(self.path("server.pem"), self.path("server.key"))
+            .client_ca_file(self.path("ca.pem"))
+            .trust_domain(TRUST_DOMAIN)
+            .refuse_in_stack(true)
+            .build()
+            .unwrap()
+    }
+
     /// A connector presenting `leaf` (written as `<name>.pem/.key`) and
     /// trusting `ca.pem`.
     fn connector(&self, leaf: &Leaf, name: &str) -> MtlsConnector {
@@ -396,7 +407,7 @@ async fn start_gateway() -> Gateway {
         redis_url: None,
     })
     .unwrap();
-    let server = Server::start(pki.acceptor(), gateway.app.clone()).await;
+    let server = Server::start(pki.governed_acceptor(), gateway.app.clone()).await;
     Gateway {
         server,
         gateway,
@@ -472,6 +483,14 @@ async fn the_bound_service_account_is_allowed_and_another_identity_is_denied() {
 }
 
 async fn audit_records(gw: &Gateway) -> Vec<serde_json::Value> {
+    audit_records_with(gw, |r| r["subject"] == "bob").await
+}
+
+/// The audit records, once one matches `written`.
+async fn audit_records_with(
+    gw: &Gateway,
+    written: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
     for _ in 0..100 {
         gw.gateway.auditor.flush().await.unwrap();
         let text = std::fs::read_to_string(&gw.audit_log).unwrap_or_default();
@@ -479,7 +498,7 @@ async fn audit_records(gw: &Gateway) -> Vec<serde_json::Value> {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
-        if records.iter().any(|r| r["subject"] == "bob") {
+        if records.iter().any(&written) {
             return records;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -508,6 +527,14 @@ async fn probes_answer_without_a_client_certificate_and_governed_requests_do_not
     let body = res.into_body().collect().await.unwrap().to_bytes();
     let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(problem["code"], "identity.missing");
+    // Refused inside the stack: traced and audited like any rejection.
+    assert!(problem["trace_id"].is_string(), "{problem}");
+    let records = audit_records_with(&gw, |r| r["code"] == "identity.missing").await;
+    let record = records
+        .iter()
+        .find(|r| r["code"] == "identity.missing")
+        .unwrap();
+    assert_eq!(record["http_status"], 401);
 
     // The gRPC health service answers too.
     let channel = Endpoint::from_shared(gw.server.url(""))
@@ -526,6 +553,30 @@ async fn probes_answer_without_a_client_certificate_and_governed_requests_do_not
         status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    gw.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_token_that_fails_over_mtls_is_audited_with_the_peer() {
+    let gw = start_gateway().await;
+    let reader = gw.pki.svid(READER, "reader").hyper_client();
+    let refused = request(
+        &reader,
+        "GET",
+        &gw.server.url("/v1/accounts"),
+        &[
+            ("authorization", "Bearer not.a.token"),
+            ("x-tenant-namespace", "tenant-a"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let code = refused.json()["code"].clone();
+    assert!(code.as_str().unwrap().starts_with("auth."), "{code}");
+    let records = audit_records_with(&gw, |r| r["code"] == code).await;
+    let record = records.iter().find(|r| r["code"] == code).unwrap();
+    assert_eq!(record["peer"], READER);
     gw.server.shutdown().await;
 }
 

@@ -45,6 +45,7 @@ pub(crate) struct Shared {
     verifier: Option<Arc<ClientVerifier>>,
     pub(crate) trust_domains: TrustDomains,
     pub(crate) require_client_cert: bool,
+    pub(crate) refuse_in_stack: bool,
     pub(crate) probe_paths: Vec<Arc<str>>,
     pub(crate) handshake_timeout: Duration,
 }
@@ -115,6 +116,7 @@ pub struct MtlsAcceptorBuilder {
     trust_domains: Vec<String>,
     require_client_cert: bool,
     mandatory_at_handshake: bool,
+    refuse_in_stack: bool,
     probe_paths: Vec<Arc<str>>,
     handshake_timeout: Duration,
 }
@@ -127,6 +129,7 @@ impl Default for MtlsAcceptorBuilder {
             trust_domains: Vec::new(),
             require_client_cert: true,
             mandatory_at_handshake: false,
+            refuse_in_stack: false,
             probe_paths: DEFAULT_PROBE_PATHS.iter().map(|&p| Arc::from(p)).collect(),
             handshake_timeout: Duration::from_secs(10),
         }
@@ -170,6 +173,23 @@ impl MtlsAcceptorBuilder {
     /// no probes.
     pub fn require_client_cert_at_handshake(mut self, require: bool) -> Self {
         self.mandatory_at_handshake = require;
+        self
+    }
+
+    /// Whether the refusals of the connection's peer (`identity.missing`,
+    /// `identity.invalid`, `identity.expired`) are answered by the
+    /// [`GovernanceLayer`](crate::GovernanceLayer) inside (its
+    /// [`PeerCheckLayer`](super::PeerCheckLayer), right inside the audit
+    /// layer), so that they are traced, counted and audited like any
+    /// rejection. Off by default: the connection refuses them itself,
+    /// before any layer runs.
+    ///
+    /// Security: turn it on only when every service served with this
+    /// acceptor is wrapped in a `GovernanceLayer` (or a
+    /// `PeerCheckLayer`); a bare router would serve such requests
+    /// (without a [`PeerIdentity`](super::PeerIdentity)).
+    pub fn refuse_in_stack(mut self, enable: bool) -> Self {
+        self.refuse_in_stack = enable;
         self
     }
 
@@ -237,6 +257,7 @@ impl MtlsAcceptorBuilder {
                 config,
                 cert,
                 require_client_cert: self.require_client_cert && verifier.is_some(),
+                refuse_in_stack: self.refuse_in_stack,
                 verifier,
                 trust_domains,
                 probe_paths: self.probe_paths,

@@ -11,6 +11,7 @@ use tower_service::Service;
 
 use super::IdentityCode;
 use super::acceptor::Shared;
+use super::check::PeerRefusal;
 use super::peer::PeerIdentity;
 use super::spiffe::IdentityError;
 use crate::body::ResponseBody;
@@ -93,7 +94,11 @@ impl<S> Layer<S> for ConnectionPeer {
 }
 
 /// Serves one connection: puts its [`PeerIdentity`] into every request's
-/// extensions, or refuses the request (see the [module docs](super)).
+/// extensions, or refuses the request (see the [module docs](super)) —
+/// itself, or, with
+/// [`refuse_in_stack(true)`](super::MtlsAcceptorBuilder::refuse_in_stack),
+/// through the [`PeerCheckLayer`](super::PeerCheckLayer) of the
+/// [`GovernanceLayer`](crate::GovernanceLayer) inside.
 #[derive(Clone, Debug)]
 pub struct PeerService<S> {
     inner: S,
@@ -115,41 +120,61 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        match &self.peer.state {
-            PeerState::Verified(peer) => {
-                // Security: the handshake checked the validity period once;
-                // a keep-alive connection must not outlive the certificate.
-                if peer.not_after.is_some_and(|t| t <= SystemTime::now()) {
-                    let rejection = IdentityCode::Expired
-                        .reject("the client certificate (X.509-SVID) has expired; reconnect with a renewed one");
-                    return ResponseFuture::rejected(rejection.respond(&req));
-                }
+        let Some((code, detail)) = self.refusal(&req) else {
+            if let PeerState::Verified(peer) = &self.peer.state {
                 // Security: request extensions start empty for each request
                 // hyper reads, so this is the only PeerIdentity there: the
                 // caller cannot supply one.
                 req.extensions_mut().insert(peer.clone());
             }
+            return ResponseFuture::inner(self.inner.call(req));
+        };
+        if self.peer.shared.refuse_in_stack {
+            // Security: the GovernanceLayer's PeerCheck refuses it inside
+            // the stack (audited, traced); no PeerIdentity is inserted.
+            req.extensions_mut().insert(PeerRefusal {
+                code,
+                detail: detail.into(),
+            });
+            return ResponseFuture::inner(self.inner.call(req));
+        }
+        ResponseFuture::rejected(code.reject(detail).respond(&req))
+    }
+}
+
+impl<S> PeerService<S> {
+    /// Why this request of the connection is refused, if it is.
+    fn refusal<B>(&self, req: &Request<B>) -> Option<(IdentityCode, String)> {
+        match &self.peer.state {
+            // Security: the handshake checked the validity period once;
+            // a keep-alive connection must not outlive the certificate.
+            PeerState::Verified(peer) if peer.not_after.is_some_and(|t| t <= SystemTime::now()) => {
+                Some((
+                    IdentityCode::Expired,
+                    "the client certificate (X.509-SVID) has expired; reconnect with a renewed one"
+                        .into(),
+                ))
+            }
+            PeerState::Verified(_) => None,
             // Security: the chain verified but the certificate names no
             // acceptable workload; every request of the connection is
             // refused with a stable code (rather than an opaque TLS alert),
             // probes included: the kubelet presents no certificate at all.
-            PeerState::Invalid(error) => {
-                let rejection = IdentityCode::Invalid.reject(format!(
-                    "the client certificate is not an acceptable SVID: {error}"
-                ));
-                return ResponseFuture::rejected(rejection.respond(&req));
-            }
+            PeerState::Invalid(error) => Some((
+                IdentityCode::Invalid,
+                format!("the client certificate is not an acceptable SVID: {error}"),
+            )),
             PeerState::Anonymous => {
                 let shared = &self.peer.shared;
-                if shared.require_client_cert
-                    && !shared.probe_paths.iter().any(|p| **p == *req.uri().path())
-                {
-                    let rejection = IdentityCode::Missing
-                        .reject("a client certificate (X.509-SVID) is required");
-                    return ResponseFuture::rejected(rejection.respond(&req));
-                }
+                (shared.require_client_cert
+                    && !shared.probe_paths.iter().any(|p| **p == *req.uri().path()))
+                .then(|| {
+                    (
+                        IdentityCode::Missing,
+                        "a client certificate (X.509-SVID) is required".into(),
+                    )
+                })
             }
         }
-        ResponseFuture::inner(self.inner.call(req))
     }
 }

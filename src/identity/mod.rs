@@ -86,6 +86,7 @@
 //! | chain fine, but not an acceptable X.509-SVID (no or several URI SANs, malformed SPIFFE ID, empty path, CA leaf, no `digitalSignature`), or trust domain not allowed | every request of the connection | 401 / `UNAUTHENTICATED`, `identity.invalid` |
 //! | no client certificate, certificates required | every request but the probe paths | 401 / `UNAUTHENTICATED`, `identity.missing` |
 //! | the client certificate's `notAfter` passed on an open connection | the connection is closed gracefully; requests still arriving on it | 401 / `UNAUTHENTICATED`, `identity.expired` |
+//! | (with [`refuse_in_stack(true)`](MtlsAcceptorBuilder::refuse_in_stack): the three above) | answered by the [`GovernanceLayer`](crate::GovernanceLayer)'s [`PeerCheckLayer`], inside the audit layer | audited and traced like any rejection |
 //! | peer not among those a route admits ([`RequirePeerLayer`]) | that route | 403 / `PERMISSION_DENIED`, `identity.peer_denied` |
 //!
 //! Why the SPIFFE checks are not a TLS alert: a chain the bundle vouches
@@ -143,6 +144,7 @@
 //! panic (fuzz targets call them directly).
 
 mod acceptor;
+mod check;
 mod client;
 mod codes;
 mod connection;
@@ -153,6 +155,7 @@ mod serve;
 mod spiffe;
 
 pub use acceptor::{DEFAULT_PROBE_PATHS, MtlsAcceptor, MtlsAcceptorBuilder, MtlsError};
+pub use check::{PeerCheck, PeerCheckLayer};
 pub use client::{Connecting, MtlsConnector, MtlsStream};
 pub use codes::IdentityCode;
 pub use connection::{ConnectionPeer, PeerService};
