@@ -510,10 +510,38 @@ async fn audit_records_with(
 async fn probes_answer_without_a_client_certificate_and_governed_requests_do_not() {
     let gw = start_gateway().await;
     let kubelet = anonymous_client(&gw.pki);
-    for probe in ["/livez", "/readyz", "/healthz"] {
+    for probe in ["/livez", "/readyz", "/healthz", "/readyz/audit"] {
         let answer = get_anon(&kubelet, &gw.server.url(probe)).await;
         assert_eq!(answer.status, 200, "{probe}: {}", answer.body);
     }
+    // Refused at the connection (not `refuse_in_stack`): the probe paths
+    // are exempt, with one plain segment below them, and nothing that
+    // could name another route once normalized.
+    let at_connection = Server::start(gw.pki.acceptor(), gw.gateway.app.clone()).await;
+    for probe in [
+        "/livez",
+        "/readyz",
+        "/healthz",
+        "/readyz/audit",
+        "/livez/ping",
+    ] {
+        let answer = get_anon(&kubelet, &at_connection.url(probe)).await;
+        assert_eq!(answer.status, 200, "{probe}: {}", answer.body);
+    }
+    for hostile in [
+        "/readyz/../v1/accounts",
+        "//readyz",
+        "/readyz%2F..",
+        "/readyz/%2e%2e",
+        "/readyz//audit",
+        "/readyz/audit/x",
+        "/readyzz",
+    ] {
+        let answer = get_anon(&kubelet, &at_connection.url(hostile)).await;
+        assert_eq!(answer.status, 401, "{hostile}: {}", answer.body);
+        assert_eq!(answer.json()["code"], "identity.missing", "{hostile}");
+    }
+    at_connection.shutdown().await;
     // A bearer token does not stand in for the required certificate.
     let alice = token("alice");
     let mut req = http::Request::get(gw.server.url("/v1/accounts"))

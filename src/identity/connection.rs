@@ -167,7 +167,7 @@ impl<S> PeerService<S> {
             PeerState::Anonymous => {
                 let shared = &self.peer.shared;
                 (shared.require_client_cert
-                    && !shared.probe_paths.iter().any(|p| **p == *req.uri().path()))
+                    && !super::acceptor::is_probe_path(&shared.probe_paths, req.uri().path()))
                 .then(|| {
                     (
                         IdentityCode::Missing,

@@ -110,8 +110,10 @@
 //! accepts a connection without one; requests on such a connection are
 //! refused with `identity.missing` unless their path is a probe path
 //! ([`DEFAULT_PROBE_PATHS`]: `/livez`, `/readyz`, `/healthz` and the
-//! `grpc.health.v1` methods, which the outermost
-//! [`HealthLayer`](crate::health::HealthLayer) answers).
+//! `grpc.health.v1` methods Check, Watch and List, which the outermost
+//! [`HealthLayer`](crate::health::HealthLayer) answers) or one check-name
+//! segment below `/livez`, `/readyz`, `/healthz` (`/readyz/redis`; no
+//! `..`, empty segment or percent-encoding).
 //! [`require_client_cert_at_handshake(true)`](MtlsAcceptorBuilder::require_client_cert_at_handshake)
 //! refuses such connections at the handshake instead, for a listener
 //! that serves no probes.
