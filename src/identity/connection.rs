@@ -178,3 +178,99 @@ impl<S> PeerService<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::identity::{MtlsAcceptor, SpiffeId};
+
+    fn acceptor(refuse_in_stack: bool) -> (tempfile::TempDir, MtlsAcceptor) {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = dir.path().join("server.pem");
+        let key = dir.path().join("server.key");
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        let acceptor = MtlsAcceptor::builder()
+            .cert_files(&cert, &key)
+            .client_ca_file(&cert)
+            .trust_domain("finmesh.demo")
+            .refuse_in_stack(refuse_in_stack)
+            .build()
+            .unwrap();
+        (dir, acceptor)
+    }
+
+    fn peer(not_after: SystemTime) -> PeerIdentity {
+        let mut peer = PeerIdentity::new(
+            SpiffeId::parse("spiffe://finmesh.demo/ns/tenant-a/sa/ledger-reader").unwrap(),
+        );
+        peer.not_after = Some(not_after);
+        peer
+    }
+
+    /// (status, the refusal left for the stack, whether the handler saw a
+    /// PeerIdentity).
+    async fn call(connection: &ConnectionPeer) -> (u16, Option<String>, bool) {
+        let svc = connection.layer(tower::service_fn(|req: Request<()>| async move {
+            let mut res = Response::new(());
+            if req.extensions().get::<PeerIdentity>().is_some() {
+                res.headers_mut()
+                    .insert("x-peer", http::HeaderValue::from_static("yes"));
+            }
+            if let Some(r) = req.extensions().get::<PeerRefusal>() {
+                res.headers_mut()
+                    .insert("x-refusal", http::HeaderValue::from_static(r.code.as_str()));
+            }
+            Ok::<_, std::convert::Infallible>(res)
+        }));
+        let res = svc
+            .oneshot(Request::get("/v1/accounts").body(()).unwrap())
+            .await
+            .unwrap();
+        let header = |name| {
+            res.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        (
+            res.status().as_u16(),
+            header("x-refusal"),
+            header("x-peer").is_some(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_request_after_the_svids_not_after_is_refused_as_expired() {
+        let (_dir, acceptor) = acceptor(false);
+        let live = ConnectionPeer::verified(
+            peer(SystemTime::now() + Duration::from_secs(3600)),
+            &acceptor.shared,
+        );
+        assert_eq!(call(&live).await, (200, None, true));
+        let expired = ConnectionPeer::verified(
+            peer(SystemTime::now() - Duration::from_secs(1)),
+            &acceptor.shared,
+        );
+        assert_eq!(call(&expired).await.0, 401);
+
+        // Left to the stack: no PeerIdentity, the refusal beside it.
+        let (_dir, acceptor) = acceptor_in_stack();
+        let expired = ConnectionPeer::verified(
+            peer(SystemTime::now() - Duration::from_secs(1)),
+            &acceptor.shared,
+        );
+        assert_eq!(
+            call(&expired).await,
+            (200, Some("identity.expired".to_owned()), false)
+        );
+    }
+
+    fn acceptor_in_stack() -> (tempfile::TempDir, MtlsAcceptor) {
+        acceptor(true)
+    }
+}
