@@ -84,6 +84,26 @@ mod tests {
     }
 
     #[test]
+    fn service_accounts_need_a_home_trust_domain() {
+        use crate::auth::{Algorithm, JwtAuthLayer, JwtKey};
+        let builder = || {
+            JwtAuthLayer::builder()
+                .issuer("https://issuer.example")
+                .audience("finmesh")
+                .algorithms([Algorithm::HS256])
+                .key(JwtKey::hmac(b"a-unit-test-secret-of-32-bytes-or-more").unwrap())
+        };
+        assert!(builder().service_accounts_from_peer(true).build().is_err());
+        assert!(
+            builder()
+                .service_accounts_from_peer_in(["finmesh.demo"])
+                .build()
+                .is_ok()
+        );
+        assert!(builder().service_accounts_from_peer(false).build().is_ok());
+    }
+
+    #[test]
     fn istio_paths_become_service_accounts() {
         let p =
             service_account(&peer("spiffe://finmesh.demo/ns/tenant-a/sa/ledger-reader")).unwrap();
