@@ -270,7 +270,9 @@ fn tls_acceptor(cli: &Cli) -> Result<Option<finmesh::identity::MtlsAcceptor>, ga
     };
     let mut builder = finmesh::identity::MtlsAcceptor::builder()
         .cert_files(cert, key)
-        .trust_domain(&cli.trust_domain);
+        .trust_domain(&cli.trust_domain)
+        // The gateway's app is governed: its identity refusals are audited.
+        .refuse_in_stack(true);
     if let Some(ca) = &cli.client_ca {
         builder = builder.client_ca_file(ca);
     }
@@ -312,6 +314,7 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
         otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
             .ok()
             .filter(|s| !s.is_empty()),
+        trust_domain: cli.trust_domain.clone(),
     };
     let gw = gateway::build(&options)?;
     let tls = tls_acceptor(&cli)?;
@@ -324,14 +327,6 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
             cli.trust_domain
         ),
     };
-    if let Some(ca) = &cli.client_ca {
-        println!(
-            "With a client SVID (demo-certs writes ledger-reader.pem/.key beside the CA), no token:\n\
-             \x20 curl -s --cacert {ca} --cert DIR/ledger-reader.pem --key DIR/ledger-reader.key https://localhost:{}/v1/accounts\n",
-            cli.addr.port(),
-            ca = ca.display(),
-        );
-    }
     let listener = tokio::net::TcpListener::bind(cli.addr).await.map_err(|e| {
         format!(
             "cannot listen on {}: {e} (choose another with --addr)",
@@ -357,14 +352,50 @@ async fn serve(cli: Cli, secret: Vec<u8>, demo_secret: bool) -> Result<(), gatew
         Some(dir) => format!("policy from {} (hot-reloaded)", dir.display()),
         None => "embedded demo policy (examples/gateway/config/)".into(),
     };
+    // The URLs a user can paste: the server certificate names localhost,
+    // and under mutual TLS curl must present a client SVID too.
+    let base = if tls.is_some() {
+        format!("https://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    };
+    // demo-certs writes ledger-reader.pem/.key beside the CA.
+    let curl = match &cli.client_ca {
+        Some(ca) if tls.is_some() => {
+            let dir = ca.parent().unwrap_or(std::path::Path::new("."));
+            let svid = |ext| {
+                dir.join(format!("ledger-reader.{ext}"))
+                    .display()
+                    .to_string()
+            };
+            println!(
+                "With a client SVID, no token:\n\
+                 \x20 curl -s --cacert {} --cert {} --key {} {base}/v1/accounts\n",
+                ca.display(),
+                svid("pem"),
+                svid("key"),
+            );
+            format!(
+                "curl -s --cacert {} --cert {} --key {}",
+                ca.display(),
+                svid("pem"),
+                svid("key")
+            )
+        }
+        _ => "curl -s".to_owned(),
+    };
+    let probe_curl = match &cli.client_ca {
+        Some(ca) if tls.is_some() => format!("curl -s --cacert {}", ca.display()),
+        _ => "curl -s".to_owned(),
+    };
     println!(
         "finmesh reference gateway on {scheme}://{addr} — {transport}; metrics on http://{metrics_addr}/metrics\n\
          {policy}; audit log {}; per-message stream deadline {:?}\n\n\
          Get a token (alice, bob, carol or dave):\n\
          \x20 TOKEN=$(cargo run -q --example reference_gateway -- token alice)\n\
          Then:\n\
-         \x20 curl -s {scheme}://{addr}/v1/accounts -H \"authorization: Bearer $TOKEN\" -H 'x-tenant-namespace: tenant-a'\n\
-         Probes (no token): http://{addr}/readyz?verbose, /livez\n\
+         \x20 {curl} {base}/v1/accounts -H \"authorization: Bearer $TOKEN\" -H 'x-tenant-namespace: tenant-a'\n\
+         Probes (no token, no client certificate): {probe_curl} {base}/readyz?verbose, /livez\n\
          Prometheus metrics (no token, this listener only): http://{metrics_addr}/metrics\n\
          gRPC: finmesh.gateway.v1.Ledger (examples/gateway/proto/ledger.proto), grpc.health.v1.Health\n\
          SIGTERM or Ctrl-C drains for {:?}, then exits.\n",

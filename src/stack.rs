@@ -8,6 +8,7 @@
 //! | 1 | health (+ gRPC health) | probes need no token and are never traced |
 //! | 2 | telemetry | every governed request gets a span, rejections included |
 //! | 3 | audit | one record per request, rejections included |
+//! | 3a | peer check (`mtls`, always) | the connection's `identity.*` refusals, audited; labels `peer` |
 //! | 4 | stream deadlines | bounds the call before anything waits on it |
 //! | 5 | JWT | who is calling |
 //! | 6 | tenant | which tenant, checked against the verified claim |
@@ -104,6 +105,7 @@ macro_rules! slot_type {
 slot_type!(HealthL, "health", crate::health::HealthLayer);
 slot_type!(TelemetryL, "telemetry", crate::telemetry::TelemetryLayer);
 slot_type!(AuditL, "audit", crate::audit::AuditLayer);
+slot_type!(PeerL, "mtls", crate::identity::PeerCheckLayer);
 slot_type!(DeadlineL, "deadline", crate::deadline::StreamDeadlineLayer);
 slot_type!(JwtL, "_jwt", crate::auth::JwtAuthLayer);
 slot_type!(TenantL, "tenant", crate::tenant::SharedTenantLayer);
@@ -158,6 +160,7 @@ macro_rules! slot_impl {
 slot_impl!("health", crate::health::HealthLayer);
 slot_impl!("telemetry", crate::telemetry::TelemetryLayer);
 slot_impl!("audit", crate::audit::AuditLayer);
+slot_impl!("mtls", crate::identity::PeerCheckLayer);
 slot_impl!("deadline", crate::deadline::StreamDeadlineLayer);
 slot_impl!("_jwt", crate::auth::JwtAuthLayer);
 slot_impl!("tenant", crate::tenant::SharedTenantLayer);
@@ -177,8 +180,11 @@ pub type Governance<S> = Svc<
         Svc<
             AuditL,
             Svc<
-                DeadlineL,
-                Svc<JwtL, Svc<TenantL, Svc<RbacL, Svc<RateLimitL, Svc<IdempotencyL, S>>>>>,
+                PeerL,
+                Svc<
+                    DeadlineL,
+                    Svc<JwtL, Svc<TenantL, Svc<RbacL, Svc<RateLimitL, Svc<IdempotencyL, S>>>>>,
+                >,
             >,
         >,
     >,
@@ -217,6 +223,9 @@ impl<S> Layer<S> for GovernanceLayer {
         let s = slot(self.tenants.as_ref(), s);
         let s = slot(self.jwt.as_ref(), s);
         let s = slot(self.deadlines.as_ref(), s);
+        // Always there with `mtls`: it only acts on what `identity::serve`
+        // put into the request (its pass-through checks too).
+        let s = slot(None::<&PeerL>, s);
         let s = slot(self.audit.as_ref(), s);
         let s = slot(self.telemetry.as_ref(), s);
         slot(self.health.as_ref(), s)

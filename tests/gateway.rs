@@ -37,6 +37,7 @@ async fn start(message_timeout: Duration) -> Running {
         jwt_secret: SECRET.to_vec(),
         redis_url: None,
         otlp_endpoint: None,
+        trust_domain: "finmesh.demo".into(),
     })
     .expect("gateway builds");
     let server = spawn(gateway.app.clone()).await;
@@ -383,6 +384,7 @@ async fn two_gateways_on_one_redis_grant_the_tenant_limit_once_and_share_idempot
             audit_postgres: None,
             redis_url: Some(redis.url()),
             otlp_endpoint: None,
+            trust_domain: "finmesh.demo".into(),
         })
         .expect("gateway builds")
     };

@@ -59,6 +59,17 @@ impl Pki {
             .unwrap()
     }
 
+    /// For a GovernanceLayer-wrapped service: refusals inside the stack.
+    fn governed_acceptor(&self) -> MtlsAcceptor {
+        MtlsAcceptor::builder()
+            .cert_files(self.path("server.pem"), self.path("server.key"))
+            .client_ca_file(self.path("ca.pem"))
+            .trust_domain(TRUST_DOMAIN)
+            .refuse_in_stack(true)
+            .build()
+            .unwrap()
+    }
+
     /// A connector presenting `leaf` (written as `<name>.pem/.key`) and
     /// trusting `ca.pem`.
     fn connector(&self, leaf: &Leaf, name: &str) -> MtlsConnector {
@@ -390,12 +401,13 @@ async fn start_gateway() -> Gateway {
         audit_log: audit_log.clone(),
         jwt_secret: SECRET.to_vec(),
         otlp_endpoint: None,
+        trust_domain: "finmesh.demo".into(),
         audit_policy: None,
         audit_postgres: None,
         redis_url: None,
     })
     .unwrap();
-    let server = Server::start(pki.acceptor(), gateway.app.clone()).await;
+    let server = Server::start(pki.governed_acceptor(), gateway.app.clone()).await;
     Gateway {
         server,
         gateway,
@@ -471,6 +483,14 @@ async fn the_bound_service_account_is_allowed_and_another_identity_is_denied() {
 }
 
 async fn audit_records(gw: &Gateway) -> Vec<serde_json::Value> {
+    audit_records_with(gw, |r| r["subject"] == "bob").await
+}
+
+/// The audit records, once one matches `written`.
+async fn audit_records_with(
+    gw: &Gateway,
+    written: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
     for _ in 0..100 {
         gw.gateway.auditor.flush().await.unwrap();
         let text = std::fs::read_to_string(&gw.audit_log).unwrap_or_default();
@@ -478,7 +498,7 @@ async fn audit_records(gw: &Gateway) -> Vec<serde_json::Value> {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
-        if records.iter().any(|r| r["subject"] == "bob") {
+        if records.iter().any(&written) {
             return records;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -490,10 +510,38 @@ async fn audit_records(gw: &Gateway) -> Vec<serde_json::Value> {
 async fn probes_answer_without_a_client_certificate_and_governed_requests_do_not() {
     let gw = start_gateway().await;
     let kubelet = anonymous_client(&gw.pki);
-    for probe in ["/livez", "/readyz", "/healthz"] {
+    for probe in ["/livez", "/readyz", "/healthz", "/readyz/audit"] {
         let answer = get_anon(&kubelet, &gw.server.url(probe)).await;
         assert_eq!(answer.status, 200, "{probe}: {}", answer.body);
     }
+    // Refused at the connection (not `refuse_in_stack`): the probe paths
+    // are exempt, with one plain segment below them, and nothing that
+    // could name another route once normalized.
+    let at_connection = Server::start(gw.pki.acceptor(), gw.gateway.app.clone()).await;
+    for probe in [
+        "/livez",
+        "/readyz",
+        "/healthz",
+        "/readyz/audit",
+        "/livez/ping",
+    ] {
+        let answer = get_anon(&kubelet, &at_connection.url(probe)).await;
+        assert_eq!(answer.status, 200, "{probe}: {}", answer.body);
+    }
+    for hostile in [
+        "/readyz/../v1/accounts",
+        "//readyz",
+        "/readyz%2F..",
+        "/readyz/%2e%2e",
+        "/readyz//audit",
+        "/readyz/audit/x",
+        "/readyzz",
+    ] {
+        let answer = get_anon(&kubelet, &at_connection.url(hostile)).await;
+        assert_eq!(answer.status, 401, "{hostile}: {}", answer.body);
+        assert_eq!(answer.json()["code"], "identity.missing", "{hostile}");
+    }
+    at_connection.shutdown().await;
     // A bearer token does not stand in for the required certificate.
     let alice = token("alice");
     let mut req = http::Request::get(gw.server.url("/v1/accounts"))
@@ -507,6 +555,14 @@ async fn probes_answer_without_a_client_certificate_and_governed_requests_do_not
     let body = res.into_body().collect().await.unwrap().to_bytes();
     let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(problem["code"], "identity.missing");
+    // Refused inside the stack: traced and audited like any rejection.
+    assert!(problem["trace_id"].is_string(), "{problem}");
+    let records = audit_records_with(&gw, |r| r["code"] == "identity.missing").await;
+    let record = records
+        .iter()
+        .find(|r| r["code"] == "identity.missing")
+        .unwrap();
+    assert_eq!(record["http_status"], 401);
 
     // The gRPC health service answers too.
     let channel = Endpoint::from_shared(gw.server.url(""))
@@ -525,6 +581,30 @@ async fn probes_answer_without_a_client_certificate_and_governed_requests_do_not
         status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    gw.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_token_that_fails_over_mtls_is_audited_with_the_peer() {
+    let gw = start_gateway().await;
+    let reader = gw.pki.svid(READER, "reader").hyper_client();
+    let refused = request(
+        &reader,
+        "GET",
+        &gw.server.url("/v1/accounts"),
+        &[
+            ("authorization", "Bearer not.a.token"),
+            ("x-tenant-namespace", "tenant-a"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let code = refused.json()["code"].clone();
+    assert!(code.as_str().unwrap().starts_with("auth."), "{code}");
+    let records = audit_records_with(&gw, |r| r["code"] == code).await;
+    let record = records.iter().find(|r| r["code"] == code).unwrap();
+    assert_eq!(record["peer"], READER);
     gw.server.shutdown().await;
 }
 
@@ -611,7 +691,7 @@ async fn grpc_echo_unary_and_bidi_carry_the_peer_under_a_governance_layer() {
         .audience("unused")
         .algorithms([finmesh::auth::Algorithm::HS256])
         .key(finmesh::auth::JwtKey::hmac(SECRET).unwrap())
-        .service_accounts_from_peer(true)
+        .service_accounts_from_peer_in([TRUST_DOMAIN])
         .build()
         .unwrap();
     let routes = tonic::service::Routes::new(support::EchoServer::new(EchoService));
@@ -648,6 +728,94 @@ async fn grpc_echo_unary_and_bidi_carry_the_peer_under_a_governance_layer() {
         got.push(reply.message);
     }
     assert_eq!(got, ["a", "b"]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_from_another_trust_domain_is_no_service_account() {
+    // Security: one trust bundle verifies every allowed trust domain, so a
+    // partner's CA can sign `spiffe://partner.example/ns/tenant-a/sa/…`;
+    // only the home trust domain's workloads are ServiceAccounts.
+    let pki = Pki::new();
+    let acceptor = MtlsAcceptor::builder()
+        .cert_files(pki.path("server.pem"), pki.path("server.key"))
+        .client_ca_file(pki.path("ca.pem"))
+        .trust_domain(TRUST_DOMAIN)
+        .trust_domain("partner.example")
+        .build()
+        .unwrap();
+    let jwt = finmesh::auth::JwtAuthLayer::builder()
+        .issuer("unused")
+        .audience("unused")
+        .algorithms([finmesh::auth::Algorithm::HS256])
+        .key(finmesh::auth::JwtKey::hmac(SECRET).unwrap())
+        .service_accounts_from_peer_in([TRUST_DOMAIN])
+        .build()
+        .unwrap();
+    let routes = tonic::service::Routes::new(support::EchoServer::new(EchoService));
+    let service = tower::Layer::layer(&GovernanceLayer::builder().jwt(jwt).build(), routes);
+    let server = Server::start(acceptor, service).await;
+    let endpoint = Endpoint::from_shared(server.url("")).unwrap();
+    let hello = || EchoRequest {
+        message: "hi".into(),
+        ..Default::default()
+    };
+
+    let mut partner = EchoClient::new(
+        pki.svid(
+            "spiffe://partner.example/ns/tenant-a/sa/ledger-reader",
+            "partner",
+        )
+        .channel(endpoint.clone()),
+    );
+    let refused = partner
+        .unary(hello())
+        .await
+        .expect_err("not a ServiceAccount");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert_eq!(grpc_code(&refused), "auth.missing");
+
+    let mut home = EchoClient::new(pki.svid(READER, "reader").channel(endpoint));
+    let reply = home.unary(hello()).await.unwrap().into_inner();
+    assert_eq!(
+        reply.subject,
+        "system:serviceaccount:tenant-a:ledger-reader"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_svid_that_expires_on_an_open_connection_is_refused_there() {
+    // Security: the handshake checks the validity period once; a
+    // keep-alive connection must not outlive its client certificate.
+    let pki = Pki::new();
+    let server = Server::start(pki.acceptor(), whoami_app()).await;
+    let short = LeafSpec {
+        valid_for: Some(Duration::from_secs(2)),
+        ..LeafSpec::svid(READER)
+    };
+    let client = pki
+        .connector(&pki.ca.leaf(&short).unwrap(), "short")
+        .hyper_client();
+    let url = server.url("/whoami");
+    let first = get(&client, &url).await.unwrap();
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body, READER);
+    // Once it expires, the open connection is refused with
+    // `identity.expired` (or closed; a new handshake then fails).
+    let bound = Instant::now() + Duration::from_secs(60);
+    let refusal = loop {
+        assert!(Instant::now() < bound, "still served after notAfter");
+        match get(&client, &url).await {
+            Ok(answer) if answer.status == 200 => {}
+            outcome => break outcome,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if let Ok(answer) = refusal {
+        assert_eq!(answer.status, 401);
+        assert_eq!(answer.json()["code"], "identity.expired");
+    }
     server.shutdown().await;
 }
 

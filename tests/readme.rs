@@ -106,6 +106,7 @@ async fn every_readme_curl_command_answers_as_documented() {
         jwt_secret: SECRET.to_vec(),
         redis_url: None,
         otlp_endpoint: None,
+        trust_domain: "finmesh.demo".into(),
     })
     .unwrap();
     let server = support::spawn(gw.app.clone()).await;

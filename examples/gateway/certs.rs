@@ -41,6 +41,8 @@ pub struct LeafSpec {
     pub server: bool,
     /// Expired a year ago.
     pub expired: bool,
+    /// Expires this long from now (a short-lived SVID).
+    pub valid_for: Option<std::time::Duration>,
     /// Marked as a CA (basicConstraints cA=true).
     pub ca: bool,
 }
@@ -107,6 +109,12 @@ impl DemoCa {
         if spec.expired {
             params.not_before = rcgen::date_time_ymd(2020, 1, 1);
             params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        if let Some(valid_for) = spec.valid_for {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            params.not_after = rcgen::date_time_ymd(1970, 1, 1) + now + valid_for;
         }
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Leaf {

@@ -160,6 +160,9 @@ pub struct Options {
     pub redis_url: Option<String>,
     /// Export traces over OTLP to this endpoint.
     pub otlp_endpoint: Option<String>,
+    /// The home SPIFFE trust domain: its peers without a token are the
+    /// ServiceAccounts their IDs name (`--trust-domain`).
+    pub trust_domain: String,
 }
 
 /// The built gateway: its router and the handles the binary (and the
@@ -193,9 +196,10 @@ pub fn build(options: &Options) -> Result<Gateway, BoxError> {
         .algorithms([Algorithm::HS256])
         .key(JwtKey::hmac(&options.jwt_secret)?);
     // A caller on a mutual-TLS connection with no token is the
-    // ServiceAccount its SPIFFE ID names (`--client-ca`).
+    // ServiceAccount its SPIFFE ID names (`--client-ca`), if it is of the
+    // home trust domain.
     #[cfg(feature = "mtls")]
-    let jwt = jwt.service_accounts_from_peer(true);
+    let jwt = jwt.service_accounts_from_peer_in([options.trust_domain.as_str()]);
     let jwt = jwt.build()?;
 
     let (tenants, authorizer, limits): (Arc<dyn TenantRegistry>, Authorizer, RateLimits) =

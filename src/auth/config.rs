@@ -141,6 +141,9 @@ pub(crate) struct Settings {
     // Read only with the `mtls` feature (a peer identity to map).
     #[cfg_attr(not(feature = "mtls"), allow(dead_code))]
     pub(crate) service_accounts_from_peer: bool,
+    /// The home trust domains whose peers may be ServiceAccounts.
+    #[cfg_attr(not(feature = "mtls"), allow(dead_code))]
+    pub(crate) service_account_trust_domains: Box<[Box<str>]>,
 }
 
 /// Normalizes a `typ` value for comparison: media types are
@@ -176,6 +179,7 @@ pub struct JwtAuthBuilder {
     risk_claim: String,
     cache_capacity: usize,
     service_accounts_from_peer: bool,
+    service_account_trust_domains: Vec<String>,
 }
 
 impl Default for JwtAuthBuilder {
@@ -195,6 +199,7 @@ impl Default for JwtAuthBuilder {
             risk_claim: "risk_level".into(),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             service_accounts_from_peer: false,
+            service_account_trust_domains: Vec::new(),
         }
     }
 }
@@ -334,14 +339,34 @@ impl JwtAuthBuilder {
 
     /// Whether a request without a bearer token, on a connection whose
     /// verified peer is `spiffe://<td>/ns/<ns>/sa/<name>`
-    /// ([`PeerIdentity`](crate::identity::PeerIdentity)), is authenticated
-    /// as the ServiceAccount `system:serviceaccount:<ns>:<name>` (groups
-    /// `system:serviceaccounts`, `system:serviceaccounts:<ns>`, tenant
-    /// `<ns>`). Off by default. A request with a token is always the
-    /// token's user.
+    /// ([`PeerIdentity`](crate::identity::PeerIdentity)) with `<td>` one of
+    /// the home trust domains named by
+    /// [`service_accounts_from_peer_in`](Self::service_accounts_from_peer_in),
+    /// is authenticated as the ServiceAccount
+    /// `system:serviceaccount:<ns>:<name>` (groups `system:serviceaccounts`,
+    /// `system:serviceaccounts:<ns>`, tenant `<ns>`). Off by default; on
+    /// without a home trust domain is an error in [`build`](Self::build).
+    /// A request with a token is always the token's user.
     #[cfg(feature = "mtls")]
     pub fn service_accounts_from_peer(mut self, enable: bool) -> Self {
         self.service_accounts_from_peer = enable;
+        self
+    }
+
+    /// Maps peers to ServiceAccounts (as
+    /// [`service_accounts_from_peer(true)`](Self::service_accounts_from_peer))
+    /// for these home trust domains only. A peer of another trust domain
+    /// the acceptor allows keeps its
+    /// [`PeerIdentity`](crate::identity::PeerIdentity) but is no
+    /// ServiceAccount: without a token it is unauthenticated.
+    #[cfg(feature = "mtls")]
+    pub fn service_accounts_from_peer_in<I, S>(mut self, trust_domains: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.service_account_trust_domains = trust_domains.into_iter().map(Into::into).collect();
+        self.service_accounts_from_peer = true;
         self
     }
 
@@ -377,6 +402,14 @@ impl JwtAuthBuilder {
             ));
         }
         check_issuers_apart(&issuers)?;
+        // Security: one trust bundle verifies every allowed trust domain,
+        // so any CA in it can sign `…/ns/<ns>/sa/<name>` for any of them;
+        // only the home domains' workloads may be ServiceAccounts.
+        if self.service_accounts_from_peer && self.service_account_trust_domains.is_empty() {
+            return Err(AuthConfigError::InvalidSetting(
+                "service_accounts_from_peer needs the home trust domains: use service_accounts_from_peer_in",
+            ));
+        }
         let algorithms = AlgSet::of(&self.algorithms);
         if algorithms.is_empty() {
             return Err(AuthConfigError::NoAlgorithms);
@@ -436,6 +469,11 @@ impl JwtAuthBuilder {
             tenant_claim: self.tenant_claim.into(),
             risk_claim: self.risk_claim.into(),
             service_accounts_from_peer: self.service_accounts_from_peer,
+            service_account_trust_domains: self
+                .service_account_trust_domains
+                .into_iter()
+                .map(Into::into)
+                .collect(),
         };
         let mut issuers = issuers
             .into_iter()

@@ -62,6 +62,7 @@ fn settings() -> Settings {
         tenant_claim: "tenant".into(),
         risk_claim: "risk_level".into(),
         service_accounts_from_peer: false,
+        service_account_trust_domains: Box::new([]),
     }
 }
 

@@ -17,8 +17,9 @@ const SERVICE_ACCOUNTS_GROUP: &str = "system:serviceaccounts";
 /// verification.
 ///
 /// - a verified token: its principal, with the peer's SPIFFE ID beside it;
-/// - no bearer token, a peer `…/ns/<ns>/sa/<name>` and
-///   `service_accounts_from_peer`: that ServiceAccount;
+/// - no bearer token, a peer `spiffe://<td>/ns/<ns>/sa/<name>` with `<td>`
+///   a home trust domain, and `service_accounts_from_peer`: that
+///   ServiceAccount;
 /// - anything else: unchanged.
 pub(super) fn with_peer<B>(
     verified: Result<Principal, Refusal>,
@@ -41,7 +42,14 @@ pub(super) fn with_peer<B>(
         Err(refusal)
             if refusal.code == AuthCode::Missing && settings.service_accounts_from_peer =>
         {
-            service_account(peer).ok_or(refusal)
+            // Security: the trust bundle is shared by every allowed trust
+            // domain, so a partner's CA can sign `…/ns/tenant-a/sa/…`;
+            // only a home trust domain's peer is a ServiceAccount.
+            let home = settings
+                .service_account_trust_domains
+                .iter()
+                .any(|td| td.eq_ignore_ascii_case(peer.trust_domain()));
+            home.then(|| service_account(peer)).flatten().ok_or(refusal)
         }
         Err(refusal) => Err(refusal),
     }
@@ -73,6 +81,26 @@ mod tests {
 
     fn peer(id: &str) -> PeerIdentity {
         PeerIdentity::new(SpiffeId::parse(id).unwrap())
+    }
+
+    #[test]
+    fn service_accounts_need_a_home_trust_domain() {
+        use crate::auth::{Algorithm, JwtAuthLayer, JwtKey};
+        let builder = || {
+            JwtAuthLayer::builder()
+                .issuer("https://issuer.example")
+                .audience("finmesh")
+                .algorithms([Algorithm::HS256])
+                .key(JwtKey::hmac(b"a-unit-test-secret-of-32-bytes-or-more").unwrap())
+        };
+        assert!(builder().service_accounts_from_peer(true).build().is_err());
+        assert!(
+            builder()
+                .service_accounts_from_peer_in(["finmesh.demo"])
+                .build()
+                .is_ok()
+        );
+        assert!(builder().service_accounts_from_peer(false).build().is_ok());
     }
 
     #[test]

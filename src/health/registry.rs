@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,9 +30,19 @@ pub(crate) fn valid_check_name(name: &str) -> bool {
 /// A readiness warning: `Some(reason)` while degraded.
 pub(crate) type WarningFn = dyn Fn() -> Option<String> + Send + Sync;
 
+/// A registered readiness warning and whether it was raised when last
+/// evaluated (logged on transitions only: every gRPC Watch stream and
+/// probe re-evaluates readiness).
+#[derive(Clone)]
+struct Warning {
+    name: Arc<str>,
+    check: Arc<WarningFn>,
+    raised: Arc<AtomicBool>,
+}
+
 struct Inner {
     cache_for: Duration,
-    warnings: Mutex<Vec<(Arc<str>, Arc<WarningFn>)>>,
+    warnings: Mutex<Vec<Warning>>,
     liveness: ArcSwap<Vec<Arc<Check>>>,
     readiness: ArcSwap<Vec<Arc<Check>>>,
     // Serialises registrations (readers never take it).
@@ -162,22 +172,37 @@ impl HealthRegistry {
             return Err(RegisterError::InvalidName(name.to_owned()));
         }
         let mut warnings = lock(&self.inner.warnings);
-        if warnings.iter().any(|(n, _)| &**n == name) {
+        if warnings.iter().any(|w| &*w.name == name) {
             return Err(RegisterError::Duplicate(name.to_owned()));
         }
-        warnings.push((name.into(), Arc::new(warning)));
+        warnings.push(Warning {
+            name: name.into(),
+            check: Arc::new(warning),
+            raised: Arc::default(),
+        });
         Ok(())
     }
 
-    /// The names of the readiness warnings raised now, logging each reason.
+    /// The names of the readiness warnings raised now; logs a warning
+    /// when it is raised (with its reason) and when it clears, not on
+    /// every evaluation.
     pub(crate) fn raised_warnings(&self) -> Vec<Arc<str>> {
         let warnings = lock(&self.inner.warnings).clone();
         warnings
             .into_iter()
-            .filter_map(|(name, warning)| {
-                let reason = warning()?;
-                tracing::warn!(warning = &*name, %reason, "readiness warning");
-                Some(name)
+            .filter_map(|w| {
+                let reason = (w.check)();
+                let was = w.raised.swap(reason.is_some(), Ordering::Relaxed);
+                match (&reason, was) {
+                    (Some(reason), false) => {
+                        tracing::warn!(warning = &*w.name, %reason, "readiness warning raised");
+                    }
+                    (None, true) => {
+                        tracing::info!(warning = &*w.name, "readiness warning cleared");
+                    }
+                    _ => {}
+                }
+                reason.map(|_| w.name)
             })
             .collect()
     }
@@ -261,6 +286,52 @@ mod tests {
         );
         assert!(!body.contains("refused"), "reasons stay in the log");
         assert!(r.liveness().await.warnings.is_empty());
+    }
+
+    /// Counts the WARN events it sees.
+    struct CountWarnings(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountWarnings {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if *event.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_readiness_warning_is_logged_when_raised_not_on_every_evaluation() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let warns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(CountWarnings(Arc::clone(&warns)));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let count = || warns.load(std::sync::atomic::Ordering::Relaxed);
+
+        let r = HealthRegistry::new();
+        let raised = Arc::new(AtomicBool::new(true));
+        let flag = Arc::clone(&raised);
+        r.add_readiness_warning("redis", move || {
+            flag.load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| "connection refused".to_owned())
+        })
+        .unwrap();
+        // Many Watch streams re-evaluating readiness while Redis is down.
+        for _ in 0..5 {
+            assert_eq!(r.readiness().await.warnings, [Arc::from("redis")]);
+        }
+        assert_eq!(count(), 1, "one WARN when raised");
+        raised.store(false, std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..3 {
+            assert!(r.readiness().await.warnings.is_empty());
+        }
+        raised.store(true, std::sync::atomic::Ordering::Relaxed);
+        r.readiness().await;
+        r.readiness().await;
+        assert_eq!(count(), 2, "again once when raised again");
     }
 
     #[test]

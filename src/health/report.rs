@@ -49,6 +49,7 @@ pub enum CheckStatus {
 
 /// One line of a [`HealthReport`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CheckReport {
     /// The check's name.
     pub name: Arc<str>,
@@ -58,6 +59,7 @@ pub struct CheckReport {
 
 /// The result of one liveness or readiness probe.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HealthReport {
     /// Every check in order: `ping`, the registered checks in registration
     /// order, then (readiness) `shutdown`.

@@ -26,7 +26,38 @@ pub const DEFAULT_PROBE_PATHS: &[&str] = &[
     "/healthz",
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
+    "/grpc.health.v1.Health/List",
 ];
+
+/// Whether a connection without a client certificate may reach `path`:
+/// one of `probe_paths`, or one plain segment (a check name:
+/// `[A-Za-z0-9._-]`, not `.` or `..`) below a one-segment probe path
+/// (`/readyz/redis`).
+pub(crate) fn is_probe_path(probe_paths: &[Arc<str>], path: &str) -> bool {
+    probe_paths.iter().any(|probe| {
+        if **probe == *path {
+            return true;
+        }
+        // Security: no percent-encoding, empty or dot segments, nothing
+        // a router could normalize into another route.
+        let one_segment = probe
+            .strip_prefix('/')
+            .is_some_and(|p| !p.is_empty() && !p.contains('/'));
+        one_segment
+            && path
+                .strip_prefix(&**probe)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|check| {
+                    !check.is_empty()
+                        && check != "."
+                        && check != ".."
+                        && check.len() <= 128
+                        && check
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                })
+    })
+}
 
 /// Accepts TLS connections with the server certificate, key and client
 /// trust bundle read from files and reloaded when they change, and tells
@@ -45,6 +76,7 @@ pub(crate) struct Shared {
     verifier: Option<Arc<ClientVerifier>>,
     pub(crate) trust_domains: TrustDomains,
     pub(crate) require_client_cert: bool,
+    pub(crate) refuse_in_stack: bool,
     pub(crate) probe_paths: Vec<Arc<str>>,
     pub(crate) handshake_timeout: Duration,
 }
@@ -115,6 +147,7 @@ pub struct MtlsAcceptorBuilder {
     trust_domains: Vec<String>,
     require_client_cert: bool,
     mandatory_at_handshake: bool,
+    refuse_in_stack: bool,
     probe_paths: Vec<Arc<str>>,
     handshake_timeout: Duration,
 }
@@ -127,6 +160,7 @@ impl Default for MtlsAcceptorBuilder {
             trust_domains: Vec::new(),
             require_client_cert: true,
             mandatory_at_handshake: false,
+            refuse_in_stack: false,
             probe_paths: DEFAULT_PROBE_PATHS.iter().map(|&p| Arc::from(p)).collect(),
             handshake_timeout: Duration::from_secs(10),
         }
@@ -173,9 +207,28 @@ impl MtlsAcceptorBuilder {
         self
     }
 
+    /// Whether the refusals of the connection's peer (`identity.missing`,
+    /// `identity.invalid`, `identity.expired`) are answered by the
+    /// [`GovernanceLayer`](crate::GovernanceLayer) inside (its
+    /// [`PeerCheckLayer`](super::PeerCheckLayer), right inside the audit
+    /// layer), so that they are traced, counted and audited like any
+    /// rejection. Off by default: the connection refuses them itself,
+    /// before any layer runs.
+    ///
+    /// Security: turn it on only when every service served with this
+    /// acceptor is wrapped in a `GovernanceLayer` (or a
+    /// `PeerCheckLayer`); a bare router would serve such requests
+    /// (without a [`PeerIdentity`](super::PeerIdentity)).
+    pub fn refuse_in_stack(mut self, enable: bool) -> Self {
+        self.refuse_in_stack = enable;
+        self
+    }
+
     /// The paths a connection without a client certificate may reach when
-    /// certificates are required (exact match); [`DEFAULT_PROBE_PATHS`] by
-    /// default.
+    /// certificates are required; [`DEFAULT_PROBE_PATHS`] by default. A
+    /// path matches exactly, and a one-segment path (`/readyz`) also admits
+    /// one check-name segment below it (`/readyz/redis`; `[A-Za-z0-9._-]`,
+    /// not `.` or `..`, no percent-encoding).
     pub fn probe_paths<I, S>(mut self, paths: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -237,6 +290,7 @@ impl MtlsAcceptorBuilder {
                 config,
                 cert,
                 require_client_cert: self.require_client_cert && verifier.is_some(),
+                refuse_in_stack: self.refuse_in_stack,
                 verifier,
                 trust_domains,
                 probe_paths: self.probe_paths,
@@ -291,5 +345,48 @@ impl From<ConfigError> for MtlsError {
 impl From<IdentityError> for MtlsError {
     fn from(e: IdentityError) -> Self {
         Self::Identity(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_paths_admit_one_plain_check_segment() {
+        let probes: Vec<Arc<str>> = DEFAULT_PROBE_PATHS.iter().map(|&p| Arc::from(p)).collect();
+        let should_pass = [
+            "/livez",
+            "/readyz",
+            "/healthz",
+            "/readyz/redis",
+            "/livez/ping",
+            "/healthz/audit.log_1-a",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.health.v1.Health/List",
+        ];
+        for path in should_pass {
+            assert!(is_probe_path(&probes, path), "{path}");
+        }
+        let should_fail = [
+            "/readyz/../v1/accounts",
+            "/readyz/..",
+            "/readyz/.",
+            "/readyz/",
+            "//readyz",
+            "/readyz//redis",
+            "/readyz%2F..",
+            "/readyz/%2e%2e",
+            "/readyz/redis/x",
+            "/readyzz",
+            "/v1/accounts",
+            "/grpc.health.v1.Health/Check/x",
+            "/grpc.health.v1.Health/Other",
+            "/grpc.health.v1.Health/",
+        ];
+        for path in should_fail {
+            assert!(!is_probe_path(&probes, path), "{path}");
+        }
     }
 }

@@ -12,6 +12,9 @@ rejection_codes! {
         /// X.509-SVID (no or several URI SANs, a malformed SPIFFE ID, a CA
         /// or signing-incapable leaf) or its trust domain is not allowed.
         Invalid = ("identity.invalid", Unauthenticated),
+        /// The client certificate expired (`notAfter` passed) while the
+        /// connection stayed open.
+        Expired = ("identity.expired", Unauthenticated),
         /// The route admits only certain peers, and this one is not among
         /// them.
         PeerDenied = ("identity.peer_denied", PermissionDenied),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use http::{Request, Response};
 use tower_layer::Layer;
@@ -10,6 +11,7 @@ use tower_service::Service;
 
 use super::IdentityCode;
 use super::acceptor::Shared;
+use super::check::PeerRefusal;
 use super::peer::PeerIdentity;
 use super::spiffe::IdentityError;
 use crate::body::ResponseBody;
@@ -92,7 +94,11 @@ impl<S> Layer<S> for ConnectionPeer {
 }
 
 /// Serves one connection: puts its [`PeerIdentity`] into every request's
-/// extensions, or refuses the request (see the [module docs](super)).
+/// extensions, or refuses the request (see the [module docs](super)) —
+/// itself, or, with
+/// [`refuse_in_stack(true)`](super::MtlsAcceptorBuilder::refuse_in_stack),
+/// through the [`PeerCheckLayer`](super::PeerCheckLayer) of the
+/// [`GovernanceLayer`](crate::GovernanceLayer) inside.
 #[derive(Clone, Debug)]
 pub struct PeerService<S> {
     inner: S,
@@ -114,34 +120,157 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        match &self.peer.state {
-            PeerState::Verified(peer) => {
+        let Some((code, detail)) = self.refusal(&req) else {
+            if let PeerState::Verified(peer) = &self.peer.state {
                 // Security: request extensions start empty for each request
                 // hyper reads, so this is the only PeerIdentity there: the
                 // caller cannot supply one.
                 req.extensions_mut().insert(peer.clone());
             }
+            return ResponseFuture::inner(self.inner.call(req));
+        };
+        if self.peer.shared.refuse_in_stack {
+            // Security: the GovernanceLayer's PeerCheck refuses it inside
+            // the stack (audited, traced); no PeerIdentity is inserted.
+            req.extensions_mut().insert(PeerRefusal {
+                code,
+                detail: detail.into(),
+            });
+            return ResponseFuture::inner(self.inner.call(req));
+        }
+        ResponseFuture::rejected(code.reject(detail).respond(&req))
+    }
+}
+
+impl<S> PeerService<S> {
+    /// Why this request of the connection is refused, if it is.
+    fn refusal<B>(&self, req: &Request<B>) -> Option<(IdentityCode, String)> {
+        match &self.peer.state {
+            // Security: the handshake checked the validity period once;
+            // a keep-alive connection must not outlive the certificate.
+            PeerState::Verified(peer) if peer.not_after.is_some_and(|t| t <= SystemTime::now()) => {
+                Some((
+                    IdentityCode::Expired,
+                    "the client certificate (X.509-SVID) has expired; reconnect with a renewed one"
+                        .into(),
+                ))
+            }
+            PeerState::Verified(_) => None,
             // Security: the chain verified but the certificate names no
             // acceptable workload; every request of the connection is
             // refused with a stable code (rather than an opaque TLS alert),
             // probes included: the kubelet presents no certificate at all.
-            PeerState::Invalid(error) => {
-                let rejection = IdentityCode::Invalid.reject(format!(
-                    "the client certificate is not an acceptable SVID: {error}"
-                ));
-                return ResponseFuture::rejected(rejection.respond(&req));
-            }
+            PeerState::Invalid(error) => Some((
+                IdentityCode::Invalid,
+                format!("the client certificate is not an acceptable SVID: {error}"),
+            )),
             PeerState::Anonymous => {
                 let shared = &self.peer.shared;
-                if shared.require_client_cert
-                    && !shared.probe_paths.iter().any(|p| **p == *req.uri().path())
-                {
-                    let rejection = IdentityCode::Missing
-                        .reject("a client certificate (X.509-SVID) is required");
-                    return ResponseFuture::rejected(rejection.respond(&req));
-                }
+                (shared.require_client_cert
+                    && !super::acceptor::is_probe_path(&shared.probe_paths, req.uri().path()))
+                .then(|| {
+                    (
+                        IdentityCode::Missing,
+                        "a client certificate (X.509-SVID) is required".into(),
+                    )
+                })
             }
         }
-        ResponseFuture::inner(self.inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::identity::{MtlsAcceptor, SpiffeId};
+
+    fn acceptor(refuse_in_stack: bool) -> (tempfile::TempDir, MtlsAcceptor) {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = dir.path().join("server.pem");
+        let key = dir.path().join("server.key");
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        let acceptor = MtlsAcceptor::builder()
+            .cert_files(&cert, &key)
+            .client_ca_file(&cert)
+            .trust_domain("finmesh.demo")
+            .refuse_in_stack(refuse_in_stack)
+            .build()
+            .unwrap();
+        (dir, acceptor)
+    }
+
+    fn peer(not_after: SystemTime) -> PeerIdentity {
+        let mut peer = PeerIdentity::new(
+            SpiffeId::parse("spiffe://finmesh.demo/ns/tenant-a/sa/ledger-reader").unwrap(),
+        );
+        peer.not_after = Some(not_after);
+        peer
+    }
+
+    /// (status, the refusal left for the stack, whether the handler saw a
+    /// PeerIdentity).
+    async fn call(connection: &ConnectionPeer) -> (u16, Option<String>, bool) {
+        let svc = connection.layer(tower::service_fn(|req: Request<()>| async move {
+            let mut res = Response::new(());
+            if req.extensions().get::<PeerIdentity>().is_some() {
+                res.headers_mut()
+                    .insert("x-peer", http::HeaderValue::from_static("yes"));
+            }
+            if let Some(r) = req.extensions().get::<PeerRefusal>() {
+                res.headers_mut()
+                    .insert("x-refusal", http::HeaderValue::from_static(r.code.as_str()));
+            }
+            Ok::<_, std::convert::Infallible>(res)
+        }));
+        let res = svc
+            .oneshot(Request::get("/v1/accounts").body(()).unwrap())
+            .await
+            .unwrap();
+        let header = |name| {
+            res.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        (
+            res.status().as_u16(),
+            header("x-refusal"),
+            header("x-peer").is_some(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_request_after_the_svids_not_after_is_refused_as_expired() {
+        let (_dir, acceptor) = acceptor(false);
+        let live = ConnectionPeer::verified(
+            peer(SystemTime::now() + Duration::from_secs(3600)),
+            &acceptor.shared,
+        );
+        assert_eq!(call(&live).await, (200, None, true));
+        let expired = ConnectionPeer::verified(
+            peer(SystemTime::now() - Duration::from_secs(1)),
+            &acceptor.shared,
+        );
+        assert_eq!(call(&expired).await.0, 401);
+
+        // Left to the stack: no PeerIdentity, the refusal beside it.
+        let (_dir, acceptor) = acceptor_in_stack();
+        let expired = ConnectionPeer::verified(
+            peer(SystemTime::now() - Duration::from_secs(1)),
+            &acceptor.shared,
+        );
+        assert_eq!(
+            call(&expired).await,
+            (200, Some("identity.expired".to_owned()), false)
+        );
+    }
+
+    fn acceptor_in_stack() -> (tempfile::TempDir, MtlsAcceptor) {
+        acceptor(true)
     }
 }

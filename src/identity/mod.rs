@@ -85,6 +85,8 @@
 //! | chain not to the trust bundle, expired, not yet valid, no client-auth EKU | handshake (rustls WebPKI verifier) | TLS alert, no request is read |
 //! | chain fine, but not an acceptable X.509-SVID (no or several URI SANs, malformed SPIFFE ID, empty path, CA leaf, no `digitalSignature`), or trust domain not allowed | every request of the connection | 401 / `UNAUTHENTICATED`, `identity.invalid` |
 //! | no client certificate, certificates required | every request but the probe paths | 401 / `UNAUTHENTICATED`, `identity.missing` |
+//! | the client certificate's `notAfter` passed on an open connection | the connection is closed gracefully; requests still arriving on it | 401 / `UNAUTHENTICATED`, `identity.expired` |
+//! | (with [`refuse_in_stack(true)`](MtlsAcceptorBuilder::refuse_in_stack): the three above) | answered by the [`GovernanceLayer`](crate::GovernanceLayer)'s [`PeerCheckLayer`], inside the audit layer | audited and traced like any rejection |
 //! | peer not among those a route admits ([`RequirePeerLayer`]) | that route | 403 / `PERMISSION_DENIED`, `identity.peer_denied` |
 //!
 //! Why the SPIFFE checks are not a TLS alert: a chain the bundle vouches
@@ -95,6 +97,12 @@
 //! does it chain to a trusted root, is it in date — is answered at the
 //! handshake, where nothing of the caller's reaches a service.
 //!
+//! One trust bundle verifies the chains of every allowed trust domain:
+//! any CA in it may sign SPIFFE IDs in any of them (there are no
+//! per-trust-domain bundles yet). Put only CAs trusted for every allowed
+//! domain in the bundle; ServiceAccounts are mapped only for home trust
+//! domains (`JwtAuthBuilder::service_accounts_from_peer_in`, feature `auth`).
+//!
 //! # Probes
 //!
 //! The kubelet presents no client certificate. The handshake therefore
@@ -102,8 +110,10 @@
 //! accepts a connection without one; requests on such a connection are
 //! refused with `identity.missing` unless their path is a probe path
 //! ([`DEFAULT_PROBE_PATHS`]: `/livez`, `/readyz`, `/healthz` and the
-//! `grpc.health.v1` methods, which the outermost
-//! [`HealthLayer`](crate::health::HealthLayer) answers).
+//! `grpc.health.v1` methods Check, Watch and List, which the outermost
+//! [`HealthLayer`](crate::health::HealthLayer) answers) or one check-name
+//! segment below `/livez`, `/readyz`, `/healthz` (`/readyz/redis`; no
+//! `..`, empty segment or percent-encoding).
 //! [`require_client_cert_at_handshake(true)`](MtlsAcceptorBuilder::require_client_cert_at_handshake)
 //! refuses such connections at the handshake instead, for a listener
 //! that serves no probes.
@@ -126,6 +136,7 @@
 //! |---|---|---|
 //! | `identity.missing` | 401 | 16 `UNAUTHENTICATED` |
 //! | `identity.invalid` | 401 | 16 `UNAUTHENTICATED` |
+//! | `identity.expired` | 401 | 16 `UNAUTHENTICATED` |
 //! | `identity.peer_denied` | 403 | 7 `PERMISSION_DENIED` |
 //!
 //! # Parsing entry points
@@ -135,6 +146,7 @@
 //! panic (fuzz targets call them directly).
 
 mod acceptor;
+mod check;
 mod client;
 mod codes;
 mod connection;
@@ -145,6 +157,7 @@ mod serve;
 mod spiffe;
 
 pub use acceptor::{DEFAULT_PROBE_PATHS, MtlsAcceptor, MtlsAcceptorBuilder, MtlsError};
+pub use check::{PeerCheck, PeerCheckLayer};
 pub use client::{Connecting, MtlsConnector, MtlsStream};
 pub use codes::IdentityCode;
 pub use connection::{ConnectionPeer, PeerService};

@@ -1,6 +1,5 @@
 //! [`RequirePeerLayer`]: routes only certain peers may call.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -20,8 +19,11 @@ use crate::future::ResponseFuture;
 /// with `identity.peer_denied` (403 / `PERMISSION_DENIED`), also when the
 /// request has no peer identity at all.
 ///
-/// Routes are exact paths: a gRPC method (`/pkg.Service/Method`) or an
-/// HTTP path. It complements RBAC, which authorizes the *principal* (the
+/// Routes are a gRPC method (`/pkg.Service/Method`) or an HTTP path,
+/// matched as RBAC matches its route templates (feature `rbac`):
+/// `/v1/accounts/{id}` matches one non-empty segment for `{id}`, and a
+/// trailing `/` is ignored. A path several routes match must be admitted
+/// by each. It complements RBAC, which authorizes the *principal* (the
 /// token's user when there is one): this says which *workload* may carry
 /// the call, whoever the user is. Place it inside the
 /// [`GovernanceLayer`](crate::GovernanceLayer), or around the routes it
@@ -51,7 +53,43 @@ use crate::future::ResponseFuture;
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct RequirePeerLayer {
-    routes: Arc<HashMap<String, Vec<SpiffeId>>>,
+    routes: Arc<Vec<Route>>,
+}
+
+/// A guarded route: its template and the peers it admits.
+#[derive(Clone, Debug)]
+struct Route {
+    path: String,
+    /// RBAC's route template (`/v1/accounts/{id}`), when `path` is one.
+    #[cfg(feature = "rbac")]
+    template: Option<crate::rbac::RouteTemplate>,
+    peers: Vec<SpiffeId>,
+}
+
+impl Route {
+    fn new(path: String) -> Self {
+        Self {
+            #[cfg(feature = "rbac")]
+            template: crate::rbac::RouteTemplate::parse(&path).ok(),
+            path,
+            peers: Vec::new(),
+        }
+    }
+
+    /// RBAC's matching (a `{param}` is one non-empty segment, a trailing
+    /// `/` is ignored); without the `rbac` feature, or for a path that is
+    /// no template, the path itself, trailing `/` ignored.
+    fn matches(&self, path: &str) -> bool {
+        #[cfg(feature = "rbac")]
+        if let Some(template) = &self.template {
+            return template.matches(path);
+        }
+        let trim = |p: &str| match p.strip_suffix('/') {
+            Some(t) if !t.is_empty() => t.to_owned(),
+            _ => p.to_owned(),
+        };
+        trim(&self.path) == trim(path)
+    }
 }
 
 impl RequirePeerLayer {
@@ -67,10 +105,16 @@ impl RequirePeerLayer {
         path: impl Into<String>,
         peers: impl IntoIterator<Item = SpiffeId>,
     ) -> Self {
-        Arc::make_mut(&mut self.routes)
-            .entry(path.into())
-            .or_default()
-            .extend(peers);
+        let path = path.into();
+        let routes = Arc::make_mut(&mut self.routes);
+        let at = match routes.iter().position(|r| r.path == path) {
+            Some(at) => at,
+            None => {
+                routes.push(Route::new(path));
+                routes.len() - 1
+            }
+        };
+        routes[at].peers.extend(peers);
         self
     }
 }
@@ -90,7 +134,7 @@ impl<S> Layer<S> for RequirePeerLayer {
 #[derive(Clone, Debug)]
 pub struct RequirePeer<S> {
     inner: S,
-    routes: Arc<HashMap<String, Vec<SpiffeId>>>,
+    routes: Arc<Vec<Route>>,
 }
 
 crate::macros::inner_accessors!([S] RequirePeer<S>, inner: S);
@@ -108,13 +152,15 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        if let Some(allowed) = self.routes.get(req.uri().path()) {
+        let path = req.uri().path();
+        let mut matching = self.routes.iter().filter(|r| r.matches(path)).peekable();
+        if matching.peek().is_some() {
             // Security: only the PeerIdentity the connection's verified
-            // handshake inserted counts; deny when there is none.
-            let admitted = req
-                .extensions()
-                .get::<PeerIdentity>()
-                .is_some_and(|peer| allowed.contains(&peer.spiffe_id));
+            // handshake inserted counts; deny when there is none. Every
+            // route the path matches must admit the peer.
+            let peer = req.extensions().get::<PeerIdentity>();
+            let admitted = peer
+                .is_some_and(|peer| matching.all(|route| route.peers.contains(&peer.spiffe_id)));
             if !admitted {
                 let rejection = IdentityCode::PeerDenied
                     .reject("this route does not admit the calling workload");
@@ -122,5 +168,42 @@ where
             }
         }
         ResponseFuture::inner(self.inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn routes_match_templates_and_ignore_a_trailing_slash() {
+        let frontend = SpiffeId::parse("spiffe://finmesh.demo/ns/payments/sa/frontend").unwrap();
+        let other = SpiffeId::parse("spiffe://finmesh.demo/ns/x/sa/y").unwrap();
+        let layer = RequirePeerLayer::new()
+            .route("/v1/transfer", [frontend.clone()])
+            .route("/v1/accounts/{id}/close", [frontend.clone()]);
+        let svc = layer.layer(tower::service_fn(|_req: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(()))
+        }));
+        let status = |path: &'static str, peer: &SpiffeId| {
+            let mut req = Request::post(path).body(()).unwrap();
+            req.extensions_mut().insert(PeerIdentity::new(peer.clone()));
+            let svc = svc.clone();
+            async move { svc.oneshot(req).await.unwrap().status().as_u16() }
+        };
+        // (path, status for another peer): guarded routes refuse it.
+        let rows = [
+            ("/v1/transfer", 403),
+            ("/v1/transfer/", 403),
+            ("/v1/accounts/acc-1/close", 403),
+            ("/v1/accounts/acc-1/close/", 403),
+            ("/v1/accounts/acc-1", 200),
+            ("/v1/transfers", 200),
+        ];
+        for (path, want) in rows {
+            assert_eq!(status(path, &other).await, want, "{path}");
+            assert_eq!(status(path, &frontend).await, 200, "{path}");
+        }
     }
 }

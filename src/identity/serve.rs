@@ -3,13 +3,12 @@
 
 use std::error::Error as StdError;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower_layer::Layer;
@@ -32,6 +31,10 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// any tower service of `http::Request<hyper::body::Incoming>`: an axum
 /// `Router`, tonic `Routes`, or a `GovernanceLayer` around either.
 ///
+/// A connection whose client certificate expires is closed gracefully
+/// then (requests in flight finish; later ones on it get
+/// `identity.expired`).
+///
 /// Handshake failures (another CA, an expired certificate) and connection
 /// errors are logged at debug level (target `finmesh::identity`) and end
 /// only that connection.
@@ -49,7 +52,9 @@ where
     B::Error: Into<BoxError>,
     F: Future<Output = ()>,
 {
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a receiver: `closed()` on the sender
+    // waits for the last one to finish.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -70,7 +75,7 @@ where
         let acceptor = acceptor.clone();
         let service = service.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let (tls, peer) = match acceptor.accept(tcp).await {
                 Ok(accepted) => accepted,
@@ -79,16 +84,42 @@ where
                     return;
                 }
             };
+            let expires = peer.identity().and_then(|p| p.not_after);
             let service = TowerToHyperService::new(peer.layer(service));
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .into_owned();
-            if let Err(error) = watcher.watch(conn).await {
+            let mut conn = std::pin::pin!(
+                builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                    .into_owned()
+            );
+            // Security: close (gracefully) when the client certificate
+            // expires, so keep-alive does not outlive it; requests already
+            // in flight then are refused with `identity.expired`.
+            let expiry = async {
+                match expires.map(|t| t.duration_since(SystemTime::now()).unwrap_or_default()) {
+                    Some(left) => tokio::time::sleep(left).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                () = expiry => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            drop(stop);
+            if let Err(error) = result {
                 tracing::debug!(target: "finmesh::identity", %error, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    drop(stop_rx);
+    let _ = stop_tx.send(());
+    stop_tx.closed().await;
     Ok(())
 }

@@ -225,13 +225,13 @@ impl HttpRoutes {
 /// A route template alone, for layers that match requests in RBAC's route
 /// vocabulary (the rate limiter's `routes`): the same syntax and the same
 /// segment matching as [`HttpRoutes`], without a resource.
-#[cfg(feature = "ratelimit")]
+#[cfg(any(feature = "ratelimit", feature = "mtls"))]
 #[derive(Clone, Debug)]
 pub(crate) struct RouteTemplate {
     segments: Box<[Segment]>,
 }
 
-#[cfg(feature = "ratelimit")]
+#[cfg(any(feature = "ratelimit", feature = "mtls"))]
 impl RouteTemplate {
     pub(crate) fn parse(template: &str) -> Result<Self, &'static str> {
         Ok(Self {

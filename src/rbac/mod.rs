@@ -183,7 +183,7 @@ pub use compile::CompiledPolicy;
 pub use decision::Decision;
 pub use grpc_methods::GrpcMethods;
 pub use http_routes::HttpRoutes;
-#[cfg(feature = "ratelimit")]
+#[cfg(any(feature = "ratelimit", feature = "mtls"))]
 pub(crate) use http_routes::RouteTemplate;
 pub use layer::{DefaultMapper, RbacLayer};
 pub use load::{MAX_MANIFEST_BYTES, PolicyError};
