@@ -18,12 +18,14 @@
 //! Governed, the stack is the reference gateway's: health, telemetry (an
 //! SDK tracer provider sampling every span into a batch processor whose
 //! exporter drops them, and a Prometheus meter provider), audit, stream
-//! deadlines, HS256 JWT, static tenants, RBAC, in-memory idempotency. Audit records go to a
-//! sink that discards them unless `--audit file:PATH` names a file; the
-//! writer thread encodes and hashes every record either way. `--without a,b` leaves
-//! layers out (`health telemetry audit deadlines jwt tenants rbac
+//! deadlines, HS256 JWT, static tenants, RBAC, rate limits (per tenant on
+//! transfers and per subject everywhere, set far above the load) and
+//! in-memory idempotency. Audit records go to a sink that discards them
+//! unless `--audit file:PATH` names a file; the writer thread encodes and
+//! hashes every record either way. `--without a,b` leaves layers out
+//! (`health telemetry audit deadlines jwt tenants rbac ratelimit
 //! idempotency`); leaving out `jwt` also leaves out what needs a principal
-//! (`tenants`, `rbac`, `idempotency`).
+//! (`tenants`, `rbac`, `ratelimit`, `idempotency`).
 
 #[path = "gateway/observability.rs"]
 #[allow(dead_code)]
@@ -51,6 +53,7 @@ use finmesh::auth::{Algorithm, JwtAuthLayer, JwtKey};
 use finmesh::deadline::StreamDeadlineLayer;
 use finmesh::health::{HealthLayer, HealthRegistry};
 use finmesh::idempotency::{IdempotencyLayer, InMemoryStore};
+use finmesh::ratelimit::{RateLimitLayer, RateLimits};
 use finmesh::rbac::{Authorizer, GrpcMethods, HttpRoutes, RbacLayer};
 use finmesh::telemetry::{TelemetryLayer, w3c_propagator};
 use finmesh::tenant::{StaticTenants, TenantLayer};
@@ -88,6 +91,24 @@ subjects: [{kind: User, name: alice}]
 roleRef: {kind: Role, name: teller}
 "#;
 
+/// Limits far above any load the harness makes: every request pays for
+/// its decisions (per tenant on transfers, per subject everywhere), and
+/// none is refused.
+const RATELIMITS: &str = r#"
+apiVersion: finmesh.io/v1
+kind: RateLimitPolicy
+metadata: {name: loadtest}
+spec:
+  rules:
+    - name: tenant-transfers
+      match: {verbs: [create], resources: [transfers]}
+      key: tenant
+      limit: {requests: 10000000, period: 1s}
+    - name: per-subject
+      key: subject
+      limit: {requests: 10000000, period: 1s}
+"#;
+
 const USAGE: &str = "\
 usage: loadtest_server [--addr ADDR] [--bare | --governed] [--without LAYER,...]
                        [--audit file:PATH | --audit discard] [--tracer sdk | --tracer noop]
@@ -96,12 +117,12 @@ usage: loadtest_server [--addr ADDR] [--bare | --governed] [--without LAYER,...]
   --addr ADDR      listen address (default 127.0.0.1:18081); HTTP/1.1 and h2c
   --bare           the app alone
   --governed       the app behind the whole GovernanceLayer (default)
-  --without L,...  leave layers out: health telemetry audit deadlines jwt tenants rbac idempotency
+  --without L,...  leave layers out: health telemetry audit deadlines jwt tenants rbac ratelimit idempotency
   --audit SINK     file:PATH or discard (default: discard; the writer still encodes and hashes)
   --tracer T       sdk (default: every span sampled, batched, dropped) or noop
   token            print a bearer token for alice (tenant-a), valid one hour";
 
-const LAYERS: [&str; 8] = [
+const LAYERS: [&str; 9] = [
     "health",
     "telemetry",
     "audit",
@@ -109,6 +130,7 @@ const LAYERS: [&str; 8] = [
     "jwt",
     "tenants",
     "rbac",
+    "ratelimit",
     "idempotency",
 ];
 
@@ -122,7 +144,7 @@ struct Cli {
 
 impl Cli {
     fn has(&self, layer: &str) -> bool {
-        let needs_jwt = matches!(layer, "tenants" | "rbac" | "idempotency");
+        let needs_jwt = matches!(layer, "tenants" | "rbac" | "ratelimit" | "idempotency");
         self.governed
             && !self.without.iter().any(|w| w == layer)
             && !(needs_jwt && self.without.iter().any(|w| w == "jwt"))
@@ -347,6 +369,9 @@ fn governance(
                 ),
         );
         stack = stack.rbac(RbacLayer::new(Authorizer::from_yaml(RBAC)?, mapper));
+    }
+    if cli.has("ratelimit") {
+        stack = stack.rate_limits(RateLimitLayer::new(RateLimits::from_yaml(RATELIMITS)?));
     }
     if cli.has("idempotency") {
         // Room for every key of a long run from the one tenant: a refusal

@@ -38,7 +38,7 @@ import time
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-LAYERS = ["health", "telemetry", "audit", "deadlines", "jwt", "tenants", "rbac", "idempotency"]
+LAYERS = ["health", "telemetry", "audit", "deadlines", "jwt", "tenants", "rbac", "ratelimit", "idempotency"]
 TICK = os.sysconf("SC_CLK_TCK")
 PORT = 18181
 
