@@ -188,7 +188,7 @@ fn script(u: &mut Unstructured<'_>, grpc_status: bool) -> (Script, Vec<u8>) {
 
 fn timeout(u: &mut Unstructured<'_>) -> Option<Duration> {
     match u.int_in_range(0..=7u8).unwrap_or(0) {
-        0 | 1 | 2 => None,
+        0..=2 => None,
         3 => Some(Duration::ZERO),
         4 => Some(Duration::MAX),
         5 => Some(Duration::new(u64::MAX, 0)),

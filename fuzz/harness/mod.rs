@@ -25,9 +25,12 @@ pub use policy::{jwks, tenants_yaml};
 pub use rbac::rbac_yaml;
 pub use telemetry::trace_context;
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the corpus replay: the name is the folder
 /// under `fuzz/corpus/` and the `fuzz_targets/` file.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("audit_verify", audit_verify),
     ("gateway_amount", gateway_amount),
     ("grpc_frames", grpc_frames),

@@ -27,7 +27,8 @@ pub fn tenant_namespace(data: &[u8]) {
         Ok(ns) => {
             assert_eq!(ns.as_str().as_bytes(), data);
             assert_eq!(ns.to_string().as_bytes(), data);
-            let again = TenantNamespace::parse(&ns.to_string()).unwrap();
+            let shown = ns.to_string();
+            let again = TenantNamespace::parse(&shown).unwrap();
             assert_eq!(again, ns);
             // Serde agrees with the parser.
             let json = serde_json::to_string(&ns).unwrap();
