@@ -166,8 +166,10 @@ pub fn trace_context(data: &[u8]) {
         for b in out.get_all("baggage") {
             let b = b.to_str().unwrap();
             assert!(
-                !b.split(',')
-                    .any(|m| m.trim().starts_with("user_risk_level")),
+                !b.split(',').any(|m| {
+                    let key = m.split(['=', ';']).next().unwrap_or_default();
+                    key.trim_matches([' ', '\t']) == "user_risk_level"
+                }),
                 "the caller's risk level was passed on: {b:?}"
             );
         }
