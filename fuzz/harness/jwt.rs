@@ -308,6 +308,10 @@ pub fn jwt_auth(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
+    // Builds the layer first: that also installs jsonwebtoken's process
+    // default crypto provider, which signing below needs when both of
+    // its backends are compiled in (`--all-features`).
+    layer();
     match mode % 3 {
         0 => {
             let values: Vec<Vec<u8>> = rest
