@@ -161,7 +161,8 @@ pub fn audit_verify(data: &[u8]) {
             0 => u64::MAX,
             1 => u64::MAX - 1,
             2 => u64::MAX - 2,
-            _ => u.arbitrary::<u64>().unwrap_or(0),
+            // A head is a record that was written: its seq is at least 1.
+            _ => u.arbitrary::<u64>().unwrap_or(1).max(1),
         };
         prev = format!("{:064x}", u.arbitrary::<u128>().unwrap_or(7));
         std::fs::write(
