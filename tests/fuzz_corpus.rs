@@ -79,6 +79,7 @@ macro_rules! replays {
 }
 
 replays! {
+    audit_policy_corpus_replays => "audit_policy",
     audit_verify_corpus_replays => "audit_verify",
     gateway_amount_corpus_replays => "gateway_amount",
     grpc_frames_corpus_replays => "grpc_frames",
@@ -86,7 +87,9 @@ replays! {
     idempotency_key_corpus_replays => "idempotency_key",
     jwks_corpus_replays => "jwks",
     jwt_auth_corpus_replays => "jwt_auth",
+    ratelimit_policy_corpus_replays => "ratelimit_policy",
     rbac_yaml_corpus_replays => "rbac_yaml",
+    spiffe_identity_corpus_replays => "spiffe_identity",
     stream_deadline_corpus_replays => "stream_deadline",
     tenant_namespace_corpus_replays => "tenant_namespace",
     tenants_yaml_corpus_replays => "tenants_yaml",

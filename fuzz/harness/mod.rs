@@ -10,16 +10,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit;
+mod audit_policy;
 mod deadline;
+mod identity;
 mod jwt;
+mod limits;
 mod parsers;
 mod policy;
 mod rbac;
 mod telemetry;
 
 pub use audit::{audit_verify, cleanup as audit_cleanup};
+pub use audit_policy::audit_policy;
 pub use deadline::{grpc_frames, stream_deadline};
+pub use identity::spiffe_identity;
 pub use jwt::jwt_auth;
+pub use limits::ratelimit_policy;
 pub use parsers::{gateway_amount, grpc_timeout, idempotency_key, tenant_namespace};
 pub use policy::{jwks, tenants_yaml};
 pub use rbac::rbac_yaml;
@@ -31,6 +37,7 @@ pub type Target = fn(&[u8]);
 /// Every target by name, for the corpus replay: the name is the folder
 /// under `fuzz/corpus/` and the `fuzz_targets/` file.
 pub const TARGETS: &[(&str, Target)] = &[
+    ("audit_policy", audit_policy),
     ("audit_verify", audit_verify),
     ("gateway_amount", gateway_amount),
     ("grpc_frames", grpc_frames),
@@ -38,7 +45,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("idempotency_key", idempotency_key),
     ("jwks", jwks),
     ("jwt_auth", jwt_auth),
+    ("ratelimit_policy", ratelimit_policy),
     ("rbac_yaml", rbac_yaml),
+    ("spiffe_identity", spiffe_identity),
     ("stream_deadline", stream_deadline),
     ("tenant_namespace", tenant_namespace),
     ("tenants_yaml", tenants_yaml),
