@@ -4,6 +4,12 @@
 //! service (header parsing, extensions, labels).
 //!
 //! `cargo bench --bench jwt -- --warm-up-time 1 --measurement-time 3`
+//!
+//! `jwks/{parse,build}/{1,10,100}`: loading a JWKS document of that many
+//! keys (half RSA-2048, half HMAC, each with its own `kid`) — parsing it
+//! with `JwtKey::from_jwks`, and building a `JwtAuthLayer` from it (key
+//! sets and their indexes, what a JWKS file reload does). Linear loading
+//! means the time per key is the same in all three rows.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -111,5 +117,66 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// A JWKS document of `n` keys: the test RSA key's modulus (its low bits
+/// changed per key, so each is its own key) and 32-byte HMAC secrets.
+fn jwks_document(n: usize) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    // The modulus of tests/keys/rsa-public.pem, via its DER: the last 256
+    // bytes before the 5-byte exponent field.
+    let der = URL_SAFE_NO_PAD
+        .decode(
+            RSA_PUB
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>()
+                .trim_end_matches('=')
+                .replace('+', "-")
+                .replace('/', "_"),
+        )
+        .unwrap();
+    let modulus = &der[der.len() - 5 - 256..der.len() - 5];
+    let keys: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                let mut m = modulus.to_vec();
+                m[254] ^= (i >> 7) as u8;
+                m[255] ^= ((i as u8) << 1) | 2;
+                serde_json::json!({"kty": "RSA", "kid": format!("rsa-{i}"), "alg": "RS256",
+                    "n": URL_SAFE_NO_PAD.encode(&m), "e": "AQAB"})
+            } else {
+                let secret = format!("bench-hmac-secret-{i:08}-0123456789ab");
+                serde_json::json!({"kty": "oct", "kid": format!("hs-{i}"), "alg": "HS256",
+                    "k": URL_SAFE_NO_PAD.encode(secret)})
+            }
+        })
+        .collect();
+    serde_json::json!({ "keys": keys }).to_string()
+}
+
+fn jwks(c: &mut Criterion) {
+    let mut group = c.benchmark_group("jwks");
+    for n in [1, 10, 100] {
+        let doc = jwks_document(n);
+        assert_eq!(JwtKey::from_jwks(doc.as_bytes()).unwrap().len(), n);
+        group.throughput(criterion::Throughput::Elements(n as u64));
+        group.bench_function(format!("parse/{n}"), |b| {
+            b.iter(|| JwtKey::from_jwks(black_box(doc.as_bytes())).unwrap())
+        });
+        group.bench_function(format!("build/{n}"), |b| {
+            b.iter(|| {
+                JwtAuthLayer::builder()
+                    .issuer("https://idp.bench")
+                    .audience("api")
+                    .algorithms([Algorithm::HS256, Algorithm::RS256])
+                    .jwks(black_box(&doc))
+                    .build()
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, jwks);
 criterion_main!(benches);

@@ -19,6 +19,10 @@
 //!   `layer/extension_insert_only`, a `service_fn` that inserts a `Tenant`
 //!   into the extensions itself, to show what that one allocation site
 //!   costs on its own.
+//! - `load/{100,1000,10000}`: parsing and validating a tenants document of
+//!   that many tenants (`StaticTenants::from_yaml`, what every reload of a
+//!   tenants file does). Linear loading means the time per tenant is the
+//!   same in all three rows; a superlinear path shows as a growing ratio.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -185,5 +189,33 @@ fn layer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lookup_and_validate, layer);
+fn tenants_yaml(n: usize) -> String {
+    let mut yaml = String::from("tenants:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - namespace: {}\n    displayName: Tenant {i}\n    labels: {{region: eu-west-1, plan: p{}}}\n",
+            name(i),
+            i % 7
+        ));
+    }
+    yaml
+}
+
+fn load(c: &mut Criterion) {
+    let mut group = c.benchmark_group("load");
+    for n in [100, 1_000, 10_000] {
+        let yaml = tenants_yaml(n);
+        group.throughput(criterion::Throughput::Elements(n as u64));
+        group.bench_function(n.to_string(), |b| {
+            b.iter(|| {
+                let tenants = StaticTenants::from_yaml(black_box(&yaml)).unwrap();
+                assert_eq!(tenants.len(), n);
+                tenants
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, lookup_and_validate, layer, load);
 criterion_main!(benches);

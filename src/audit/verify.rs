@@ -214,7 +214,9 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyError> {
 pub(crate) struct Verifier {
     files: Vec<PathBuf>,
     records: u64,
-    next_seq: u64,
+    /// The `seq` the next record must carry; `None` once a record had
+    /// `seq` `u64::MAX`, after which none can follow.
+    next_seq: Option<u64>,
     prev: String,
     /// Where the chain starts when older files were pruned.
     pruned: Option<ChainHead>,
@@ -227,7 +229,7 @@ impl Verifier {
         Self {
             files: Vec::new(),
             records: 0,
-            next_seq: 1,
+            next_seq: Some(1),
             prev: GENESIS.to_owned(),
             pruned: None,
             started_after_pruned: false,
@@ -328,17 +330,25 @@ impl Verifier {
                 && record.seq != 1
                 && let Some(p) = &self.pruned
             {
-                self.next_seq = p.seq.saturating_add(1);
+                self.next_seq = p.seq.checked_add(1);
                 self.prev = p.hash.clone();
                 self.started_after_pruned = true;
             }
-            if record.seq > self.next_seq && declares_gap(&record, line, self.next_seq, &self.prev)
-            {
-                self.gaps.push((self.next_seq, record.seq - 1));
-                self.next_seq = record.seq;
+            // Security: a forged `seq` (or pruned head) of u64::MAX must end
+            // the walk with a broken link, not overflow the counter.
+            let Some(mut next_seq) = self.next_seq else {
+                return Err(broken(
+                    seq,
+                    BreakKind::Malformed(format!("no record can follow seq {}", u64::MAX)),
+                    self.records,
+                ));
+            };
+            if record.seq > next_seq && declares_gap(&record, line, next_seq, &self.prev) {
+                self.gaps.push((next_seq, record.seq - 1));
+                next_seq = record.seq;
             }
-            if record.seq > self.next_seq {
-                let expected = self.next_seq;
+            if record.seq > next_seq {
+                let expected = next_seq;
                 let kind = if moved(expected) {
                     BreakKind::OutOfOrder { expected }
                 } else {
@@ -346,12 +356,10 @@ impl Verifier {
                 };
                 return Err(broken(seq, kind, self.records));
             }
-            if record.seq < self.next_seq {
+            if record.seq < next_seq {
                 return Err(broken(
                     seq,
-                    BreakKind::OutOfOrder {
-                        expected: self.next_seq,
-                    },
+                    BreakKind::OutOfOrder { expected: next_seq },
                     self.records,
                 ));
             }
@@ -366,7 +374,7 @@ impl Verifier {
                 ));
             }
             self.records += 1;
-            self.next_seq += 1;
+            self.next_seq = next_seq.checked_add(1);
             self.prev = recorded;
             Ok(record.seq)
         }
@@ -376,7 +384,9 @@ impl Verifier {
         VerifyReport {
             files: self.files,
             records: self.records,
-            last_seq: self.next_seq.checked_sub(1).filter(|s| *s > 0),
+            last_seq: self
+                .next_seq
+                .map_or(Some(u64::MAX), |n| n.checked_sub(1).filter(|s| *s > 0)),
             head: self.prev,
             pruned: self.pruned.filter(|_| self.started_after_pruned),
             gaps: self.gaps,
@@ -416,4 +426,72 @@ fn leading_seq(line: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sealed request record with this `seq` and `prev`.
+    fn sealed(seq: u64, prev: &str) -> (Vec<u8>, String) {
+        let mut r: AuditRecord = serde_json::from_value(serde_json::json!({
+            "seq": seq, "time": "2026-01-01T00:00:00.000000Z", "kind": "request",
+            "event": null, "trace_id": null, "order_id": null, "tenant": null,
+            "subject": null, "risk": null, "method": null, "route": null, "verb": null,
+            "resource": null, "name": null, "decision": null, "code": null,
+            "binding": null, "shadow": false, "http_status": null, "grpc_status": null,
+            "latency_us": null, "outcome": null, "idempotency_key": null,
+            "replayed": false, "data": null, "prev": prev, "hash": "",
+        }))
+        .unwrap();
+        let line = r.seal();
+        (line, r.hash)
+    }
+
+    fn pruned_at(dir: &Path, seq: u64, hash: &str) {
+        std::fs::write(
+            dir.join("audit.log.pruned"),
+            serde_json::json!({ "seq": seq, "hash": hash }).to_string(),
+        )
+        .unwrap();
+    }
+
+    // Found by the `audit_verify` fuzz target: `seq` u64::MAX overflowed
+    // the verifier's counter (a panic in debug builds).
+    #[test]
+    fn a_record_at_seq_max_ends_the_chain_instead_of_overflowing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.log");
+        let anchor = "ab".repeat(32);
+        pruned_at(dir.path(), u64::MAX - 1, &anchor);
+        let (last, head) = sealed(u64::MAX, &anchor);
+        std::fs::write(&log, &last).unwrap();
+        let report = verify(&log).unwrap();
+        assert_eq!((report.records, report.last_seq), (1, Some(u64::MAX)));
+        assert_eq!(report.head, head);
+
+        // Nothing can follow it: whatever `seq` comes next is a broken link.
+        for next in [u64::MAX, 0, 1] {
+            let mut bytes = last.clone();
+            bytes.extend_from_slice(&sealed(next, &head).0);
+            std::fs::write(&log, &bytes).unwrap();
+            match verify(&log) {
+                Err(VerifyError::Broken(b)) => {
+                    assert_eq!((b.line, b.verified), (2, 1), "{b}");
+                    assert!(matches!(b.kind, BreakKind::Malformed(_)), "{b}");
+                }
+                other => panic!("seq {next} after u64::MAX: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_pruned_head_at_seq_max_has_no_continuation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.log");
+        let anchor = "cd".repeat(32);
+        pruned_at(dir.path(), u64::MAX, &anchor);
+        std::fs::write(&log, sealed(u64::MAX, &anchor).0).unwrap();
+        assert!(matches!(verify(&log), Err(VerifyError::Broken(b)) if b.line == 1));
+    }
 }
