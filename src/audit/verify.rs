@@ -430,6 +430,7 @@ fn leading_seq(line: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::record::AuditRecord;
     use super::*;
 
     /// A sealed request record with this `seq` and `prev`.
