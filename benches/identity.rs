@@ -205,7 +205,7 @@ fn governed(app: axum::Router) -> axum::Router {
         .audience("payments")
         .algorithms([Algorithm::HS256])
         .key(JwtKey::hmac(b"a bench secret of at least 32 bytes!").unwrap())
-        .service_accounts_from_peer(true)
+        .service_accounts_from_peer_in(["finmesh.demo"])
         .build()
         .unwrap();
     let tenants = StaticTenants::new();

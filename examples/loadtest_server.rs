@@ -27,6 +27,9 @@
 //! idempotency`); leaving out `jwt` also leaves out what needs a principal
 //! (`tenants`, `rbac`, `ratelimit`, `idempotency`).
 
+#[path = "gateway/certs.rs"]
+mod certs;
+
 #[path = "gateway/observability.rs"]
 #[allow(dead_code)]
 mod observability;
@@ -110,7 +113,7 @@ spec:
 "#;
 
 const USAGE: &str = "\
-usage: loadtest_server [--addr ADDR] [--bare | --governed] [--without LAYER,...]
+usage: loadtest_server [--addr ADDR] [--bare | --governed] [--without LAYER,...] [--tls]
                        [--audit file:PATH | --audit discard] [--tracer sdk | --tracer noop]
        loadtest_server token
 
@@ -120,6 +123,9 @@ usage: loadtest_server [--addr ADDR] [--bare | --governed] [--without LAYER,...]
   --without L,...  leave layers out: health telemetry audit deadlines jwt tenants rbac ratelimit idempotency
   --audit SINK     file:PATH or discard (default: discard; the writer still encodes and hashes)
   --tracer T       sdk (default: every span sampled, batched, dropped) or noop
+  --tls            serve TLS (finmesh::identity, HTTP/1.1 and h2 by ALPN) with a
+                   certificate for localhost from a fresh CA; client
+                   certificates optional
   token            print a bearer token for alice (tenant-a), valid one hour";
 
 const LAYERS: [&str; 9] = [
@@ -140,6 +146,7 @@ struct Cli {
     without: Vec<String>,
     audit: Option<PathBuf>,
     sdk_tracer: bool,
+    tls: bool,
 }
 
 impl Cli {
@@ -164,6 +171,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
         without: Vec::new(),
         audit: None,
         sdk_tracer: true,
+        tls: false,
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -175,6 +183,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
                 cli.addr = v.parse().map_err(|e| format!("--addr {v:?}: {e}"))?;
             }
             "--bare" => cli.governed = false,
+            "--tls" => cli.tls = true,
             "--governed" => cli.governed = true,
             "--without" => {
                 for layer in value("--without")?.split(',').filter(|l| !l.is_empty()) {
@@ -280,7 +289,8 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
         app
     };
     println!(
-        "loadtest_server on http://{addr} — {}{}",
+        "loadtest_server on {}://{addr} — {}{}",
+        if cli.tls { "https" } else { "http" },
         if cli.governed { "governed" } else { "bare" },
         if cli.governed && !cli.without.is_empty() {
             format!(" without {}", cli.without.join(","))
@@ -296,9 +306,22 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
             _ = term.recv() => {}
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    if cli.tls {
+        let dir = tls_dir()?;
+        let acceptor = finmesh::identity::MtlsAcceptor::builder()
+            .cert_files(dir.join("server.pem"), dir.join("server.key"))
+            .client_ca_file(dir.join("ca.pem"))
+            .trust_domain("finmesh.demo")
+            .require_client_cert(false)
+            .build()?;
+        let served = finmesh::identity::serve(listener, acceptor, app, shutdown).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        served?;
+    } else {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+    }
     if let Some(a) = auditor {
         a.flush().await?;
     }
@@ -306,6 +329,18 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
         o.shutdown();
     }
     Ok(())
+}
+
+/// A fresh CA and a server certificate for `localhost` and `127.0.0.1`,
+/// written to a directory of this process.
+fn tls_dir() -> Result<PathBuf, BoxError> {
+    let dir = std::env::temp_dir().join(format!("finmesh-loadtest-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let ca = certs::DemoCa::new("finmesh loadtest CA")?;
+    std::fs::write(dir.join("ca.pem"), &ca.pem)?;
+    ca.leaf(&certs::LeafSpec::server(&["localhost", "127.0.0.1"]))?
+        .write(&dir, "server")?;
+    Ok(dir)
 }
 
 fn governance(
