@@ -40,6 +40,7 @@ impl<B> ResponseBody<B> {
 
     /// Wraps the inner service's body, keeping `guard` (a rate limit's
     /// concurrency seat) alive until the body ends or is dropped.
+    #[cfg(feature = "ratelimit")]
     pub(crate) fn with_guard(body: B, guard: Option<Guard>) -> Self {
         Self {
             kind: Kind::Inner { body, guard },

@@ -111,4 +111,6 @@ mod watcher;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use options::{DEFAULT_DEBOUNCE, DEFAULT_MAX_BYTES, WatchOptions};
 pub use parse::parse_yaml_or_json;
+#[cfg(feature = "rbac")]
+pub(crate) use parse::tagged_at;
 pub use watched::Watched;

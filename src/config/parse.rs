@@ -40,6 +40,39 @@ pub fn parse_yaml_or_json<D: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Res
     }
 }
 
+/// The path of the first YAML-tagged value in `value` (`spec.rules[2]`),
+/// if any: the policy loaders refuse tags, since serde reads through a tag
+/// as if it were not there and a document would say more than it means.
+#[cfg(feature = "rbac")]
+pub(crate) fn tagged_at(value: &serde_yaml_ng::Value) -> Option<String> {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::Tagged(_) => Some(String::new()),
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| tagged_at(item).map(|rest| format!("[{i}]{}", dotted(&rest)))),
+        Value::Mapping(map) => map.iter().find_map(|(key, item)| {
+            if matches!(key, Value::Tagged(_)) {
+                return Some(String::new());
+            }
+            let key = key.as_str().unwrap_or("?");
+            tagged_at(item).map(|rest| format!("{key}{}", dotted(&rest)))
+        }),
+        _ => None,
+    }
+}
+
+/// `rest` of a path as it follows a parent segment.
+#[cfg(feature = "rbac")]
+fn dotted(rest: &str) -> String {
+    if rest.is_empty() || rest.starts_with('[') {
+        rest.to_owned()
+    } else {
+        format!(".{rest}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use super::manifest::{
     ConcurrencyRuleSpec, FailMode, KeyKind, LevelSpec, Manifest, MatchSpec, RuleSpec,
 };
 use super::matcher::Matcher;
+use crate::config::tagged_at;
 
 /// The `apiVersion` of a rate-limit policy.
 pub const API_VERSION: &str = "finmesh.io/v1";
@@ -454,31 +455,4 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
         "h" => Duration::from_secs(n * 3600),
         _ => return None,
     })
-}
-
-/// The path of the first YAML-tagged value in `value`, if any.
-fn tagged_at(value: &Value) -> Option<String> {
-    match value {
-        Value::Tagged(_) => Some(String::new()),
-        Value::Sequence(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| tagged_at(item).map(|rest| format!("[{i}]{}", dotted(&rest)))),
-        Value::Mapping(map) => map.iter().find_map(|(key, item)| {
-            if matches!(key, Value::Tagged(_)) {
-                return Some(String::new());
-            }
-            let key = key.as_str().unwrap_or("?");
-            tagged_at(item).map(|rest| format!("{key}{}", dotted(&rest)))
-        }),
-        _ => None,
-    }
-}
-
-fn dotted(rest: &str) -> String {
-    if rest.is_empty() || rest.starts_with('[') {
-        rest.to_owned()
-    } else {
-        format!(".{rest}")
-    }
 }

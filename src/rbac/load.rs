@@ -15,6 +15,7 @@ use serde_yaml_ng::Value;
 use super::manifest;
 use super::model::{ClusterRole, ClusterRoleBinding, Policy, RBAC_API_VERSION, Role, RoleBinding};
 use super::validate::{self, Scope};
+use crate::config::tagged_at;
 
 /// The largest manifest [`Policy::from_yaml`] parses (16 MiB, like every
 /// finmesh policy file).
@@ -133,34 +134,6 @@ fn load(yaml: &[u8]) -> Result<Policy, PolicyError> {
         loader.document(index, value)?;
     }
     Ok(loader.policy)
-}
-
-/// The path of the first YAML-tagged value in `value`, if any.
-fn tagged_at(value: &Value) -> Option<String> {
-    match value {
-        Value::Tagged(_) => Some(String::new()),
-        Value::Sequence(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| tagged_at(item).map(|rest| format!("[{i}]{}", dotted(&rest)))),
-        Value::Mapping(map) => map.iter().find_map(|(key, item)| {
-            if matches!(key, Value::Tagged(_)) {
-                return Some(String::new());
-            }
-            let key = key.as_str().unwrap_or("?");
-            tagged_at(item).map(|rest| format!("{key}{}", dotted(&rest)))
-        }),
-        _ => None,
-    }
-}
-
-/// `rest` of a path as it follows a parent segment.
-fn dotted(rest: &str) -> String {
-    if rest.is_empty() || rest.starts_with('[') {
-        rest.to_owned()
-    } else {
-        format!(".{rest}")
-    }
 }
 
 /// Where in the manifest errors point: a document, and within a `List`
