@@ -232,6 +232,7 @@ mod files;
 mod future;
 mod handle;
 mod layer;
+mod memory_sink;
 mod pending;
 mod policy;
 #[cfg(feature = "audit-postgres")]
@@ -257,11 +258,12 @@ pub use error::AuditError;
 pub use future::ResponseFuture;
 pub use handle::AuditHandle;
 pub use layer::AuditLayer;
+pub use memory_sink::MemorySink;
 pub use policy::{
     AuditAttributes, AuditPolicy, AuditPolicyError, Level, MAX_POLICY_BYTES, PolicyDecision, Stage,
 };
 pub use record::{AuditRecord, GENESIS, Outcome, RecordKind, Verdict, rfc3339};
 pub use service::Audit;
-pub use sink::{AuditSink, ChainHead, Durability, FileSink, FileSinkOptions, MemorySink, TornTail};
+pub use sink::{AuditSink, ChainHead, Durability, FileSink, FileSinkOptions, TornTail};
 pub use stats::AuditStats;
 pub use verify::{BreakKind, BrokenLink, VerifyError, VerifyReport, verify};

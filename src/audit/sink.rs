@@ -1,14 +1,13 @@
-//! Where sealed records go: the [`AuditSink`] trait, [`FileSink`] and
-//! [`MemorySink`].
+//! Where sealed records go: the [`AuditSink`] trait and [`FileSink`]
+//! ([`MemorySink`](super::MemorySink) is in `memory_sink.rs`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::record::AuditRecord;
-use super::verify::{Verifier, VerifyError, VerifyReport};
 
 use super::files::{
     free_bytes, last_line, parse_head, read_pruned, repair_tail, rotated_files, rotated_name,
@@ -52,6 +51,14 @@ pub trait AuditSink: Send + 'static {
 
     /// Makes everything appended so far durable.
     fn sync(&mut self) -> io::Result<()>;
+
+    /// Hands what [`append`](Self::append) buffered to the storage (not
+    /// necessarily durably: that is [`sync`](Self::sync)). The writer
+    /// calls it after every batch and counts the batch written when it
+    /// succeeds. The default has nothing buffered.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 
     /// When the sink next wants [`sync`](Self::sync) called (an interval
     /// durability policy with unsynced records), or `None`.
@@ -98,71 +105,6 @@ pub trait AuditSink: Send + 'static {
     /// Read once when the writer starts; `None` (the default): never.
     fn blocked_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
         None
-    }
-}
-
-/// Records with their encoded lines.
-type Stored = Vec<(AuditRecord, Vec<u8>)>;
-
-/// An in-memory sink for tests and benches. Clones share the same records.
-#[derive(Clone, Default, Debug)]
-pub struct MemorySink {
-    inner: Arc<Mutex<Stored>>,
-}
-
-impl MemorySink {
-    /// An empty sink.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Stored> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The records written so far, in chain order.
-    pub fn records(&self) -> Vec<AuditRecord> {
-        self.lock().iter().map(|(r, _)| r.clone()).collect()
-    }
-
-    /// How many records were written.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether nothing was written.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The encoded lines, as a file sink would have written them.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.lock().iter().flat_map(|(_, l)| l.clone()).collect()
-    }
-
-    /// Verifies the chain held in memory.
-    pub fn verify(&self) -> Result<VerifyReport, VerifyError> {
-        let mut v = Verifier::new();
-        v.feed_file(Path::new("<memory>"), &self.to_bytes())?;
-        Ok(v.finish())
-    }
-}
-
-impl AuditSink for MemorySink {
-    fn head(&self) -> Option<ChainHead> {
-        self.lock().last().map(|(r, _)| ChainHead {
-            seq: r.seq,
-            hash: r.hash.clone(),
-        })
-    }
-
-    fn append(&mut self, record: &AuditRecord, line: &[u8]) -> io::Result<()> {
-        self.lock().push((record.clone(), line.to_vec()));
-        Ok(())
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -219,6 +161,9 @@ impl Default for FileSinkOptions {
 /// How often a [`FileSink`] measures free space, in time and bytes.
 const SPACE_CHECK_EVERY: Duration = Duration::from_secs(1);
 const SPACE_CHECK_BYTES: u64 = 1024 * 1024;
+/// Pending lines past this size are written without waiting for the
+/// batch to end.
+const PENDING_FLUSH_BYTES: usize = 128 * 1024;
 
 /// An append-only JSON-lines file with size-based rotation.
 ///
@@ -281,6 +226,9 @@ pub struct FileSink {
     space_checked: Option<Instant>,
     written_since_check: u64,
     low_space: Option<u64>,
+    /// Lines appended and not yet written: one `write` per batch, not
+    /// one per record.
+    pending: Vec<u8>,
 }
 
 impl FileSink {
@@ -326,6 +274,7 @@ impl FileSink {
             space_checked: None,
             written_since_check: 0,
             low_space: None,
+            pending: Vec::with_capacity(PENDING_FLUSH_BYTES),
         };
         sink.check_space();
         Ok(sink)
@@ -407,7 +356,19 @@ impl FileSink {
         &self.path
     }
 
+    /// Writes the pending lines. On failure they are dropped, not retried:
+    /// part of them may be in the file, and the writer stops.
+    fn write_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let r = self.file.write_all(&self.pending);
+        self.pending.clear();
+        r
+    }
+
     fn rotate(&mut self) -> io::Result<()> {
+        self.write_pending()?;
         self.file.sync_data()?;
         let target = rotated_name(&self.path, self.next_rotation);
         fs::rename(&self.path, &target)?;
@@ -431,17 +392,28 @@ impl FileSink {
     }
 }
 
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        // The writer flushes before it lets go; this covers a sink
+        // dropped by its own user between appends.
+        let _ = self.write_pending();
+    }
+}
+
 impl AuditSink for FileSink {
     fn head(&self) -> Option<ChainHead> {
         self.head.clone()
     }
 
     fn append(&mut self, record: &AuditRecord, line: &[u8]) -> io::Result<()> {
-        self.file.write_all(line)?;
+        self.pending.extend_from_slice(line);
         self.size += line.len() as u64;
         self.written_since_check += line.len() as u64;
         match self.options.durability {
-            Durability::EveryRecord => self.file.sync_data()?,
+            Durability::EveryRecord => {
+                self.write_pending()?;
+                self.file.sync_data()?;
+            }
             Durability::Interval(_) => {
                 self.dirty_since.get_or_insert_with(Instant::now);
             }
@@ -453,11 +425,18 @@ impl AuditSink for FileSink {
         });
         if self.size >= self.options.max_file_bytes {
             self.rotate()?;
+        } else if self.pending.len() >= PENDING_FLUSH_BYTES {
+            self.write_pending()?;
         }
         Ok(())
     }
 
+    fn flush(&mut self) -> io::Result<()> {
+        self.write_pending()
+    }
+
     fn sync(&mut self) -> io::Result<()> {
+        self.write_pending()?;
         self.dirty_since = None;
         self.file.sync_data()
     }
@@ -509,6 +488,35 @@ mod tests {
             prev = r.hash;
         }
         prev
+    }
+
+    #[test]
+    fn lines_wait_for_the_flush_that_ends_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut sink = FileSink::open(&path).unwrap();
+        write_n(&mut sink, 3);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0, "buffered");
+        sink.flush().unwrap();
+        let three = fs::metadata(&path).unwrap().len();
+        assert!(three > 0);
+        write_n(&mut sink, 1);
+        assert_eq!(fs::metadata(&path).unwrap().len(), three);
+        sink.sync().unwrap();
+        assert!(
+            fs::metadata(&path).unwrap().len() > three,
+            "sync writes first"
+        );
+        assert_eq!(super::super::verify(&path).unwrap().records, 4);
+        // Every record is written at once when each must be durable.
+        let path = dir.path().join("every.log");
+        let options = FileSinkOptions {
+            durability: Durability::EveryRecord,
+            ..FileSinkOptions::default()
+        };
+        let mut sink = FileSink::open_with(&path, options).unwrap();
+        write_n(&mut sink, 1);
+        assert!(fs::metadata(&path).unwrap().len() > 0);
     }
 
     #[test]

@@ -115,8 +115,8 @@ impl Shared {
         }
     }
 
-    pub(super) fn count_written(&self) {
-        self.written.fetch_add(1, Ordering::Relaxed);
+    pub(super) fn count_written(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(super) fn count_refused(&self) {

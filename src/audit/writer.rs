@@ -47,6 +47,11 @@ async fn run<S: AuditSink>(
     };
     shared.set_low_space(sink.low_space());
     let mut batch = Vec::with_capacity(BATCH);
+    // Records handed to the sink and not yet flushed: counted written
+    // once the sink has them in storage.
+    let mut unflushed = 0u64;
+    // The line being sealed: one buffer for every record.
+    let mut line = Vec::with_capacity(1024);
     // Sequence numbers of records the sink refused (batch mode), not yet
     // declared in the chain.
     let mut dropped: Option<(u64, u64)> = None;
@@ -72,6 +77,7 @@ async fn run<S: AuditSink>(
                         () = tokio::time::sleep_until(deadline.into()) => {
                             if sink.sync_deadline().is_some() {
                                 sink.sync().map_err(fail)?;
+                                settle(&shared, &mut unflushed);
                             }
                             shared.set_low_space(sink.low_space());
                             continue;
@@ -85,9 +91,16 @@ async fn run<S: AuditSink>(
                     && sink.accepts()
                 {
                     let gap = Entry::dropped(first, last);
-                    append(&mut sink, &shared, &redactor, gap, seq + 1, &mut prev).map_err(fail)?;
+                    let next = Seal {
+                        seq: seq + 1,
+                        prev: &mut prev,
+                        line: &mut line,
+                    };
+                    append(&mut sink, &redactor, gap, next, &mut unflushed).map_err(fail)?;
                 }
-                return sink.sync().map_err(fail);
+                sink.sync().map_err(fail)?;
+                settle(&shared, &mut unflushed);
+                return Ok(());
             }
             // Popped from the back, so on failure what is left stays in
             // `batch` to be counted.
@@ -108,21 +121,36 @@ async fn run<S: AuditSink>(
                         if let Some((first, last)) = dropped.take() {
                             seq += 1;
                             let gap = Entry::dropped(first, last);
-                            append(&mut sink, &shared, &redactor, gap, seq, &mut prev)
+                            let next = Seal {
+                                seq,
+                                prev: &mut prev,
+                                line: &mut line,
+                            };
+                            append(&mut sink, &redactor, gap, next, &mut unflushed)
                                 .map_err(fail)?;
                         }
                         seq += 1;
-                        append(&mut sink, &shared, &redactor, *entry, seq, &mut prev)
-                            .map_err(fail)?;
+                        let next = Seal {
+                            seq,
+                            prev: &mut prev,
+                            line: &mut line,
+                        };
+                        append(&mut sink, &redactor, *entry, next, &mut unflushed).map_err(fail)?;
                     }
                     Msg::Flush(reply) => {
                         flushed = true;
                         let r = sink.sync().map_err(fail);
+                        if r.is_ok() {
+                            settle(&shared, &mut unflushed);
+                        }
                         let _ = reply.send(r.clone());
                         r?;
                     }
                 }
             }
+            // One write for the whole batch.
+            sink.flush().map_err(fail)?;
+            settle(&shared, &mut unflushed);
             shared.set_low_space(sink.low_space());
             // Under a steady stream of records the timer branch above may
             // rarely win the select: honour the interval here as well.
@@ -131,6 +159,7 @@ async fn run<S: AuditSink>(
                 .is_some_and(|deadline| deadline <= std::time::Instant::now())
             {
                 sink.sync().map_err(fail)?;
+                settle(&shared, &mut unflushed);
             }
             // A small batch and a roomy queue: let the next records gather
             // without waking this thread, but not past the sync deadline.
@@ -148,7 +177,9 @@ async fn run<S: AuditSink>(
         // Fail closed: stop taking records, so requests are refused with
         // `audit.unavailable` instead of going unaudited.
         rx.close();
-        let mut lost = batch.iter().filter(|m| matches!(m, Msg::Entry(_))).count() as u64;
+        // Handed to the sink but never flushed: lost with it.
+        let mut lost = unflushed;
+        lost += batch.iter().filter(|m| matches!(m, Msg::Entry(_))).count() as u64;
         batch.clear();
         while let Ok(msg) = rx.try_recv() {
             if matches!(msg, Msg::Entry(_)) {
@@ -164,23 +195,31 @@ async fn run<S: AuditSink>(
     }
 }
 
-/// Numbers, chains, seals and appends one record; counts it written, or
-/// lost when the sink fails.
+/// Where the next record goes in the chain, and the buffer to seal it in.
+struct Seal<'a> {
+    seq: u64,
+    prev: &'a mut String,
+    line: &'a mut Vec<u8>,
+}
+
+/// Numbers, chains, seals and appends one record, counting it
+/// `unflushed`; on failure the record is counted among them (lost).
 fn append<S: AuditSink>(
     sink: &mut S,
-    shared: &Shared,
     redactor: &Redactor,
     entry: Entry,
-    seq: u64,
-    prev: &mut String,
+    next: Seal<'_>,
+    unflushed: &mut u64,
 ) -> io::Result<()> {
-    let mut record = entry.into_record(seq, std::mem::take(prev), redactor);
-    let line = record.seal();
-    if let Err(e) = sink.append(&record, &line) {
-        shared.count_lost(1);
-        return Err(e);
-    }
-    *prev = record.hash;
-    shared.count_written();
+    let mut record = entry.into_record(next.seq, std::mem::take(next.prev), redactor);
+    record.seal_into(next.line);
+    *unflushed += 1;
+    sink.append(&record, next.line)?;
+    *next.prev = record.hash;
     Ok(())
+}
+
+/// Counts the records the sink now holds in storage as written.
+fn settle(shared: &Shared, unflushed: &mut u64) {
+    shared.count_written(std::mem::take(unflushed));
 }

@@ -96,9 +96,14 @@ impl AuditSink for PostgresSink {
     fn append(&mut self, record: &AuditRecord, line: &[u8]) -> io::Result<()> {
         self.file.append(record, line)?;
         self.appended = record.seq;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()?;
         if !self.interval {
-            // Synced by the file sink itself (every record), or left to
-            // the OS by choice: shippable now.
+            // In the file, and synced by the file sink itself (every
+            // record) or left to the OS by choice: shippable now.
             self.publish_synced();
         }
         Ok(())
