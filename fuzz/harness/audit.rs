@@ -180,6 +180,9 @@ pub fn audit_verify(data: &[u8]) {
     let mut written = 0u64;
     for _ in 0..n {
         let mut r = record(&mut u, seq, &prev);
+        // The hand-written canonical encoding is, byte for byte, the
+        // serde_json encoding that defines it.
+        assert_eq!(r.canonical(), serde_json::to_vec(&r).unwrap());
         bytes.extend_from_slice(&r.seal());
         prev = r.hash;
         written += 1;

@@ -226,6 +226,7 @@ mod bound;
 mod builder;
 mod capture;
 mod codes;
+mod encode;
 mod entry;
 mod error;
 mod files;

@@ -179,7 +179,7 @@ impl AuditRecord {
         let mut out = Vec::with_capacity(1024);
         // Serializing a struct of strings, numbers, enums and a `Value`
         // into a Vec cannot fail.
-        match serde_json::to_writer(&mut out, self) {
+        match super::encode::canonical_into(self, &mut out) {
             Ok(()) => out,
             Err(_) => Vec::new(),
         }
@@ -199,7 +199,7 @@ impl AuditRecord {
         line.clear();
         // Serializing a struct of strings, numbers, enums and a `Value`
         // into a Vec cannot fail.
-        if serde_json::to_writer(&mut *line, self).is_err() {
+        if super::encode::canonical_into(self, line).is_err() {
             line.clear();
         }
         self.hash = sha256_hex(line);

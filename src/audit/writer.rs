@@ -57,7 +57,12 @@ async fn run<S: AuditSink>(
     let mut dropped: Option<(u64, u64)> = None;
     // Marks the writer failed *before* anything queued is dropped, so a
     // `flush` that sees the writer gone also sees why.
-    let fail = |e: io::Error| shared.fail(e);
+    // Records handed to the sink but not flushed are counted lost first,
+    // so whoever sees the failure sees them counted.
+    let fail = |e: io::Error, unflushed: &mut u64| {
+        shared.count_lost(std::mem::take(unflushed));
+        shared.fail(e)
+    };
     let result: Result<(), Arc<io::Error>> = async {
         loop {
             // While space is low, look again every second even if no
@@ -76,7 +81,7 @@ async fn run<S: AuditSink>(
                         n = rx.recv_many(&mut batch, BATCH) => n,
                         () = tokio::time::sleep_until(deadline.into()) => {
                             if sink.sync_deadline().is_some() {
-                                sink.sync().map_err(fail)?;
+                                sink.sync().map_err(|e| fail(e, &mut unflushed))?;
                                 settle(&shared, &mut unflushed);
                             }
                             shared.set_low_space(sink.low_space());
@@ -96,9 +101,10 @@ async fn run<S: AuditSink>(
                         prev: &mut prev,
                         line: &mut line,
                     };
-                    append(&mut sink, &redactor, gap, next, &mut unflushed).map_err(fail)?;
+                    append(&mut sink, &redactor, gap, next, &mut unflushed)
+                        .map_err(|e| fail(e, &mut unflushed))?;
                 }
-                sink.sync().map_err(fail)?;
+                sink.sync().map_err(|e| fail(e, &mut unflushed))?;
                 settle(&shared, &mut unflushed);
                 return Ok(());
             }
@@ -127,7 +133,7 @@ async fn run<S: AuditSink>(
                                 line: &mut line,
                             };
                             append(&mut sink, &redactor, gap, next, &mut unflushed)
-                                .map_err(fail)?;
+                                .map_err(|e| fail(e, &mut unflushed))?;
                         }
                         seq += 1;
                         let next = Seal {
@@ -135,11 +141,12 @@ async fn run<S: AuditSink>(
                             prev: &mut prev,
                             line: &mut line,
                         };
-                        append(&mut sink, &redactor, *entry, next, &mut unflushed).map_err(fail)?;
+                        append(&mut sink, &redactor, *entry, next, &mut unflushed)
+                            .map_err(|e| fail(e, &mut unflushed))?;
                     }
                     Msg::Flush(reply) => {
                         flushed = true;
-                        let r = sink.sync().map_err(fail);
+                        let r = sink.sync().map_err(|e| fail(e, &mut unflushed));
                         if r.is_ok() {
                             settle(&shared, &mut unflushed);
                         }
@@ -149,7 +156,7 @@ async fn run<S: AuditSink>(
                 }
             }
             // One write for the whole batch.
-            sink.flush().map_err(fail)?;
+            sink.flush().map_err(|e| fail(e, &mut unflushed))?;
             settle(&shared, &mut unflushed);
             shared.set_low_space(sink.low_space());
             // Under a steady stream of records the timer branch above may
@@ -158,7 +165,7 @@ async fn run<S: AuditSink>(
                 .sync_deadline()
                 .is_some_and(|deadline| deadline <= std::time::Instant::now())
             {
-                sink.sync().map_err(fail)?;
+                sink.sync().map_err(|e| fail(e, &mut unflushed))?;
                 settle(&shared, &mut unflushed);
             }
             // A small batch and a roomy queue: let the next records gather

@@ -855,6 +855,12 @@ fn bearer_scheme_variants() {
     assert_eq!(code(&[format!("Bearer {t} {t}").as_bytes()]), MALFORMED);
     assert_eq!(code(&[format!("Bearer {t},").as_bytes()]), MALFORMED);
     assert_eq!(code(&[b"Bearer \xff\xfe"]), MALFORMED);
+    assert_eq!(
+        code(&[&[format!("Bearer {t}").as_bytes(), b"\xff"].concat()]),
+        MALFORMED
+    );
+    assert_eq!(code(&[format!("Bearer {t}\ta").as_bytes()]), MALFORMED);
+    assert_eq!(code(&[format!("Bearer a\t{t}").as_bytes()]), MALFORMED);
     let two = format!("Bearer {t}");
     assert_eq!(code(&[two.as_bytes(), two.as_bytes()]), MALFORMED);
     // The 401 asks for a bearer token; an error attribute only when one was sent.
@@ -1385,4 +1391,20 @@ fn build_keeps_issuers_apart() {
             .build()
             .is_ok()
     );
+}
+
+#[test]
+fn the_vectorised_header_check_accepts_exactly_what_to_str_does() {
+    for b in 0..=u8::MAX {
+        for value in [vec![b], vec![b'a', b, b'z']] {
+            let Ok(header) = http::HeaderValue::from_bytes(&value) else {
+                continue;
+            };
+            assert_eq!(
+                super::layer::visible_ascii(&value),
+                header.to_str().is_ok(),
+                "byte {b:#04x}"
+            );
+        }
+    }
 }

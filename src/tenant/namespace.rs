@@ -91,6 +91,10 @@ impl TenantNamespace {
         })
     }
 
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
     /// The namespace as a string slice.
     pub fn as_str(&self) -> &str {
         // Only ASCII is ever stored (checked in `from_bytes`).
@@ -100,7 +104,8 @@ impl TenantNamespace {
 
 impl PartialEq for TenantNamespace {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        // The bytes, not `as_str`: no UTF-8 check on every map probe.
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -114,7 +119,8 @@ impl PartialOrd for TenantNamespace {
 
 impl Ord for TenantNamespace {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
+        // ASCII: byte order is `str` order.
+        self.as_bytes().cmp(other.as_bytes())
     }
 }
 
