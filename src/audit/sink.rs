@@ -419,10 +419,20 @@ impl AuditSink for FileSink {
             }
             Durability::Os => {}
         }
-        self.head = Some(ChainHead {
-            seq: record.seq,
-            hash: record.hash.clone(),
-        });
+        // The head's string is reused: no allocation per record.
+        match &mut self.head {
+            Some(head) => {
+                head.seq = record.seq;
+                head.hash.clear();
+                head.hash.push_str(&record.hash);
+            }
+            None => {
+                self.head = Some(ChainHead {
+                    seq: record.seq,
+                    hash: record.hash.clone(),
+                });
+            }
+        }
         if self.size >= self.options.max_file_bytes {
             self.rotate()?;
         } else if self.pending.len() >= PENDING_FLUSH_BYTES {

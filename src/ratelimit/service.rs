@@ -78,8 +78,6 @@ where
         let (parts, body) = req.into_parts();
         let head = Request::from_parts(parts, ());
         let admission = shared.admit(&head);
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         match admission {
             Admission::Refuse(refusal) => ResponseFuture::refused(refusal.respond(&head)),
             Admission::Pass((quota, permit)) => {
@@ -87,7 +85,7 @@ where
                 let quota = quota.filter(|_| shared.response_headers);
                 let (parts, ()) = head.into_parts();
                 ResponseFuture::inner(
-                    inner.call(Request::from_parts(parts, body)),
+                    self.inner.call(Request::from_parts(parts, body)),
                     quota,
                     grpc,
                     permit,
@@ -101,6 +99,10 @@ where
                 } else {
                     Box::pin(async move { wait.await.map(|(_, permit)| (None, permit)) })
                 };
+                // The call waits for a seat: the future takes the service
+                // that was polled ready, and a clone takes its place.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
                 ResponseFuture::admitting(wait, inner, Request::from_parts(parts, body))
             }
         }

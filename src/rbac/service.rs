@@ -104,11 +104,9 @@ where
             Err(rejection) if !shared.shadow => ResponseFuture::rejected(rejection.respond(&head)),
             _ => {
                 let (parts, ()) = head.into_parts();
-                // The polled-ready service handles this request; the clone
-                // waits for the next poll_ready.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::inner(inner.call(Request::from_parts(parts, body)))
+                // Called now, in this `call`: the service polled ready
+                // takes the request, and nothing waits for a clone.
+                ResponseFuture::inner(self.inner.call(Request::from_parts(parts, body)))
             }
         }
     }
