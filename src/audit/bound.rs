@@ -36,14 +36,34 @@ pub(super) fn cut(s: &str, max: usize) -> (&str, bool) {
     (&s[..end], true)
 }
 
-/// Owns `s` cut to [`MAX_FIELD_BYTES`], naming `field` in `truncated` when
-/// it was cut.
-pub(super) fn text(s: &str, field: &'static str, truncated: &mut Vec<String>) -> String {
-    let (kept, was_cut) = cut(s, MAX_FIELD_BYTES);
-    if was_cut {
-        truncated.push(field.to_owned());
+/// Sets `slot` to `v` cut to [`MAX_FIELD_BYTES`], naming `field` in
+/// `truncated` when it was cut; reuses the string `slot` holds.
+pub(super) fn set_text(
+    slot: &mut Option<String>,
+    v: Option<&str>,
+    field: &'static str,
+    truncated: &mut Vec<String>,
+) {
+    let v = v.map(|v| {
+        let (kept, was_cut) = cut(v, MAX_FIELD_BYTES);
+        if was_cut {
+            truncated.push(field.to_owned());
+        }
+        kept
+    });
+    set(slot, v);
+}
+
+/// Sets `slot` to a copy of `v`, reusing the string `slot` holds.
+pub(super) fn set(slot: &mut Option<String>, v: Option<&str>) {
+    match (slot.as_mut(), v) {
+        (Some(s), Some(v)) => {
+            s.clear();
+            s.push_str(v);
+        }
+        (None, Some(v)) => *slot = Some(v.to_owned()),
+        (_, None) => *slot = None,
     }
-    kept.to_owned()
 }
 
 /// Event data within [`MAX_DATA_BYTES`]: every string cut to
@@ -167,15 +187,20 @@ mod tests {
     }
 
     #[test]
-    fn text_names_the_cut_field() {
+    fn text_names_the_cut_field_and_reuses_the_slot() {
         let mut truncated = Vec::new();
-        assert_eq!(text("o-1", "order_id", &mut truncated), "o-1");
+        let mut slot = None;
+        set_text(&mut slot, Some("o-1"), "order_id", &mut truncated);
+        assert_eq!(slot.as_deref(), Some("o-1"));
         assert!(truncated.is_empty());
         let long = "o".repeat(1000);
-        assert_eq!(
-            text(&long, "order_id", &mut truncated).len(),
-            MAX_FIELD_BYTES
-        );
+        set_text(&mut slot, Some(&long), "order_id", &mut truncated);
+        assert_eq!(slot.as_ref().map(String::len), Some(MAX_FIELD_BYTES));
+        assert_eq!(truncated, ["order_id"]);
+        set_text(&mut slot, Some("o-2"), "order_id", &mut truncated);
+        assert_eq!(slot.as_deref(), Some("o-2"));
+        set_text(&mut slot, None, "order_id", &mut truncated);
+        assert_eq!(slot, None);
         assert_eq!(truncated, ["order_id"]);
     }
 }

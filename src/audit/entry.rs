@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::bound;
 use super::capture::Captured;
-use super::record::{AuditRecord, Outcome, RecordKind, Verdict, rfc3339};
+use super::record::{AuditRecord, Outcome, RecordKind, Verdict, rfc3339_into};
 use super::redact::Redactor;
 use crate::labels::LabelValues;
 
@@ -86,67 +86,55 @@ impl Entry {
         }
     }
 
-    /// The record numbered `seq` that follows the record hashed `prev`,
-    /// its bodies and event data redacted by `redactor`; not yet sealed.
-    pub(super) fn into_record(self, seq: u64, prev: String, redactor: &Redactor) -> AuditRecord {
+    /// Makes `record` the record numbered `seq`, its bodies and event
+    /// data redacted by `redactor`; not yet sealed. Every member but
+    /// `prev` and `hash` is set, reusing the strings `record` holds: the
+    /// writer fills one record over and over, so a steady stream of
+    /// requests allocates nothing here.
+    pub(super) fn fill(self, seq: u64, redactor: &Redactor, record: &mut AuditRecord) {
         let Entry { at, labels, detail } = self;
-        let mut truncated = Vec::new();
-        let mut text = |v: Option<&str>, field| v.map(|v| bound::text(v, field, &mut truncated));
-        let authz = labels.authorization;
-        let (verb, resource, name, binding, shadow) = match &authz {
-            Some(a) => (
-                text(Some(&a.verb), "verb"),
-                text(Some(&a.resource), "resource"),
-                text(a.name.as_deref(), "name"),
-                text(a.binding.as_deref(), "binding"),
-                a.shadow,
-            ),
-            None => (None, None, None, None, false),
+        let r = record;
+        let mut truncated = std::mem::take(&mut r.truncated);
+        truncated.clear();
+        let mut text = |slot: &mut Option<String>, v: Option<&str>, field| {
+            bound::set_text(slot, v, field, &mut truncated);
         };
-        let trace_id = text(labels.trace_id.as_deref(), "trace_id");
-        let order_id = text(labels.order_id.as_deref(), "order_id");
-        let subject = text(labels.subject.as_deref(), "subject");
-        let peer = text(labels.peer.as_deref(), "peer");
-        let route = text(labels.route.as_deref(), "route");
-        let idempotency_key = text(labels.idempotency_key.as_deref(), "idempotency_key");
-        let code = labels
-            .rejection
-            .as_ref()
-            .and_then(|r| text(Some(&r.code), "code"));
-        let mut record = AuditRecord {
-            seq,
-            time: rfc3339(at),
-            kind: RecordKind::Event,
-            event: None,
-            trace_id,
-            order_id,
-            // A DNS-1123 label: 63 bytes at most.
-            tenant: labels.tenant.map(|t| t.to_string()),
-            subject,
-            peer,
-            risk: labels.risk,
-            method: None,
-            route,
-            verb,
-            resource,
-            name,
-            decision: None,
-            code: None,
-            binding,
-            shadow,
-            http_status: None,
-            grpc_status: None,
-            latency_us: None,
-            outcome: None,
-            idempotency_key,
-            replayed: labels.replayed,
-            data: None,
-            request_body: None,
-            response_body: None,
-            truncated: Vec::new(),
-            prev,
-            hash: String::new(),
-        };
+        let authz = labels.authorization.as_ref();
+        text(&mut r.verb, authz.map(|a| &*a.verb), "verb");
+        text(&mut r.resource, authz.map(|a| &*a.resource), "resource");
+        text(&mut r.name, authz.and_then(|a| a.name.as_deref()), "name");
+        text(
+            &mut r.binding,
+            authz.and_then(|a| a.binding.as_deref()),
+            "binding",
+        );
+        r.shadow = authz.is_some_and(|a| a.shadow);
+        text(&mut r.trace_id, labels.trace_id.as_deref(), "trace_id");
+        text(&mut r.order_id, labels.order_id.as_deref(), "order_id");
+        text(&mut r.subject, labels.subject.as_deref(), "subject");
+        text(&mut r.peer, labels.peer.as_deref(), "peer");
+        text(&mut r.route, labels.route.as_deref(), "route");
+        let key = labels.idempotency_key.as_deref();
+        text(&mut r.idempotency_key, key, "idempotency_key");
+        let code = labels.rejection.as_ref().map(|c| &*c.code);
+        text(&mut r.code, code, "code");
+        // A DNS-1123 label: 63 bytes at most, never cut.
+        bound::set(&mut r.tenant, labels.tenant.as_ref().map(|t| t.as_str()));
+        r.seq = seq;
+        rfc3339_into(at, &mut r.time);
+        r.risk = labels.risk;
+        r.replayed = labels.replayed;
+        r.kind = RecordKind::Event;
+        r.event = None;
+        r.method = None;
+        r.decision = None;
+        r.http_status = None;
+        r.grpc_status = None;
+        r.latency_us = None;
+        r.outcome = None;
+        r.data = None;
+        r.request_body = None;
+        r.response_body = None;
         match detail {
             Detail::Request {
                 method,
@@ -158,33 +146,31 @@ impl Entry {
                 request_body,
                 response_body,
             } => {
-                let denied =
-                    code.is_some() || authz.as_ref().is_some_and(|a| !a.allowed && !a.shadow);
-                record.kind = RecordKind::Request;
-                record.method = text(Some(method.as_str()), "method");
-                if record.route.is_none() {
-                    record.route = text(path.as_deref(), "route");
+                let denied = r.code.is_some() || authz.is_some_and(|a| !a.allowed && !a.shadow);
+                r.kind = RecordKind::Request;
+                text(&mut r.method, Some(method.as_str()), "method");
+                if r.route.is_none() {
+                    text(&mut r.route, path.as_deref(), "route");
                 }
-                record.decision = Some(if denied {
+                r.decision = Some(if denied {
                     Verdict::Deny
                 } else {
                     Verdict::Allow
                 });
-                record.code = code;
-                record.http_status = http_status;
-                record.grpc_status = grpc_status;
-                record.latency_us = Some(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
-                record.outcome = Some(outcome);
+                r.http_status = http_status;
+                r.grpc_status = grpc_status;
+                r.latency_us = Some(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+                r.outcome = Some(outcome);
                 if let Some(body) = request_body {
                     let (value, cut) = redactor.body(body);
-                    record.request_body = Some(value);
+                    r.request_body = Some(value);
                     if cut {
                         truncated.push("request_body".to_owned());
                     }
                 }
                 if let Some(body) = response_body {
                     let (value, cut) = redactor.body(body);
-                    record.response_body = Some(value);
+                    r.response_body = Some(value);
                     if cut {
                         truncated.push("response_body".to_owned());
                     }
@@ -195,15 +181,105 @@ impl Entry {
                 mut data,
                 cut,
             } => {
-                record.event = text(Some(&name), "event");
+                // Events carry no rejection code (a cut one is still
+                // named in `truncated`, as it always was).
+                r.code = None;
+                text(&mut r.event, Some(&name), "event");
                 redactor.redact(&mut data);
-                record.data = Some(data);
+                r.data = Some(data);
                 if cut {
                     truncated.push("data".to_owned());
                 }
             }
         }
-        record.truncated = truncated;
-        record
+        r.truncated = truncated;
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::Authorization;
+
+    fn request() -> Entry {
+        let mut labels = LabelValues::default();
+        labels.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        labels.order_id = Some("o".repeat(2000).into());
+        labels.subject = Some("alice".into());
+        labels.peer = Some("spiffe://d/ns/a/sa/b".into());
+        labels.route = Some("/v1/accounts/{id}".into());
+        labels.idempotency_key = Some("k-1".into());
+        labels.replayed = true;
+        labels.authorization = Some(Authorization {
+            allowed: false,
+            shadow: true,
+            verb: "get".into(),
+            resource: "accounts".into(),
+            name: Some("a-1".into()),
+            binding: Some("RoleBinding/tenant-a/r".into()),
+            role: None,
+        });
+        Entry {
+            at: SystemTime::now(),
+            labels,
+            detail: Detail::Request {
+                method: http::Method::POST,
+                path: Some("/v1/accounts/a-1".into()),
+                http_status: Some(200),
+                grpc_status: Some(0),
+                latency: Duration::from_micros(7),
+                outcome: Outcome::Complete,
+                request_body: None,
+                response_body: None,
+            },
+        }
+    }
+
+    fn filled(entry: Entry, record: &mut AuditRecord) -> AuditRecord {
+        entry.fill(9, &Redactor::default(), record);
+        record.clone()
+    }
+
+    #[test]
+    fn a_reused_record_keeps_nothing_of_the_one_before() {
+        let mut reused = AuditRecord::blank(GENESIS_PREV.into());
+        let first = filled(request(), &mut reused);
+        assert_eq!(first.truncated, ["order_id"]);
+        assert_eq!(first.verb.as_deref(), Some("get"));
+        // An event after a full request: what a fresh record would hold.
+        let event = filled(Entry::dropped(3, 4), &mut reused);
+        let fresh = filled(
+            Entry::dropped(3, 4),
+            &mut AuditRecord::blank(GENESIS_PREV.into()),
+        );
+        assert_eq!(
+            AuditRecord {
+                time: String::new(),
+                ..event.clone()
+            },
+            AuditRecord {
+                time: String::new(),
+                ..fresh
+            }
+        );
+        assert_eq!(event.trace_id, None);
+        assert!(event.truncated.is_empty());
+        // And a request after the event: what a fresh record would hold.
+        let again = filled(request(), &mut reused);
+        let fresh = filled(request(), &mut AuditRecord::blank(GENESIS_PREV.into()));
+        assert_eq!(
+            AuditRecord {
+                time: String::new(),
+                latency_us: None,
+                ..again
+            },
+            AuditRecord {
+                time: String::new(),
+                latency_us: None,
+                ..fresh
+            }
+        );
+    }
+
+    const GENESIS_PREV: &str = super::super::record::GENESIS;
 }

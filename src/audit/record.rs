@@ -1,5 +1,6 @@
 //! [`AuditRecord`], its canonical encoding and hash, and RFC 3339 time.
 
+use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -171,6 +172,43 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// A record with nothing set but `prev`, for the writer to fill.
+    pub(crate) fn blank(prev: String) -> Self {
+        Self {
+            seq: 0,
+            time: String::with_capacity(32),
+            kind: RecordKind::Event,
+            event: None,
+            trace_id: None,
+            order_id: None,
+            tenant: None,
+            subject: None,
+            peer: None,
+            risk: None,
+            method: None,
+            route: None,
+            verb: None,
+            resource: None,
+            name: None,
+            decision: None,
+            code: None,
+            binding: None,
+            shadow: false,
+            http_status: None,
+            grpc_status: None,
+            latency_us: None,
+            outcome: None,
+            idempotency_key: None,
+            replayed: false,
+            data: None,
+            request_body: None,
+            response_body: None,
+            truncated: Vec::new(),
+            prev,
+            hash: String::with_capacity(64),
+        }
+    }
+
     /// The canonical encoding (see the type docs).
     pub fn canonical(&self) -> Vec<u8> {
         // A request record is 500-900 bytes: one allocation, not the
@@ -202,7 +240,7 @@ impl AuditRecord {
         if super::encode::canonical_into(self, line).is_err() {
             line.clear();
         }
-        self.hash = sha256_hex(line);
+        sha256_hex_into(line, &mut self.hash);
         line.pop(); // the closing '}'
         line.reserve(HASH_SUFFIX_LEN + 1);
         line.extend_from_slice(b",\"hash\":\"");
@@ -213,14 +251,20 @@ impl AuditRecord {
 
 /// Lowercase hex SHA-256.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(64);
+    sha256_hex_into(bytes, &mut out);
+    out
+}
+
+/// [`sha256_hex`] into `out`, replacing what it held.
+pub(crate) fn sha256_hex_into(bytes: &[u8], out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
+    out.clear();
     for b in digest {
         out.push(HEX[usize::from(b >> 4)] as char);
         out.push(HEX[usize::from(b & 15)] as char);
     }
-    out
 }
 
 /// Splits a line (without its newline) into the canonical encoding it was
@@ -269,19 +313,29 @@ impl ChainLink {
 /// (`1970-01-01T00:00:00.000000Z`). Times before the epoch print as the
 /// epoch: a clock that far wrong is not worth a panic.
 pub fn rfc3339(t: SystemTime) -> String {
+    let mut out = String::with_capacity(32);
+    rfc3339_into(t, &mut out);
+    out
+}
+
+/// [`rfc3339`] into `out`, replacing what it held.
+pub(crate) fn rfc3339_into(t: SystemTime, out: &mut String) {
+    out.clear();
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, day) = civil_from_days(days);
     if y > 9999 {
-        return format!(
+        let _ = write!(
+            out,
             "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
             rem / 3600,
             rem / 60 % 60,
             rem % 60,
             d.subsec_micros()
         );
+        return;
     }
     // Digit by digit into a fixed buffer: `core::fmt` costs the writer
     // thread thirty times as much per record.
@@ -300,7 +354,7 @@ pub fn rfc3339(t: SystemTime) -> String {
     put(17, 2, rem % 60);
     put(20, 6, u64::from(d.subsec_micros()));
     // Only ASCII digits and separators were written.
-    String::from_utf8_lossy(&b).into_owned()
+    out.push_str(std::str::from_utf8(&b).unwrap_or_default());
 }
 
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (y, m, d)

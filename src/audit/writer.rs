@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::batch::{BATCH, Linger};
 use super::entry::{Entry, Msg};
-use super::record::GENESIS;
+use super::record::{AuditRecord, GENESIS};
 use super::redact::Redactor;
 use super::sink::AuditSink;
 use super::stats::Shared;
@@ -41,10 +41,12 @@ async fn run<S: AuditSink>(
     linger: Linger,
     redactor: Redactor,
 ) {
-    let (mut seq, mut prev) = match sink.head() {
+    let (mut seq, prev) = match sink.head() {
         Some(h) => (h.seq, h.hash),
         None => (0, GENESIS.to_owned()),
     };
+    // One record filled over and over: its strings are reused.
+    let mut record = AuditRecord::blank(prev);
     shared.set_low_space(sink.low_space());
     let mut batch = Vec::with_capacity(BATCH);
     // Records handed to the sink and not yet flushed: counted written
@@ -98,7 +100,7 @@ async fn run<S: AuditSink>(
                     let gap = Entry::dropped(first, last);
                     let next = Seal {
                         seq: seq + 1,
-                        prev: &mut prev,
+                        record: &mut record,
                         line: &mut line,
                     };
                     append(&mut sink, &redactor, gap, next, &mut unflushed)
@@ -129,7 +131,7 @@ async fn run<S: AuditSink>(
                             let gap = Entry::dropped(first, last);
                             let next = Seal {
                                 seq,
-                                prev: &mut prev,
+                                record: &mut record,
                                 line: &mut line,
                             };
                             append(&mut sink, &redactor, gap, next, &mut unflushed)
@@ -138,7 +140,7 @@ async fn run<S: AuditSink>(
                         seq += 1;
                         let next = Seal {
                             seq,
-                            prev: &mut prev,
+                            record: &mut record,
                             line: &mut line,
                         };
                         append(&mut sink, &redactor, *entry, next, &mut unflushed)
@@ -202,10 +204,12 @@ async fn run<S: AuditSink>(
     }
 }
 
-/// Where the next record goes in the chain, and the buffer to seal it in.
+/// Where the next record goes in the chain: its number, the record to
+/// fill (its `prev` holds the chain's head hash) and the buffer to seal it
+/// in.
 struct Seal<'a> {
     seq: u64,
-    prev: &'a mut String,
+    record: &'a mut AuditRecord,
     line: &'a mut Vec<u8>,
 }
 
@@ -218,11 +222,14 @@ fn append<S: AuditSink>(
     next: Seal<'_>,
     unflushed: &mut u64,
 ) -> io::Result<()> {
-    let mut record = entry.into_record(next.seq, std::mem::take(next.prev), redactor);
-    record.seal_into(next.line);
+    entry.fill(next.seq, redactor, next.record);
+    next.record.seal_into(next.line);
     *unflushed += 1;
-    sink.append(&record, next.line)?;
-    *next.prev = record.hash;
+    sink.append(next.record, next.line)?;
+    // This record's hash is the next one's `prev`; the old `prev` string
+    // takes the next hash.
+    let r = &mut *next.record;
+    std::mem::swap(&mut r.prev, &mut r.hash);
     Ok(())
 }
 
