@@ -202,23 +202,25 @@ mod tests {
     use crate::labels::Authorization;
 
     fn request() -> Entry {
-        let mut labels = LabelValues::default();
-        labels.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
-        labels.order_id = Some("o".repeat(2000).into());
-        labels.subject = Some("alice".into());
-        labels.peer = Some("spiffe://d/ns/a/sa/b".into());
-        labels.route = Some("/v1/accounts/{id}".into());
-        labels.idempotency_key = Some("k-1".into());
-        labels.replayed = true;
-        labels.authorization = Some(Authorization {
-            allowed: false,
-            shadow: true,
-            verb: "get".into(),
-            resource: "accounts".into(),
-            name: Some("a-1".into()),
-            binding: Some("RoleBinding/tenant-a/r".into()),
-            role: None,
-        });
+        let labels = LabelValues {
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            order_id: Some("o".repeat(2000).into()),
+            subject: Some("alice".into()),
+            peer: Some("spiffe://d/ns/a/sa/b".into()),
+            route: Some("/v1/accounts/{id}".into()),
+            idempotency_key: Some("k-1".into()),
+            replayed: true,
+            authorization: Some(Authorization {
+                allowed: false,
+                shadow: true,
+                verb: "get".into(),
+                resource: "accounts".into(),
+                name: Some("a-1".into()),
+                binding: Some("RoleBinding/tenant-a/r".into()),
+                role: None,
+            }),
+            ..LabelValues::default()
+        };
         Entry {
             at: SystemTime::now(),
             labels,
