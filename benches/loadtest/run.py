@@ -4,6 +4,8 @@ GovernanceLayer, on the wire, alternating in one run (issue 16).
 
     python3 benches/loadtest/run.py                 # the full run (under 5 minutes after the build)
     python3 benches/loadtest/run.py --quick         # a 1-second smoke run of every case
+    python3 benches/loadtest/run.py --allocator jemalloc --cases get_h1,get_h2c
+                                                    # the server on jemalloc, bare and governed alike
 
 The server (examples/loadtest_server.rs) is pinned to the first core, every
 load generator to the second (taskset). For each case and round, bare and
@@ -63,9 +65,18 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw).stdout
 
 
-def ensure_tools():
+# The server's allocator: glibc's (the default, as the issue measured) or
+# jemalloc preloaded into the server process only, bare and governed alike
+# (--allocator jemalloc; Debian's libjemalloc2).
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+SERVER_ENV = {}
+
+
+def ensure_tools(allocator="glibc"):
     need = [pkg for tool, pkg in (("wrk", "wrk"), ("h2load", "nghttp2-client"), ("taskset", "util-linux"))
             if shutil.which(tool) is None]
+    if allocator == "jemalloc" and not os.path.exists(JEMALLOC):
+        need.append("libjemalloc2")
     if need:
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             sys.exit(f"missing {need}: install them (Debian: apt-get install {' '.join(need)})")
@@ -105,7 +116,8 @@ class Server:
                 args += ["--audit", f"file:{log}"]
         else:
             args.append("--bare")
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     env=dict(os.environ, **SERVER_ENV))
         deadline = time.time() + 10
         scheme = "https" if tls else "http"
         context = ssl._create_unverified_context() if tls else None
@@ -289,20 +301,26 @@ def main():
     ap.add_argument("--cases", default="get_h1,get_h2c,post_h1,grpc_unary,grpc_bidi,get_h1_tls,latency,layers,rss")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "loadtest"))
     ap.add_argument("--target-dir", default=None, help="CARGO_TARGET_DIR for the release build")
+    ap.add_argument("--allocator", choices=("glibc", "jemalloc"), default="glibc",
+                    help="the server's allocator, bare and governed alike (default glibc; "
+                         "jemalloc is preloaded from Debian's libjemalloc2)")
     a = ap.parse_args()
     if a.quick:
         a.duration, a.rounds, a.rss_requests = 1, 1, 50_000
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs two cores: the server on one, the load on the other")
     cases = a.cases.split(",")
-    ensure_tools()
+    ensure_tools(a.allocator)
+    if a.allocator == "jemalloc":
+        SERVER_ENV["LD_PRELOAD"] = JEMALLOC
     bin_dir = build(a.target_dir)
     os.makedirs(a.out, exist_ok=True)
     token = sh([os.path.join(bin_dir, "loadtest_server"), "token"]).strip()
     started = time.time()
     loadavg = open("/proc/loadavg").read().split()[:3]
     print(f"load average at start: {' '.join(loadavg)}", flush=True)
-    results = {"loadavg_start": loadavg, "duration": a.duration, "rounds": a.rounds, "runs": []}
+    results = {"loadavg_start": loadavg, "duration": a.duration, "rounds": a.rounds,
+               "allocator": a.allocator, "runs": []}
     work = tempfile.mkdtemp(prefix="finmesh-loadtest-")
     try:
         thr = [c for c in cases if c in TARGETS]
@@ -397,7 +415,8 @@ def main():
 def render(res):
     s = res.get("summary", {})
     lines = [f"Load average {' '.join(res['loadavg_start'])} at start, {' '.join(res['loadavg_end'])} at end; "
-             f"{res['rounds']} rounds of {res['duration']} s per run; {res['seconds']:.0f} s in all.", "",
+             f"{res['rounds']} rounds of {res['duration']} s per run; {res['seconds']:.0f} s in all; "
+             f"server allocator {res.get('allocator', 'glibc')}.", "",
              "| case | bare /s | governed /s | governed / bare (target) | CPU µs/req bare → governed (added) "
              "| peak RSS kB bare / governed | errors |",
              "|---|---:|---:|---:|---:|---:|---:|"]
