@@ -89,6 +89,10 @@ impl ResourceAction {
         &self.combined
     }
 
+    pub(crate) fn api_group_arc(&self) -> &Arc<str> {
+        &self.api_group
+    }
+
     pub(crate) fn name_arc(&self) -> Option<&Arc<str>> {
         self.name.as_ref()
     }

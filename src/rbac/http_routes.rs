@@ -302,18 +302,33 @@ fn wants_watch(query: Option<&str>) -> bool {
 }
 
 /// The Kubernetes method→verb table (`RequestInfoFactory`).
-fn table_verb(method: &Method, named: bool, watch: bool) -> Option<&'static str> {
-    Some(match *method {
-        Method::GET | Method::HEAD if named => "get",
-        Method::GET | Method::HEAD if watch => "watch",
-        Method::GET | Method::HEAD => "list",
-        Method::POST => "create",
-        Method::PUT => "update",
-        Method::PATCH => "patch",
-        Method::DELETE if named => "delete",
-        Method::DELETE => "deletecollection",
+fn table_verb(method: &Method, named: bool, watch: bool) -> Option<Arc<str>> {
+    // Made once: a verb per request is an `Arc` clone, not an allocation.
+    static VERBS: std::sync::LazyLock<[Arc<str>; 8]> = std::sync::LazyLock::new(|| {
+        [
+            "get",
+            "watch",
+            "list",
+            "create",
+            "update",
+            "patch",
+            "delete",
+            "deletecollection",
+        ]
+        .map(Arc::from)
+    });
+    let i = match *method {
+        Method::GET | Method::HEAD if named => 0,
+        Method::GET | Method::HEAD if watch => 1,
+        Method::GET | Method::HEAD => 2,
+        Method::POST => 3,
+        Method::PUT => 4,
+        Method::PATCH => 5,
+        Method::DELETE if named => 6,
+        Method::DELETE => 7,
         _ => return None,
-    })
+    };
+    Some(Arc::clone(&VERBS[i]))
 }
 
 impl RequestMapper for HttpRoutes {
@@ -324,7 +339,7 @@ impl RequestMapper for HttpRoutes {
             None => {
                 let named = route.has_name;
                 let watch = !named && wants_watch(req.uri().query());
-                table_verb(req.method(), named, watch)?.into()
+                table_verb(req.method(), named, watch)?
             }
         };
         let mut action = ResourceAction::new(

@@ -183,7 +183,7 @@ impl<M> Shared<M> {
             labels.update(|l| {
                 l.authorization = Some(authorization_label(&decision, &action, shadow));
                 l.api_group = match &action {
-                    Action::Resource(r) => Some(Arc::from(r.api_group())),
+                    Action::Resource(r) => Some(Arc::clone(r.api_group_arc())),
                     Action::NonResource(_) => None,
                 };
             });
