@@ -54,7 +54,7 @@ fn record(u: &mut Unstructured<'_>, seq: u64, prev: &str) -> AuditRecord {
             .unwrap_or(false)
             .then(|| u.arbitrary::<String>().unwrap_or_default())
     };
-    let value = json!({
+    let mut value = json!({
         "seq": seq,
         "time": "2026-01-01T00:00:00.000000Z",
         "kind": if u.arbitrary::<bool>().unwrap_or(false) { "event" } else { "request" },
@@ -70,6 +70,22 @@ fn record(u: &mut Unstructured<'_>, seq: u64, prev: &str) -> AuditRecord {
         "data": s(u).map(|d| json!({ "d": d, "n": 1.5, "big": u64::MAX })),
         "prev": prev, "hash": "",
     });
+    // The members omitted when absent, and an enum that is not null.
+    if let Some(peer) = s(u) {
+        value["peer"] = json!(peer);
+    }
+    if let Some(body) = s(u) {
+        value["request_body"] = json!({ "text": body });
+    }
+    if let Some(body) = s(u) {
+        value["response_body"] = json!(body);
+    }
+    if let Some(field) = s(u) {
+        value["truncated"] = json!([field, "route"]);
+    }
+    if u.arbitrary::<bool>().unwrap_or(false) {
+        value["risk"] = json!("high");
+    }
     serde_json::from_value(value).unwrap()
 }
 

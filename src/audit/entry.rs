@@ -210,6 +210,12 @@ mod tests {
             route: Some("/v1/accounts/{id}".into()),
             idempotency_key: Some("k-1".into()),
             replayed: true,
+            tenant: Some(crate::tenant::TenantNamespace::parse("tenant-a").unwrap()),
+            risk: Some(crate::principal::RiskLevel::High),
+            rejection: Some(crate::labels::RejectionLabel {
+                kind: crate::reject::RejectionKind::PermissionDenied,
+                code: "c".repeat(2000).into(),
+            }),
             authorization: Some(Authorization {
                 allowed: false,
                 shadow: true,
@@ -231,8 +237,14 @@ mod tests {
                 grpc_status: Some(0),
                 latency: Duration::from_micros(7),
                 outcome: Outcome::Complete,
-                request_body: None,
-                response_body: None,
+                request_body: Some(Captured {
+                    bytes: br#"{"amount":"1.00"}"#.to_vec(),
+                    seen: 17,
+                }),
+                response_body: Some(Captured {
+                    bytes: b"ok".to_vec(),
+                    seen: 900,
+                }),
             },
         }
     }
@@ -246,8 +258,11 @@ mod tests {
     fn a_reused_record_keeps_nothing_of_the_one_before() {
         let mut reused = AuditRecord::blank(GENESIS_PREV.into());
         let first = filled(request(), &mut reused);
-        assert_eq!(first.truncated, ["order_id"]);
+        assert_eq!(first.truncated, ["order_id", "code", "response_body"]);
         assert_eq!(first.verb.as_deref(), Some("get"));
+        assert_eq!(first.tenant.as_deref(), Some("tenant-a"));
+        assert!(first.risk.is_some() && first.code.is_some());
+        assert!(first.request_body.is_some() && first.response_body.is_some());
         // An event after a full request: what a fresh record would hold.
         let event = filled(Entry::dropped(3, 4), &mut reused);
         let fresh = filled(
@@ -265,6 +280,8 @@ mod tests {
             }
         );
         assert_eq!(event.trace_id, None);
+        assert_eq!((event.tenant, event.risk, event.code), (None, None, None));
+        assert_eq!((event.request_body, event.response_body), (None, None));
         assert!(event.truncated.is_empty());
         // And a request after the event: what a fresh record would hold.
         let again = filled(request(), &mut reused);

@@ -54,10 +54,17 @@ pub trait AuditSink: Send + 'static {
 
     /// Hands what [`append`](Self::append) buffered to the storage (not
     /// necessarily durably: that is [`sync`](Self::sync)). The writer
-    /// calls it after every batch and counts the batch written when it
-    /// succeeds. The default has nothing buffered.
-    fn flush(&mut self) -> io::Result<()> {
+    /// calls it after every batch. The default has nothing buffered.
+    fn end_batch(&mut self) -> io::Result<()> {
         Ok(())
+    }
+
+    /// How many appended records are buffered, not yet handed to the
+    /// storage. The writer counts a record
+    /// [`written`](super::AuditStats::written) once it is no longer
+    /// buffered, and lost if the sink fails while it is. The default: none.
+    fn buffered(&self) -> u64 {
+        0
     }
 
     /// When the sink next wants [`sync`](Self::sync) called (an interval
@@ -229,6 +236,12 @@ pub struct FileSink {
     /// Lines appended and not yet written: one `write` per batch, not
     /// one per record.
     pending: Vec<u8>,
+    /// How many records `pending` holds.
+    pending_records: u64,
+    /// Set when writing pending lines failed: they are gone, so every
+    /// later call fails too and the writer stops, rather than chain the
+    /// next record to one that is not in the file.
+    broken: Option<io::ErrorKind>,
 }
 
 impl FileSink {
@@ -275,6 +288,8 @@ impl FileSink {
             written_since_check: 0,
             low_space: None,
             pending: Vec::with_capacity(PENDING_FLUSH_BYTES),
+            pending_records: 0,
+            broken: None,
         };
         sink.check_space();
         Ok(sink)
@@ -359,12 +374,28 @@ impl FileSink {
     /// Writes the pending lines. On failure they are dropped, not retried:
     /// part of them may be in the file, and the writer stops.
     fn write_pending(&mut self) -> io::Result<()> {
+        self.usable()?;
         if self.pending.is_empty() {
             return Ok(());
         }
         let r = self.file.write_all(&self.pending);
         self.pending.clear();
+        self.pending_records = 0;
+        if let Err(e) = &r {
+            self.broken = Some(e.kind());
+        }
         r
+    }
+
+    /// Fails once pending lines were lost (see `broken`).
+    fn usable(&self) -> io::Result<()> {
+        match self.broken {
+            Some(kind) => Err(io::Error::new(
+                kind,
+                "audit log: an earlier write failed and lost buffered records",
+            )),
+            None => Ok(()),
+        }
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -406,7 +437,9 @@ impl AuditSink for FileSink {
     }
 
     fn append(&mut self, record: &AuditRecord, line: &[u8]) -> io::Result<()> {
+        self.usable()?;
         self.pending.extend_from_slice(line);
+        self.pending_records += 1;
         self.size += line.len() as u64;
         self.written_since_check += line.len() as u64;
         match self.options.durability {
@@ -441,8 +474,12 @@ impl AuditSink for FileSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn end_batch(&mut self) -> io::Result<()> {
         self.write_pending()
+    }
+
+    fn buffered(&self) -> u64 {
+        self.pending_records
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -507,7 +544,7 @@ mod tests {
         let mut sink = FileSink::open(&path).unwrap();
         write_n(&mut sink, 3);
         assert_eq!(fs::metadata(&path).unwrap().len(), 0, "buffered");
-        sink.flush().unwrap();
+        sink.end_batch().unwrap();
         let three = fs::metadata(&path).unwrap().len();
         assert!(three > 0);
         write_n(&mut sink, 1);
@@ -527,6 +564,25 @@ mod tests {
         let mut sink = FileSink::open_with(&path, options).unwrap();
         write_n(&mut sink, 1);
         assert!(fs::metadata(&path).unwrap().len() > 0);
+    }
+
+    #[test]
+    fn a_failed_write_breaks_the_sink_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut sink = FileSink::open(&path).unwrap();
+        write_n(&mut sink, 2);
+        assert_eq!(sink.buffered(), 2);
+        // The disk fills up under the buffered lines.
+        sink.file = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        assert!(sink.end_batch().is_err());
+        assert_eq!(sink.buffered(), 0, "the lines are gone");
+        // Nothing may be chained to records that are not in the file.
+        let (r, line) = record(3, "x");
+        let e = sink.append(&r, &line).unwrap_err();
+        assert!(e.to_string().contains("earlier write failed"), "{e}");
+        assert!(sink.end_batch().is_err());
+        assert!(sink.sync().is_err());
     }
 
     #[test]

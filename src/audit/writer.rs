@@ -103,7 +103,7 @@ async fn run<S: AuditSink>(
                         record: &mut record,
                         line: &mut line,
                     };
-                    append(&mut sink, &redactor, gap, next, &mut unflushed)
+                    append(&mut sink, &shared, &redactor, gap, next, &mut unflushed)
                         .map_err(|e| fail(e, &mut unflushed))?;
                 }
                 sink.sync().map_err(|e| fail(e, &mut unflushed))?;
@@ -134,7 +134,7 @@ async fn run<S: AuditSink>(
                                 record: &mut record,
                                 line: &mut line,
                             };
-                            append(&mut sink, &redactor, gap, next, &mut unflushed)
+                            append(&mut sink, &shared, &redactor, gap, next, &mut unflushed)
                                 .map_err(|e| fail(e, &mut unflushed))?;
                         }
                         seq += 1;
@@ -143,7 +143,7 @@ async fn run<S: AuditSink>(
                             record: &mut record,
                             line: &mut line,
                         };
-                        append(&mut sink, &redactor, *entry, next, &mut unflushed)
+                        append(&mut sink, &shared, &redactor, *entry, next, &mut unflushed)
                             .map_err(|e| fail(e, &mut unflushed))?;
                     }
                     Msg::Flush(reply) => {
@@ -158,7 +158,7 @@ async fn run<S: AuditSink>(
                 }
             }
             // One write for the whole batch.
-            sink.flush().map_err(|e| fail(e, &mut unflushed))?;
+            sink.end_batch().map_err(|e| fail(e, &mut unflushed))?;
             settle(&shared, &mut unflushed);
             shared.set_low_space(sink.low_space());
             // Under a steady stream of records the timer branch above may
@@ -217,6 +217,7 @@ struct Seal<'a> {
 /// `unflushed`; on failure the record is counted among them (lost).
 fn append<S: AuditSink>(
     sink: &mut S,
+    shared: &Shared,
     redactor: &Redactor,
     entry: Entry,
     next: Seal<'_>,
@@ -226,6 +227,10 @@ fn append<S: AuditSink>(
     next.record.seal_into(next.line);
     *unflushed += 1;
     sink.append(next.record, next.line)?;
+    // What the sink no longer holds in a buffer is in storage: written.
+    let held = sink.buffered().min(*unflushed);
+    shared.count_written(*unflushed - held);
+    *unflushed = held;
     // This record's hash is the next one's `prev`; the old `prev` string
     // takes the next hash.
     let r = &mut *next.record;

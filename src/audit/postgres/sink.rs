@@ -99,8 +99,12 @@ impl AuditSink for PostgresSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()?;
+    fn buffered(&self) -> u64 {
+        self.file.buffered()
+    }
+
+    fn end_batch(&mut self) -> io::Result<()> {
+        self.file.end_batch()?;
         if !self.interval {
             // In the file, and synced by the file sink itself (every
             // record) or left to the OS by choice: shippable now.
