@@ -162,11 +162,9 @@ impl<R: TenantRegistry> TenantLayer<R> {
         // be sidestepped, or turned into a `tenant.mismatch`, by naming
         // another tenant. Telling the caller its own tenant's status
         // reveals nothing about other tenants.
-        if let Some(claim) = claimed
-            && self
-                .registry
-                .lookup(&claim)
-                .is_some_and(|own| !own.is_active())
+        let own = claimed.and_then(|claim| self.registry.lookup(&claim));
+        if let (Some(claim), Some(own)) = (claimed, &own)
+            && !own.is_active()
         {
             return Err(TenantRejection::Suspended(claim));
         }
@@ -179,10 +177,13 @@ impl<R: TenantRegistry> TenantLayer<R> {
             (None, Some(claim)) if self.principal_fallback => claim,
             (None, _) => return Err(TenantRejection::Missing),
         };
-        let tenant = self
-            .registry
-            .lookup(&namespace)
-            .ok_or(TenantRejection::Unknown(namespace))?;
+        // The caller's own tenant, looked up above, is the one asked for
+        // (the usual case): one registry lookup, not two.
+        let tenant = match own {
+            Some(own) if claimed == Some(namespace) => Some(own),
+            _ => self.registry.lookup(&namespace),
+        }
+        .ok_or(TenantRejection::Unknown(namespace))?;
         if !tenant.is_active() {
             return Err(TenantRejection::Suspended(namespace));
         }
