@@ -27,7 +27,7 @@
 
 use std::borrow::Cow;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use opentelemetry::propagation::Extractor;
 
 /// W3C baggage limit for the whole header value, in bytes.
@@ -67,16 +67,22 @@ pub(crate) struct HeaderCarrier<'a> {
     pub(crate) notes: ExtractNotes,
 }
 
+// Looked up as names, not strings: a `&str` key is parsed into a header
+// name on every lookup.
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+
 impl<'a> HeaderCarrier<'a> {
     pub(crate) fn new(headers: &'a HeaderMap) -> Self {
         let mut notes = ExtractNotes::default();
-        let traceparent = single(headers, "traceparent").filter(|tp| traceparent_shape_ok(tp));
+        let traceparent = single(headers, &TRACEPARENT).filter(|tp| traceparent_shape_ok(tp));
         // A tracestate without a valid traceparent is meaningless (W3C §3.3).
         let tracestate = traceparent
-            .and_then(|_| joined(headers, "tracestate", MAX_TRACESTATE_BYTES))
+            .and_then(|_| joined(headers, &TRACESTATE, MAX_TRACESTATE_BYTES))
             .and_then(|ts| ts.ok())
             .and_then(|ts| checked_tracestate(&ts));
-        let baggage = match joined(headers, "baggage", MAX_BAGGAGE_BYTES) {
+        let baggage = match joined(headers, &BAGGAGE, MAX_BAGGAGE_BYTES) {
             None => None,
             Some(Err(TooLarge)) => {
                 notes.baggage_dropped = true;
@@ -119,7 +125,7 @@ impl Extractor for HeaderCarrier<'_> {
 struct TooLarge;
 
 /// The only value of `name`, when there is exactly one and it is text.
-fn single<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     if values.next().is_some() {
@@ -132,7 +138,7 @@ fn single<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Non-text values are skipped.
 fn joined<'a>(
     headers: &'a HeaderMap,
-    name: &str,
+    name: &HeaderName,
     limit: usize,
 ) -> Option<Result<Cow<'a, str>, TooLarge>> {
     let mut values = headers

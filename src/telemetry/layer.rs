@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::{Extensions, HeaderName, Method, Uri};
+use opentelemetry::StringValue;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::{Meter, MeterProvider};
 use opentelemetry::propagation::TextMapPropagator;
@@ -114,13 +115,18 @@ pub(crate) struct Config {
 pub(crate) type MetricTenants = dyn Fn(&TenantNamespace) -> bool + Send + Sync;
 
 impl Config {
-    /// The `tenant` metric attribute: the tenant itself when
-    /// [`metric_tenants`](TelemetryLayerBuilder::metric_tenants) admits
-    /// it, else `_other`.
-    pub(crate) fn tenant_metric_label(&self, tenant: &TenantNamespace) -> String {
+    /// The `tenant` metric attribute: the tenant itself (`value`, the
+    /// tenant as the span already records it, shared rather than copied)
+    /// when [`metric_tenants`](TelemetryLayerBuilder::metric_tenants)
+    /// admits it, else `_other`.
+    pub(crate) fn tenant_metric_label(
+        &self,
+        tenant: &TenantNamespace,
+        value: &StringValue,
+    ) -> StringValue {
         match &self.metric_tenants {
-            Some(known) if !known(tenant) => OTHER_TENANT.to_owned(),
-            _ => tenant.to_string(),
+            Some(known) if !known(tenant) => StringValue::from(OTHER_TENANT),
+            _ => value.clone(),
         }
     }
 

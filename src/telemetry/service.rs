@@ -8,8 +8,8 @@ use std::task::{Context as TaskContext, Poll};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use opentelemetry::baggage::BaggageExt;
-use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt, Tracer};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt, TraceId, Tracer};
+use opentelemetry::{Context, KeyValue, StringValue};
 use tower_service::Service;
 
 use super::TelemetryCode;
@@ -99,6 +99,19 @@ fn order_id(
     }
 }
 
+/// `id` as 32 lowercase hex digits, as its `Display` writes it, without
+/// the formatting machinery.
+fn trace_id_hex(id: TraceId) -> Arc<str> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    for (pair, byte) in buf.chunks_exact_mut(2).zip(id.to_bytes()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
+    }
+    // Only ASCII hex digits were written.
+    Arc::from(std::str::from_utf8(&buf).unwrap_or_default())
+}
+
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Telemetry<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -141,20 +154,36 @@ where
         // Security: the order-id requirement follows the path and the route
         // reached; a claimed gRPC content-type only names the span.
         let requires_order_id = config.requires_order_id(req.method(), path, template.as_deref());
-        let (kind, name, route): (CallKind, String, Option<Cow<'static, str>>) = if grpc {
+        let (kind, name, route): (CallKind, Cow<'static, str>, Option<Cow<'static, str>>) = if grpc
+        {
             let path: Arc<str> = Arc::from(path);
             let name = path.trim_start_matches('/').to_owned();
             let route = Cow::Owned(path.to_string());
-            (CallKind::Grpc { path }, name, Some(route))
+            (CallKind::Grpc { path }, Cow::Owned(name), Some(route))
         } else {
             let route = template;
+            let method = req.method().as_str();
             let name = match &route {
-                Some(r) => format!("{} {r}", req.method()),
-                None => req.method().to_string(),
+                Some(r) => {
+                    let mut name = String::with_capacity(method.len() + 1 + r.len());
+                    name.push_str(method);
+                    name.push(' ');
+                    name.push_str(r);
+                    Cow::Owned(name)
+                }
+                None => match method_label(req.method()) {
+                    "_OTHER" => Cow::Owned(method.to_owned()),
+                    known => Cow::Borrowed(known),
+                },
             };
+            // One copy of an owned template, shared by the span and the
+            // metrics (the labels keep the original).
             let kind = CallKind::Http {
                 method: req.method().clone(),
-                route: route.clone(),
+                route: route.as_ref().map(|r| match r {
+                    Cow::Borrowed(r) => StringValue::from(*r),
+                    Cow::Owned(r) => StringValue::from(Arc::<str>::from(r.as_str())),
+                }),
             };
             (kind, name, route)
         };
@@ -185,12 +214,15 @@ where
                 ));
             }
             attrs.push(KeyValue::new("url.path", path.to_owned()));
-            if let Some(route) = &route {
+            if let CallKind::Http {
+                route: Some(route), ..
+            } = &kind
+            {
                 attrs.push(KeyValue::new("http.route", route.clone()));
             }
         }
         if let Ok(Some(order_id)) = &order {
-            attrs.push(KeyValue::new("order_id", order_id.to_string()));
+            attrs.push(KeyValue::new("order_id", order_id.clone()));
         }
         // Security: baggage is caller-controlled. Its risk level is
         // recorded under its own name and never becomes `user_risk_level`,
@@ -217,9 +249,10 @@ where
             &parent,
         );
         let span_context = span.span_context().clone();
+        // Formatted once, shared by the labels, the span and the echo.
         let trace_id: Option<Arc<str>> = span_context
             .is_valid()
-            .then(|| Arc::from(span_context.trace_id().to_string()));
+            .then(|| trace_id_hex(span_context.trace_id()));
 
         let labels = RequestLabels::get_or_insert(req.extensions_mut());
         labels.update(|v| {
@@ -249,7 +282,7 @@ where
         if let Some(trace_id) = &trace_id {
             otel_cx
                 .span()
-                .set_attribute(KeyValue::new("trace_id", trace_id.to_string()));
+                .set_attribute(KeyValue::new("trace_id", trace_id.clone()));
         }
         let echo = config.trace_id_header.as_ref().and_then(|name| {
             let value = HeaderValue::from_str(trace_id.as_deref()?).ok()?;
@@ -325,6 +358,20 @@ mod tests {
         ];
         for (s, ok) in rows {
             assert_eq!(valid_order_id(s), ok, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn trace_id_hex_matches_display() {
+        for id in [
+            1u128,
+            0x0af7651916cd43dd8448eb211c80319c,
+            u128::MAX,
+            0x00000000000000000000000000000010,
+            0xfedcba98765432100123456789abcdef,
+        ] {
+            let id = TraceId::from(id);
+            assert_eq!(&*trace_id_hex(id), id.to_string());
         }
     }
 

@@ -5,9 +5,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use opentelemetry::trace::{Status, TraceContextExt};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, StringValue};
 
 use super::layer::Config;
 use crate::labels::{LabelValues, RequestLabels};
@@ -16,7 +16,8 @@ use crate::labels::{LabelValues, RequestLabels};
 pub(crate) enum CallKind {
     Http {
         method: http::Method,
-        route: Option<Cow<'static, str>>,
+        /// The route template, made a shareable attribute value once.
+        route: Option<StringValue>,
     },
     Grpc {
         /// `/package.Service/Method`.
@@ -110,8 +111,11 @@ impl Drop for RequestSpan {
     }
 }
 
+// A name, not a `&str` key, which would be parsed on every lookup.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 fn grpc_status(headers: &HeaderMap) -> Option<i64> {
-    let v = headers.get("grpc-status")?.to_str().ok()?;
+    let v = headers.get(&GRPC_STATUS)?.to_str().ok()?;
     // Codes are 0..=16; bound the parse so a hostile peer cannot make us
     // record an arbitrary number.
     v.parse::<u8>().ok().filter(|c| *c <= 16).map(i64::from)
@@ -153,37 +157,53 @@ fn status_class(status: u16) -> &'static str {
 
 impl State {
     fn end(self, how: End) {
-        let values = self.labels.snapshot();
-        let span = self.cx.span();
         let grpc = matches!(self.kind, CallKind::Grpc { .. });
+        // Read the labels in place (no snapshot copy): the lock is held
+        // only while the two attribute vectors are built.
+        let (attrs, m, error_type, rejection) = self.labels.update(|values| {
+            // Span: the labels the inner layers left, then status.
+            let mut attrs = Vec::with_capacity(16);
+            // Each string value is made once and shared (an `Arc`)
+            // between the span and the metrics.
+            let tenant = values
+                .tenant
+                .map(|t| StringValue::from(Arc::<str>::from(t.as_str())));
+            let rejection = values.rejection.as_ref().map(|r| {
+                (
+                    StringValue::from(Arc::<str>::from(r.layer())),
+                    StringValue::from(Arc::<str>::from(&*r.code)),
+                )
+            });
+            business_attributes(values, tenant.as_ref(), rejection.as_ref(), &mut attrs);
+            if let Some(status) = self.http_status {
+                attrs.push(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
+            }
+            if grpc && let Some(code) = self.grpc_status {
+                attrs.push(KeyValue::new("rpc.grpc.status_code", code));
+            }
+            if let CallKind::Http { route: None, .. } = &self.kind
+                && let Some(route) = &values.route
+            {
+                attrs.push(KeyValue::new("http.route", route.clone()));
+            }
+            let error_type: Option<StringValue> = match (&rejection, how) {
+                (Some((_, code)), _) => Some(code.clone()),
+                (None, End::ServiceError) => Some("service_error".into()),
+                (None, End::BodyError) => Some("body_error".into()),
+                (None, End::Dropped) => Some("cancelled".into()),
+                (None, End::Complete) => None,
+            };
+            if let Some(e) = &error_type {
+                attrs.push(KeyValue::new("error.type", e.clone()));
+            }
+            let m = self.metric_attributes(values, tenant.as_ref());
+            (attrs, m, error_type, rejection)
+        });
 
-        // Span: the labels the inner layers left, then status.
-        let mut attrs = Vec::with_capacity(16);
-        business_attributes(&values, &mut attrs);
-        if let Some(status) = self.http_status {
-            attrs.push(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status),
-            ));
-        }
-        if grpc && let Some(code) = self.grpc_status {
-            attrs.push(KeyValue::new("rpc.grpc.status_code", code));
-        }
-        if let CallKind::Http { route: None, .. } = &self.kind
-            && let Some(route) = &values.route
-        {
-            attrs.push(KeyValue::new("http.route", route.to_string()));
-        }
-        let error_type: Option<Cow<'static, str>> = match (&values.rejection, how) {
-            (Some(r), _) => Some(r.code.clone()),
-            (None, End::ServiceError) => Some("service_error".into()),
-            (None, End::BodyError) => Some("body_error".into()),
-            (None, End::Dropped) => Some("cancelled".into()),
-            (None, End::Complete) => None,
-        };
-        if let Some(e) = &error_type {
-            attrs.push(KeyValue::new("error.type", e.clone()));
-        }
+        let span = self.cx.span();
         span.set_attributes(attrs);
 
         let server_error = match how {
@@ -201,17 +221,38 @@ impl State {
         // (instrumentation does not set `Ok`); `error.type` names a
         // refusal.
         if server_error {
-            span.set_status(Status::error(error_type.unwrap_or(Cow::Borrowed("error"))));
+            span.set_status(Status::error(
+                error_type.map_or(Cow::Borrowed("error"), |e| Cow::Owned(e.into())),
+            ));
         }
         span.end();
 
         // Metrics: bounded attributes only.
         let elapsed_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let mut m = m;
+        let instruments = &self.config.instruments;
+        instruments.record_duration(elapsed_ms, &m);
+        if let Some((layer, code)) = rejection {
+            m.retain(|kv| kv.key.as_str() != "consistency_status");
+            m.push(KeyValue::new("finmesh.layer", layer));
+            m.push(KeyValue::new("finmesh.code", code));
+            instruments.count_rejection(&m);
+        }
+    }
+
+    /// The duration metric's attributes: bounded values only.
+    fn metric_attributes(
+        &self,
+        values: &LabelValues,
+        tenant: Option<&StringValue>,
+    ) -> Vec<KeyValue> {
         let mut m = Vec::with_capacity(8);
         match &self.kind {
             CallKind::Http { method, route } => {
                 m.push(KeyValue::new("http.request.method", method_label(method)));
-                if let Some(route) = route.as_ref().or(values.route.as_ref()) {
+                if let Some(route) = route {
+                    m.push(KeyValue::new("http.route", route.clone()));
+                } else if let Some(route) = &values.route {
                     m.push(KeyValue::new("http.route", route.clone()));
                 }
                 if let Some(status) = self.http_status {
@@ -233,9 +274,9 @@ impl State {
                 m.push(KeyValue::new(
                     "rpc.method",
                     if known {
-                        path.to_string()
+                        StringValue::from(path.clone())
                     } else {
-                        "_OTHER".to_owned()
+                        StringValue::from("_OTHER")
                     },
                 ));
                 if let Some(code) = self.grpc_status {
@@ -243,10 +284,10 @@ impl State {
                 }
             }
         }
-        if let Some(tenant) = &values.tenant {
+        if let (Some(tenant), Some(value)) = (&values.tenant, tenant) {
             m.push(KeyValue::new(
                 "tenant",
-                self.config.tenant_metric_label(tenant),
+                self.config.tenant_metric_label(tenant, value),
             ));
         }
         if let Some(risk) = values.risk {
@@ -255,58 +296,52 @@ impl State {
         if let Some(status) = &values.consistency_status {
             m.push(KeyValue::new("consistency_status", status.clone()));
         }
-        let instruments = &self.config.instruments;
-        instruments.record_duration(elapsed_ms, &m);
-        if let Some(rejection) = &values.rejection {
-            m.retain(|kv| kv.key.as_str() != "consistency_status");
-            m.push(KeyValue::new("finmesh.layer", rejection.layer().to_owned()));
-            m.push(KeyValue::new("finmesh.code", rejection.code.clone()));
-            instruments.count_rejection(&m);
-        }
+        m
     }
 }
 
 /// The business labels inner layers recorded, as span attributes.
-fn business_attributes(values: &LabelValues, attrs: &mut Vec<KeyValue>) {
+/// `tenant` and `rejection` (layer, code) are those of `values`, already
+/// made into attribute values.
+fn business_attributes(
+    values: &LabelValues,
+    tenant: Option<&StringValue>,
+    rejection: Option<&(StringValue, StringValue)>,
+    attrs: &mut Vec<KeyValue>,
+) {
     // Security: `risk` is only ever set from a verified principal;
     // a risk level from baggage is recorded apart as
     // `baggage.user_risk_level` when the span starts.
     if let Some(risk) = values.risk {
         attrs.push(KeyValue::new("user_risk_level", risk.as_str()));
     }
-    if let Some(tenant) = &values.tenant {
-        attrs.push(KeyValue::new("tenant", tenant.to_string()));
+    if let Some(tenant) = tenant {
+        attrs.push(KeyValue::new("tenant", tenant.clone()));
     }
     if let Some(subject) = &values.subject {
-        attrs.push(KeyValue::new("enduser.id", subject.to_string()));
+        attrs.push(KeyValue::new("enduser.id", subject.clone()));
     }
     if let Some(peer) = &values.peer {
         // Istio's name for the calling workload's identity.
-        attrs.push(KeyValue::new("source.principal", peer.to_string()));
+        attrs.push(KeyValue::new("source.principal", peer.clone()));
     }
     if let Some(authz) = &values.authorization {
         attrs.push(KeyValue::new("authz.allowed", authz.allowed));
         if authz.shadow {
             attrs.push(KeyValue::new("authz.shadow", true));
         }
-        attrs.push(KeyValue::new("authz.verb", authz.verb.to_string()));
-        attrs.push(KeyValue::new("authz.resource", authz.resource.to_string()));
+        attrs.push(KeyValue::new("authz.verb", authz.verb.clone()));
+        attrs.push(KeyValue::new("authz.resource", authz.resource.clone()));
         if let Some(binding) = &authz.binding {
-            attrs.push(KeyValue::new("authz.binding", binding.to_string()));
+            attrs.push(KeyValue::new("authz.binding", binding.clone()));
         }
         if let Some(role) = &authz.role {
-            attrs.push(KeyValue::new("authz.role", role.to_string()));
+            attrs.push(KeyValue::new("authz.role", role.clone()));
         }
     }
-    if let Some(rejection) = &values.rejection {
-        attrs.push(KeyValue::new(
-            "finmesh.rejection.layer",
-            rejection.layer().to_owned(),
-        ));
-        attrs.push(KeyValue::new(
-            "finmesh.rejection.code",
-            rejection.code.clone(),
-        ));
+    if let Some((layer, code)) = rejection {
+        attrs.push(KeyValue::new("finmesh.rejection.layer", layer.clone()));
+        attrs.push(KeyValue::new("finmesh.rejection.code", code.clone()));
     }
     if values.idempotency_key.is_some() {
         attrs.push(KeyValue::new("idempotency.replayed", values.replayed));
