@@ -126,7 +126,6 @@ impl Entry {
         r.replayed = labels.replayed;
         r.kind = RecordKind::Event;
         r.event = None;
-        r.method = None;
         r.decision = None;
         r.http_status = None;
         r.grpc_status = None;
@@ -148,6 +147,7 @@ impl Entry {
             } => {
                 let denied = r.code.is_some() || authz.is_some_and(|a| !a.allowed && !a.shadow);
                 r.kind = RecordKind::Request;
+                // Set in both arms, never reset first: the string is reused.
                 text(&mut r.method, Some(method.as_str()), "method");
                 if r.route.is_none() {
                     text(&mut r.route, path.as_deref(), "route");
@@ -184,6 +184,7 @@ impl Entry {
                 // Events carry no rejection code (a cut one is still
                 // named in `truncated`, as it always was).
                 r.code = None;
+                r.method = None;
                 text(&mut r.event, Some(&name), "event");
                 redactor.redact(&mut data);
                 r.data = Some(data);
