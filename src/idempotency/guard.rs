@@ -83,6 +83,18 @@ impl ClaimGuard {
                 ),
             }
         };
+        // A store in this process (the in-memory one) finishes on the first
+        // poll: then there is nothing to protect from cancellation, and no
+        // task to spawn. Polling with a no-op waker first is sound: a store
+        // that is not ready registers the real waker on the next poll.
+        let mut write = Box::pin(write);
+        let ready = write
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+            .is_ready();
+        if ready {
+            return;
+        }
         let handle = tokio::runtime::Handle::try_current().ok();
         match handle.and_then(|h| DetachedSlot::take(detached).map(|slot| (h, slot))) {
             Some((handle, slot)) => {
