@@ -58,9 +58,8 @@ async fn run<S: AuditSink>(
     // declared in the chain.
     let mut dropped: Option<(u64, u64)> = None;
     // Marks the writer failed *before* anything queued is dropped, so a
-    // `flush` that sees the writer gone also sees why.
-    // Records handed to the sink but not flushed are counted lost first,
-    // so whoever sees the failure sees them counted.
+    // `flush` that sees the writer gone also sees why; the records the
+    // sink still buffered are counted lost first, so it sees them counted.
     let fail = |e: io::Error, unflushed: &mut u64| {
         shared.count_lost(std::mem::take(unflushed));
         shared.fail(e)
@@ -186,9 +185,8 @@ async fn run<S: AuditSink>(
         // Fail closed: stop taking records, so requests are refused with
         // `audit.unavailable` instead of going unaudited.
         rx.close();
-        // Handed to the sink but never flushed: lost with it.
-        let mut lost = unflushed;
-        lost += batch.iter().filter(|m| matches!(m, Msg::Entry(_))).count() as u64;
+        // (What the sink still buffered was counted by `fail`.)
+        let mut lost = batch.iter().filter(|m| matches!(m, Msg::Entry(_))).count() as u64;
         batch.clear();
         while let Ok(msg) = rx.try_recv() {
             if matches!(msg, Msg::Entry(_)) {
