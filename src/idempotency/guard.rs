@@ -56,7 +56,9 @@ impl ClaimGuard {
     /// Stores the completed record; the claim is then no longer ours to
     /// free, whatever the store answers.
     ///
-    /// The store write runs in a task of its own, so that it finishes even
+    /// A store that finishes on the first poll (the in-memory one) is
+    /// written inline. Otherwise the store write runs in a task of its own,
+    /// so that it finishes even
     /// if this future is dropped (the client went away): the retry then
     /// finds the response and replays it. That task is bounded: it gives
     /// up after `bound` (the claim TTL: past it the claim may belong to

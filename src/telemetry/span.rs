@@ -199,9 +199,17 @@ impl State {
             if let Some(e) = &error_type {
                 attrs.push(KeyValue::new("error.type", e.clone()));
             }
-            let m = self.metric_attributes(values, tenant.as_ref());
-            (attrs, m, error_type, rejection)
+            let (m, tenant_at) = self.metric_attributes(values);
+            let tenant = values.tenant.zip(tenant).map(|t| (tenant_at, t));
+            (attrs, (m, tenant), error_type, rejection)
         });
+        // The tenant's metric label runs the application's callback: not
+        // under the labels' lock.
+        let (mut m, tenant) = m;
+        if let Some((at, (namespace, value))) = tenant {
+            let label = self.config.tenant_metric_label(&namespace, &value);
+            m.insert(at, KeyValue::new("tenant", label));
+        }
 
         let span = self.cx.span();
         span.set_attributes(attrs);
@@ -229,7 +237,6 @@ impl State {
 
         // Metrics: bounded attributes only.
         let elapsed_ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        let mut m = m;
         let instruments = &self.config.instruments;
         instruments.record_duration(elapsed_ms, &m);
         if let Some((layer, code)) = rejection {
@@ -240,12 +247,9 @@ impl State {
         }
     }
 
-    /// The duration metric's attributes: bounded values only.
-    fn metric_attributes(
-        &self,
-        values: &LabelValues,
-        tenant: Option<&StringValue>,
-    ) -> Vec<KeyValue> {
+    /// The duration metric's attributes: bounded values only; the tenant
+    /// is left for the caller to insert at the index returned.
+    fn metric_attributes(&self, values: &LabelValues) -> (Vec<KeyValue>, usize) {
         let mut m = Vec::with_capacity(8);
         match &self.kind {
             CallKind::Http { method, route } => {
@@ -284,19 +288,14 @@ impl State {
                 }
             }
         }
-        if let (Some(tenant), Some(value)) = (&values.tenant, tenant) {
-            m.push(KeyValue::new(
-                "tenant",
-                self.config.tenant_metric_label(tenant, value),
-            ));
-        }
+        let tenant_at = m.len();
         if let Some(risk) = values.risk {
             m.push(KeyValue::new("user_risk_level", risk.as_str()));
         }
         if let Some(status) = &values.consistency_status {
             m.push(KeyValue::new("consistency_status", status.clone()));
         }
-        m
+        (m, tenant_at)
     }
 }
 
