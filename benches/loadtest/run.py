@@ -6,6 +6,8 @@ GovernanceLayer, on the wire, alternating in one run (issue 16).
     python3 benches/loadtest/run.py --quick         # a 1-second smoke run of every case
     python3 benches/loadtest/run.py --allocator jemalloc --cases get_h1,get_h2c
                                                     # the server on jemalloc, bare and governed alike
+    python3 benches/loadtest/run.py --compare /tmp/old/loadtest_server --cases get_h1,post_h1,grpc_unary
+                                                    # before/after: another build's server, governed, in every round
 
 The server (examples/loadtest_server.rs) is pinned to the first core, every
 load generator to the second (taskset). For each case and round, bare and
@@ -99,8 +101,8 @@ def build(target_dir):
 class Server:
     """A loadtest_server process pinned to core 0."""
 
-    def __init__(self, bin_dir, workdir, governed, without=(), audit="file", tls=False):
-        args = ["taskset", "-c", "0", os.path.join(bin_dir, "loadtest_server"),
+    def __init__(self, bin_dir, workdir, governed, without=(), audit="file", tls=False, server_bin=None):
+        args = ["taskset", "-c", "0", server_bin or os.path.join(bin_dir, "loadtest_server"),
                 "--addr", f"127.0.0.1:{PORT}"]
         if tls:
             args.append("--tls")
@@ -199,8 +201,8 @@ def parse_load(case, out):
     return done, bad
 
 
-def run_case(case, governed, bin_dir, token, duration, workdir, without=()):
-    srv = Server(bin_dir, workdir, governed, without, tls=case.endswith("_tls"))
+def run_case(case, governed, bin_dir, token, duration, workdir, without=(), server_bin=None):
+    srv = Server(bin_dir, workdir, governed, without, tls=case.endswith("_tls"), server_bin=server_bin)
     try:
         env = dict(os.environ, TOKEN=token)
         c0 = srv.cpu_ticks()
@@ -210,7 +212,7 @@ def run_case(case, governed, bin_dir, token, duration, workdir, without=()):
         c1 = srv.cpu_ticks()
         n, bad = parse_load(case, out)
         return {
-            "case": case, "governed": governed, "without": list(without),
+            "case": case, "governed": governed, "without": list(without), "compare": server_bin is not None,
             "requests": n, "errors": bad, "rps": n / duration,
             "cpu_us_per_req": (c1 - c0) / TICK * 1e6 / max(n, 1),
             "cpu_seconds": (c1 - c0) / TICK, "wall": secs,
@@ -301,6 +303,9 @@ def main():
     ap.add_argument("--cases", default="get_h1,get_h2c,post_h1,grpc_unary,grpc_bidi,get_h1_tls,latency,layers,rss")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "loadtest"))
     ap.add_argument("--target-dir", default=None, help="CARGO_TARGET_DIR for the release build")
+    ap.add_argument("--compare", default=None, metavar="BINARY",
+                    help="another loadtest_server (say, built from an older commit) run governed in every "
+                         "round beside this build's, for a before/after table; it must accept this build's token")
     ap.add_argument("--allocator", choices=("glibc", "jemalloc"), default="glibc",
                     help="the server's allocator, bare and governed alike (default glibc; "
                          "jemalloc is preloaded from Debian's libjemalloc2)")
@@ -320,17 +325,19 @@ def main():
     loadavg = open("/proc/loadavg").read().split()[:3]
     print(f"load average at start: {' '.join(loadavg)}", flush=True)
     results = {"loadavg_start": loadavg, "duration": a.duration, "rounds": a.rounds,
-               "allocator": a.allocator, "runs": []}
+               "allocator": a.allocator, "compare": a.compare, "runs": []}
     work = tempfile.mkdtemp(prefix="finmesh-loadtest-")
     try:
         thr = [c for c in cases if c in TARGETS]
         for r in range(a.rounds):
             for case in thr:
-                for governed in (False, True):
-                    res = run_case(case, governed, bin_dir, token, a.duration, work)
+                servers = [(False, None), (True, None)] + ([(True, a.compare)] if a.compare else [])
+                for governed, other in servers:
+                    res = run_case(case, governed, bin_dir, token, a.duration, work, server_bin=other)
                     res["round"] = r
                     results["runs"].append(res)
-                    print(f"  round {r} {case:11} {'governed' if governed else 'bare    '} "
+                    label = "compared" if other else ("governed" if governed else "bare    ")
+                    print(f"  round {r} {case:11} {label} "
                           f"{res['rps']:>9.0f}/s  {res['cpu_us_per_req']:6.2f} µs CPU/req  "
                           f"errors {res['errors']}", flush=True)
         summary = {}
@@ -338,7 +345,7 @@ def main():
             row = {}
             for governed in (False, True):
                 runs = [x for x in results["runs"] if x["case"] == case and x["governed"] == governed
-                        and not x["without"]]
+                        and not x["without"] and not x["compare"]]
                 key = "governed" if governed else "bare"
                 row[key] = {"rps": median([x["rps"] for x in runs]),
                             "cpu_us_per_req": median([x["cpu_us_per_req"] for x in runs]),
@@ -347,13 +354,18 @@ def main():
             row["ratio"] = row["governed"]["rps"] / max(row["bare"]["rps"], 1e-9)
             ratios = []
             for r in range(a.rounds):
-                pair = [x for x in results["runs"] if x["case"] == case and x["round"] == r and not x["without"]]
+                pair = [x for x in results["runs"] if x["case"] == case and x["round"] == r and not x["without"]
+                        and not x["compare"]]
                 b = [x["rps"] for x in pair if not x["governed"]]
                 g = [x["rps"] for x in pair if x["governed"]]
                 if b and g:
                     ratios.append(g[0] / b[0])
             row["ratio_median_of_pairs"] = median(ratios)
             row["cpu_added_us"] = row["governed"]["cpu_us_per_req"] - row["bare"]["cpu_us_per_req"]
+            compared = [x for x in results["runs"] if x["case"] == case and x["compare"]]
+            if compared:
+                row["compared"] = {"rps": median([x["rps"] for x in compared]),
+                                   "cpu_us_per_req": median([x["cpu_us_per_req"] for x in compared])}
             summary[case] = row
         results["summary"] = summary
 
@@ -375,6 +387,7 @@ def main():
 
         if "layers" in cases:
             full = [x["cpu_us_per_req"] for x in results["runs"] if x["case"] == "get_h1" and x["governed"]
+                    and not x["compare"]
                     and not x["without"]]
             per_layer = {layer: [] for layer in LAYERS}
             for r in range(a.rounds):
@@ -430,6 +443,18 @@ def render(res):
             f"{row['bare']['peak_rss_kb']} / {row['governed']['peak_rss_kb']} | "
             f"{row['bare']['errors']} / {row['governed']['errors']} |")
     lines.append("")
+    compared = {case: row for case, row in s.items() if "compared" in row}
+    if compared:
+        lines += [f"Governed, the `--compare` binary ({res.get('compare')}) against this build, "
+                  "run in the same rounds:", "",
+                  "| case | compared: /s, CPU µs/req | this build: /s, CPU µs/req | CPU change |",
+                  "|---|---:|---:|---:|"]
+        for case, row in compared.items():
+            c, g = row["compared"], row["governed"]
+            change = g["cpu_us_per_req"] / max(c["cpu_us_per_req"], 1e-9) - 1
+            lines.append(f"| {case} | {c['rps']:.0f}, {c['cpu_us_per_req']:.2f} | "
+                         f"{g['rps']:.0f}, {g['cpu_us_per_req']:.2f} | {change * 100:+.0f} % |")
+        lines.append("")
     if "get_h1" in s:
         added = s["get_h1"]["cpu_added_us"]
         lines.append(f"- Server CPU added per GET (HTTP/1.1, all threads): {added:.2f} µs (target ≤ 3) "
