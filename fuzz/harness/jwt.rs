@@ -59,27 +59,10 @@ fn b64url(bytes: &[u8]) -> String {
     out
 }
 
+/// Base64url without padding, leniently: leftover bits are ignored, as
+/// some JWT libraries do. The reference must not be stricter than finmesh.
 fn b64url_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    super::b64url_bits(s).map(|(out, _)| out)
 }
 
 /// The independent check: a compact JWS whose header names HS256 or

@@ -54,6 +54,32 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("trace_context", trace_context),
 ];
 
+/// Decodes unpadded base64url: the bytes, and whether the leftover bits
+/// (fewer than six) are all zero; `None` on a byte outside the alphabet.
+/// The JWT reference ignores the leftover bits, the JWKS one refuses them.
+fn b64url_bits(s: &str) -> Option<(Vec<u8>, bool)> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some((out, bits < 6 && acc == 0))
+}
+
 /// One current-thread runtime per thread, with paused time: timers fire
 /// in order, at once, without real waiting.
 fn runtime() -> &'static tokio::runtime::Runtime {

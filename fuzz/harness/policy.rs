@@ -46,27 +46,8 @@ pub fn tenants_yaml(data: &[u8]) {
 
 /// Base64url without padding, as JWKS writes it; `None` if not.
 fn b64url(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
     // Leftover bits must be zero padding of a valid length.
-    (bits < 6 && acc == 0 && s.len() % 4 != 1).then_some(out)
+    super::b64url_bits(s).and_then(|(out, clean)| (clean && s.len() % 4 != 1).then_some(out))
 }
 
 /// JWKS documents: what loads is consistent with the document (kids,
