@@ -1,19 +1,22 @@
 //! [`TelemetryLayer`] and its builder.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 use http::{Extensions, HeaderName, Method, Uri};
-use opentelemetry::StringValue;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::{Meter, MeterProvider};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{Tracer, TracerProvider};
+use opentelemetry::trace::{SpanBuilder, TraceContextExt, Tracer, TracerProvider};
+use opentelemetry::{Context, StringValue};
+use opentelemetry_sdk::trace::SdkTracer;
 use tower_layer::Layer;
 
 use super::metrics::{Instruments, OTHER_TENANT};
 use super::service::Telemetry;
+use crate::labels::RequestLabels;
 use crate::tenant::TenantNamespace;
 
 /// The scope name of finmesh's tracer and meter.
@@ -93,14 +96,58 @@ impl PropagatorSource {
     }
 }
 
-/// The tracer of the [`TelemetryLayer`] serving a request, kept in the
-/// request's OpenTelemetry context: [`PropagateLayer`](super::PropagateLayer)
-/// opens each outgoing call's client span with it unless given its own.
-#[derive(Clone)]
-pub(crate) struct ServerTracer(pub(crate) Arc<BoxedTracer>);
+/// The tracer spans are opened with. The SDK's own tracer is called
+/// directly: its span goes into the context's box as it is, where a
+/// `BoxedTracer` would box it once more and put a second dynamic call
+/// in front of every attribute. Any other tracer is boxed.
+pub(crate) enum SpanTracer {
+    Sdk(SdkTracer),
+    Boxed(BoxedTracer),
+}
+
+impl SpanTracer {
+    pub(crate) fn new<T>(tracer: T) -> Self
+    where
+        T: Tracer + Send + Sync + 'static,
+        T::Span: Send + Sync + 'static,
+    {
+        let mut slot = Some(tracer);
+        if let Some(sdk) = (&mut slot as &mut dyn Any)
+            .downcast_mut::<Option<SdkTracer>>()
+            .and_then(Option::take)
+        {
+            return Self::Sdk(sdk);
+        }
+        match slot {
+            Some(tracer) => Self::Boxed(BoxedTracer::new(Box::new(tracer))),
+            // Taken only when it was the SDK's tracer, returned above.
+            None => Self::Boxed(BoxedTracer::new(Box::new(
+                opentelemetry::trace::noop::NoopTracer::new(),
+            ))),
+        }
+    }
+
+    /// `parent` with a new span built from `builder` as its current span.
+    pub(crate) fn start(&self, builder: SpanBuilder, parent: &Context) -> Context {
+        match self {
+            Self::Sdk(tracer) => parent.with_span(tracer.build_with_context(builder, parent)),
+            Self::Boxed(tracer) => parent.with_span(tracer.build_with_context(builder, parent)),
+        }
+    }
+}
+
+/// What the [`TelemetryLayer`] serving a request keeps in the request's
+/// OpenTelemetry context, as one value (each value costs the context a
+/// copy of its map): the request's labels, and the tracer
+/// [`PropagateLayer`](super::PropagateLayer) opens each outgoing call's
+/// client span with unless given its own.
+pub(crate) struct ServerScope {
+    pub(crate) labels: RequestLabels,
+    pub(crate) tracer: Option<Arc<SpanTracer>>,
+}
 
 pub(crate) struct Config {
-    pub(crate) tracer: Arc<BoxedTracer>,
+    pub(crate) tracer: Arc<SpanTracer>,
     pub(crate) propagator: PropagatorSource,
     pub(crate) instruments: Instruments,
     pub(crate) order_id_header: HeaderName,
@@ -205,7 +252,7 @@ impl<S> Layer<S> for TelemetryLayer {
 /// no trace id echo; `/livez`, `/readyz`, `/healthz` not traced; no route
 /// requires an order id.
 pub struct TelemetryLayerBuilder {
-    tracer: Option<BoxedTracer>,
+    tracer: Option<SpanTracer>,
     meter: Option<Meter>,
     propagator: PropagatorSource,
     order_id_header: HeaderName,
@@ -260,7 +307,7 @@ impl TelemetryLayerBuilder {
         T: Tracer + Send + Sync + 'static,
         T::Span: Send + Sync + 'static,
     {
-        self.tracer = Some(BoxedTracer::new(Box::new(tracer)));
+        self.tracer = Some(SpanTracer::new(tracer));
         self
     }
 
@@ -359,9 +406,9 @@ impl TelemetryLayerBuilder {
 
     /// The layer.
     pub fn build(self) -> TelemetryLayer {
-        let tracer = self
-            .tracer
-            .unwrap_or_else(|| opentelemetry::global::tracer(INSTRUMENTATION_SCOPE));
+        let tracer = self.tracer.unwrap_or_else(|| {
+            SpanTracer::Boxed(opentelemetry::global::tracer(INSTRUMENTATION_SCOPE))
+        });
         let meter = self
             .meter
             .unwrap_or_else(|| opentelemetry::global::meter(INSTRUMENTATION_SCOPE));

@@ -9,7 +9,6 @@ use std::task::{Context as TaskContext, Poll};
 
 use http::{Request, Response};
 use opentelemetry::baggage::{BaggageExt, KeyValueMetadata};
-use opentelemetry::global::BoxedTracer;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
     SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
@@ -22,13 +21,12 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::extract::W3cTraceState;
-use super::layer::{INSTRUMENTATION_SCOPE, PropagatorSource, ServerTracer};
-use crate::labels::RequestLabels;
+use super::layer::{INSTRUMENTATION_SCOPE, PropagatorSource, ServerScope, SpanTracer};
 use crate::reject::Protocol;
 
 struct Config {
     propagator: PropagatorSource,
-    tracer: Option<Arc<BoxedTracer>>,
+    tracer: Option<Arc<SpanTracer>>,
 }
 
 /// Client-side propagation for any tower HTTP client (a tonic `Channel`,
@@ -44,7 +42,7 @@ struct Config {
 /// span id, which nothing records.
 ///
 /// Inside a handler served through [`TelemetryLayer`](super::TelemetryLayer),
-/// the current context is the server span's, and its [`RequestLabels`]
+/// the current context is the server span's, and its [`RequestLabels`](crate::RequestLabels)
 /// supply the business labels. The caller's own `user_risk_level` baggage
 /// is never forwarded: only the verified level, or none.
 #[derive(Clone)]
@@ -109,7 +107,7 @@ impl PropagateLayer {
         P::Tracer: Tracer + Send + Sync + 'static,
         <P::Tracer as Tracer>::Span: Send + Sync + 'static,
     {
-        let tracer = BoxedTracer::new(Box::new(provider.tracer(INSTRUMENTATION_SCOPE)));
+        let tracer = SpanTracer::new(provider.tracer(INSTRUMENTATION_SCOPE));
         self.map(|c| c.tracer = Some(Arc::new(tracer)))
     }
 }
@@ -145,7 +143,7 @@ impl<S: fmt::Debug> fmt::Debug for Propagate<S> {
 /// `cx` with the business labels of the request being served as baggage:
 /// `order_id`, and `user_risk_level` only as verified.
 fn with_business_baggage(cx: &Context) -> Context {
-    let labels = cx.get::<RequestLabels>();
+    let labels = cx.get::<ServerScope>().map(|s| &s.labels);
     let (order_id, risk) =
         labels.map_or((None, None), |l| l.update(|v| (v.order_id.clone(), v.risk)));
     let caller_risk = cx.baggage().get("user_risk_level").is_some();
@@ -233,7 +231,7 @@ where
             .config
             .tracer
             .clone()
-            .or_else(|| current.get::<ServerTracer>().map(|t| t.0.clone()));
+            .or_else(|| current.get::<ServerScope>().and_then(|s| s.tracer.clone()));
         let (cx, client) = match tracer {
             None => (own_span_id(current), None),
             Some(tracer) => {
@@ -257,14 +255,13 @@ where
                     }
                     (req.method().to_string(), attrs)
                 };
-                let span = tracer.build_with_context(
+                let cx = tracer.start(
                     SpanBuilder::from_name(name)
                         .with_kind(SpanKind::Client)
                         .with_attributes(attrs),
                     &current,
                 );
                 let parent_id = current.span().span_context().span_id();
-                let cx = current.with_span(span);
                 if cx.span().span_context().span_id() == parent_id {
                     // A no-op tracer hands back the parent's span context.
                     (own_span_id(current), None)
@@ -353,8 +350,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RiskLevel;
     use crate::telemetry::w3c_propagator;
+    use crate::{RequestLabels, RiskLevel};
     use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
     use tower::{ServiceExt, service_fn};
 
@@ -393,7 +390,10 @@ mod tests {
                 KeyValueMetadata::new("order_id", "stale", ""),
                 KeyValueMetadata::new("channel", "web", ""),
             ])
-            .with_value(labels);
+            .with_value(ServerScope {
+                labels,
+                tracer: None,
+            });
         let headers = sent_headers(cx).await;
         let tp = headers["traceparent"].to_str().unwrap();
         assert!(
@@ -455,10 +455,11 @@ mod tests {
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
             .build();
-        let tracer = Arc::new(BoxedTracer::new(Box::new(
-            provider.tracer(INSTRUMENTATION_SCOPE),
-        )));
-        let cx = remote_parent().with_value(ServerTracer(tracer));
+        let tracer = Arc::new(SpanTracer::new(provider.tracer(INSTRUMENTATION_SCOPE)));
+        let cx = remote_parent().with_value(ServerScope {
+            labels: RequestLabels::default(),
+            tracer: Some(tracer),
+        });
         let headers = sent_headers(cx).await;
         let spans = exporter.get_finished_spans().unwrap();
         assert_eq!(spans.len(), 1);

@@ -8,7 +8,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use opentelemetry::baggage::BaggageExt;
-use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt, TraceId, Tracer};
+use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt, TraceId};
 use opentelemetry::{Context, KeyValue, StringValue};
 use tower_service::Service;
 
@@ -16,7 +16,7 @@ use super::TelemetryCode;
 use super::body::TelemetryBody;
 use super::extract::{HeaderCarrier, W3cTraceState};
 use super::future::ResponseFuture;
-use super::layer::{Config, ServerTracer};
+use super::layer::{Config, ServerScope};
 use super::span::{CallKind, RequestSpan, method_label};
 use crate::body::ResponseBody;
 use crate::codes::RejectionCode;
@@ -242,13 +242,13 @@ where
             attrs.push(KeyValue::new("baggage.dropped", true));
         }
 
-        let span = config.tracer.build_with_context(
+        let with_span = config.tracer.start(
             SpanBuilder::from_name(name)
                 .with_kind(SpanKind::Server)
                 .with_attributes(attrs),
             &parent,
         );
-        let span_context = span.span_context().clone();
+        let span_context = with_span.span().span_context().clone();
         // Formatted once, shared by the labels, the span and the echo.
         let trace_id: Option<Arc<str>> = span_context
             .is_valid()
@@ -264,10 +264,12 @@ where
                 v.route = route;
             }
         });
-        let mut otel_cx = parent
-            .with_span(span)
-            .with_value(labels.clone())
-            .with_value(ServerTracer(config.tracer.clone()));
+        // One context value, not one each: every value copies the
+        // context's map.
+        let mut otel_cx = with_span.with_value(ServerScope {
+            labels: labels.clone(),
+            tracer: Some(config.tracer.clone()),
+        });
         // The checked tracestate rides beside the span context: the stock
         // `TraceState` refuses some keys the W3C grammar allows, and
         // `PropagateLayer` carries the list on from here in that case.
@@ -339,6 +341,75 @@ mod tests {
             .iter()
             .find(|kv| kv.key.as_str() == key)
             .map(|kv| kv.value.to_string())
+    }
+
+    /// A tracer that is not the SDK's own: spans go the boxed way.
+    struct Wrapped(opentelemetry_sdk::trace::SdkTracer);
+
+    impl opentelemetry::trace::Tracer for Wrapped {
+        type Span = opentelemetry_sdk::trace::Span;
+
+        fn build_with_context(&self, builder: SpanBuilder, parent: &Context) -> Self::Span {
+            self.0.build_with_context(builder, parent)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sdk_tracer_is_called_directly_and_any_other_boxed_with_the_same_span() {
+        use super::super::layer::SpanTracer;
+        use opentelemetry::trace::TracerProvider as _;
+
+        let scope = super::super::INSTRUMENTATION_SCOPE;
+        {
+            let (_, sdk) = provider();
+            assert!(matches!(
+                SpanTracer::new(sdk.tracer(scope)),
+                SpanTracer::Sdk(_)
+            ));
+            assert!(matches!(
+                SpanTracer::new(Wrapped(sdk.tracer(scope))),
+                SpanTracer::Boxed(_)
+            ));
+        }
+
+        let mut seen = Vec::new();
+        for direct in [true, false] {
+            let (spans, sdk) = provider();
+            let builder = TelemetryLayer::builder();
+            let builder = if direct {
+                builder.tracer_provider(&sdk)
+            } else {
+                builder.tracer(Wrapped(sdk.tracer(scope)))
+            };
+            let svc = builder
+                .build()
+                .layer(service_fn(|_req: Request<Full<Bytes>>| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+                }));
+            let req = Request::builder()
+                .uri("/v1/accounts")
+                .header("x-order-id", "ord-7")
+                .body(Full::default())
+                .unwrap();
+            let res = svc.oneshot(req).await.unwrap();
+            res.into_body().collect().await.unwrap();
+            let finished = spans.get_finished_spans().unwrap();
+            assert_eq!(finished.len(), 1, "direct: {direct}");
+            let span = &finished[0];
+            let mut keys: Vec<String> = span
+                .attributes
+                .iter()
+                .map(|kv| kv.key.to_string())
+                .collect();
+            keys.sort();
+            assert_eq!(attr(span, "order_id").as_deref(), Some("ord-7"));
+            assert_eq!(
+                attr(span, "trace_id"),
+                Some(span.span_context.trace_id().to_string())
+            );
+            seen.push((span.name.clone(), span.span_kind.clone(), keys));
+        }
+        assert_eq!(seen[0], seen[1]);
     }
 
     #[test]
@@ -463,7 +534,7 @@ mod tests {
                 tokio::task::yield_now().await;
                 let cx = Context::current();
                 let id = cx.span().span_context().span_id().to_string();
-                let labels = cx.get::<RequestLabels>().is_some();
+                let labels = cx.get::<ServerScope>().is_some();
                 Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(format!(
                     "{id} {labels}"
                 )))))
