@@ -115,6 +115,7 @@ spec:
 const USAGE: &str = "\
 usage: loadtest_server [--addr ADDR] [--bare | --governed] [--without LAYER,...] [--tls]
                        [--audit file:PATH | --audit discard] [--tracer sdk | --tracer noop]
+                       [--sample-ratio R]
        loadtest_server token
 
   --addr ADDR      listen address (default 127.0.0.1:18081); HTTP/1.1 and h2c
@@ -123,6 +124,9 @@ usage: loadtest_server [--addr ADDR] [--bare | --governed] [--without LAYER,...]
   --without L,...  leave layers out: health telemetry audit deadlines jwt tenants rbac ratelimit idempotency
   --audit SINK     file:PATH or discard (default: discard; the writer still encodes and hashes)
   --tracer T       sdk (default: every span sampled, batched, dropped) or noop
+  --sample-ratio R the sdk tracer samples a new trace with probability R (0 to 1;
+                   default 1), and follows the caller's decision otherwise
+                   (parent-based), as a production provider would
   --tls            serve TLS (finmesh::identity, HTTP/1.1 and h2 by ALPN) with a
                    certificate for localhost from a fresh CA; client
                    certificates optional
@@ -146,6 +150,7 @@ struct Cli {
     without: Vec<String>,
     audit: Option<PathBuf>,
     sdk_tracer: bool,
+    sample_ratio: f64,
     tls: bool,
 }
 
@@ -171,6 +176,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
         without: Vec::new(),
         audit: None,
         sdk_tracer: true,
+        sample_ratio: 1.0,
         tls: false,
     };
     while let Some(arg) = args.next() {
@@ -205,6 +211,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
                 "noop" => cli.sdk_tracer = false,
                 v => return Err(format!("--tracer {v:?}: sdk or noop")),
             },
+            "--sample-ratio" => {
+                let v = value("--sample-ratio")?;
+                cli.sample_ratio = match v.parse::<f64>() {
+                    Ok(r) if (0.0..=1.0).contains(&r) => r,
+                    _ => return Err(format!("--sample-ratio {v:?}: a number from 0 to 1")),
+                };
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -362,7 +375,7 @@ fn governance(
                     .map(|p| std::borrow::Cow::Owned(p.as_str().to_owned()))
             });
         if cli.sdk_tracer {
-            telemetry = telemetry.tracer_provider(&sdk_tracer());
+            telemetry = telemetry.tracer_provider(&sdk_tracer(cli.sample_ratio));
         }
         stack = stack.telemetry(telemetry.build());
     }
@@ -420,12 +433,20 @@ fn governance(
     Ok(stack.build())
 }
 
-/// Every span sampled and batched to an exporter that drops them: the
-/// cost of recording and exporting, without a collector.
-fn sdk_tracer() -> opentelemetry_sdk::trace::SdkTracerProvider {
-    opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_batch_exporter(DropSpans)
-        .build()
+/// Spans sampled (every one unless `ratio` says otherwise) and batched to
+/// an exporter that drops them: the cost of recording and exporting,
+/// without a collector.
+fn sdk_tracer(ratio: f64) -> opentelemetry_sdk::trace::SdkTracerProvider {
+    use opentelemetry_sdk::trace::Sampler;
+    let builder = opentelemetry_sdk::trace::SdkTracerProvider::builder();
+    let builder = if ratio < 1.0 {
+        builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))))
+    } else {
+        builder
+    };
+    builder.with_batch_exporter(DropSpans).build()
 }
 
 #[derive(Debug)]

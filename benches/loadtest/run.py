@@ -8,6 +8,8 @@ GovernanceLayer, on the wire, alternating in one run (issue 16).
                                                     # the server on jemalloc, bare and governed alike
     python3 benches/loadtest/run.py --compare /tmp/old/loadtest_server --cases get_h1,post_h1,grpc_unary
                                                     # before/after: another build's server, governed, in every round
+    python3 benches/loadtest/run.py --sample-ratio 0.01
+                                                    # governed servers sample 1 % of new traces (parent-based)
 
 The server (examples/loadtest_server.rs) is pinned to the first core, every
 load generator to the second (taskset). For each case and round, bare and
@@ -72,6 +74,8 @@ def sh(cmd, **kw):
 # (--allocator jemalloc; Debian's libjemalloc2).
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 SERVER_ENV = {}
+# Extra arguments of every governed server (--sample-ratio).
+GOVERNED_ARGS = []
 
 
 def ensure_tools(allocator="glibc"):
@@ -108,6 +112,7 @@ class Server:
             args.append("--tls")
         if governed:
             args.append("--governed")
+            args += GOVERNED_ARGS
             if without:
                 args += ["--without", ",".join(without)]
             if audit == "file":
@@ -309,7 +314,14 @@ def main():
     ap.add_argument("--allocator", choices=("glibc", "jemalloc"), default="glibc",
                     help="the server's allocator, bare and governed alike (default glibc; "
                          "jemalloc is preloaded from Debian's libjemalloc2)")
+    ap.add_argument("--sample-ratio", type=float, default=None, metavar="R",
+                    help="governed servers' SDK tracer samples new traces with probability R, parent-based "
+                         "(default: every span; a --compare binary must know the flag too)")
     a = ap.parse_args()
+    if a.sample_ratio is not None:
+        if not 0.0 <= a.sample_ratio <= 1.0:
+            sys.exit("--sample-ratio: a number from 0 to 1")
+        GOVERNED_ARGS.extend(["--sample-ratio", str(a.sample_ratio)])
     if a.quick:
         a.duration, a.rounds, a.rss_requests = 1, 1, 50_000
     if (os.cpu_count() or 1) < 2:
@@ -325,7 +337,7 @@ def main():
     loadavg = open("/proc/loadavg").read().split()[:3]
     print(f"load average at start: {' '.join(loadavg)}", flush=True)
     results = {"loadavg_start": loadavg, "duration": a.duration, "rounds": a.rounds,
-               "allocator": a.allocator, "compare": a.compare, "runs": []}
+               "allocator": a.allocator, "compare": a.compare, "sample_ratio": a.sample_ratio, "runs": []}
     work = tempfile.mkdtemp(prefix="finmesh-loadtest-")
     try:
         thr = [c for c in cases if c in TARGETS]
@@ -429,7 +441,9 @@ def render(res):
     s = res.get("summary", {})
     lines = [f"Load average {' '.join(res['loadavg_start'])} at start, {' '.join(res['loadavg_end'])} at end; "
              f"{res['rounds']} rounds of {res['duration']} s per run; {res['seconds']:.0f} s in all; "
-             f"server allocator {res.get('allocator', 'glibc')}.", "",
+             f"server allocator {res.get('allocator', 'glibc')}; "
+             + (f"spans sampled at a ratio of {res['sample_ratio']} (parent-based)."
+                if res.get("sample_ratio") is not None else "every span sampled."), "",
              "| case | bare /s | governed /s | governed / bare (target) | CPU µs/req bare → governed (added) "
              "| peak RSS kB bare / governed | errors |",
              "|---|---:|---:|---:|---:|---:|---:|"]
