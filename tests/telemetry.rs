@@ -48,8 +48,15 @@ struct Otel {
 
 impl Otel {
     fn new() -> Self {
+        Self::with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::AlwaysOn,
+        )))
+    }
+
+    fn with_sampler(sampler: opentelemetry_sdk::trace::Sampler) -> Self {
         let spans = InMemorySpanExporter::default();
         let tracer_provider = SdkTracerProvider::builder()
+            .with_sampler(sampler)
             .with_simple_exporter(spans.clone())
             .build();
         let metrics = InMemoryMetricExporter::default();
@@ -413,6 +420,72 @@ async fn tenants_outside_the_metric_set_are_counted_as_other() {
         assert_eq!(
             attrs.get("tenant").map(String::as_str),
             Some(finmesh::telemetry::OTHER_TENANT),
+            "{attrs:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn spans_the_sampler_leaves_out_record_nothing_and_the_metrics_are_the_same() {
+    let mut seen = Vec::new();
+    for sampled in [true, false] {
+        let otel = if sampled {
+            Otel::new()
+        } else {
+            Otel::with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
+        };
+        let app = axum::Router::new()
+            .route("/v1/accounts", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/v1/refuse",
+                axum::routing::get(|req: Request| async move {
+                    Rejection::new(RejectionKind::PermissionDenied, "rbac.denied", "no")
+                        .respond(&req)
+                        .map(axum::body::Body::new)
+                }),
+            )
+            .layer(from_fn(fake_auth))
+            .layer(otel.layer().echo_trace_id(true).build());
+        let server = support::spawn(app).await;
+        for path in ["/v1/accounts", "/v1/refuse"] {
+            let res =
+                support::get(&server.url(path), &[("authorization", "Bearer bob:high")]).await;
+            assert!(res.status == 200 || res.status == 403, "{}", res.status);
+            // The trace id is made and echoed either way.
+            assert_eq!(res.headers["x-trace-id"].len(), 32);
+        }
+        if sampled {
+            otel.server_span("GET /v1/refuse").await;
+        } else {
+            // The layer finished every request; nothing was exported.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(otel.finished().is_empty(), "{:#?}", otel.finished());
+        }
+        let sorted = |mut points: Vec<(HashMap<String, String>, f64)>| {
+            let mut points: Vec<_> = points
+                .drain(..)
+                .map(|(attrs, n)| {
+                    let mut attrs: Vec<_> = attrs.into_iter().collect();
+                    attrs.sort();
+                    (attrs, n as u64)
+                })
+                .collect();
+            points.sort();
+            points
+        };
+        let duration = sorted(otel.points(SERVER_DURATION));
+        let rejections = sorted(otel.points(SERVER_REJECTIONS));
+        assert_eq!(duration.len(), 2, "{duration:?}");
+        assert_eq!(rejections.len(), 1, "{rejections:?}");
+        seen.push((duration, rejections));
+        server.shutdown().await;
+    }
+    assert_eq!(seen[0], seen[1]);
+    let (duration, _) = &seen[1];
+    for (attrs, _) in duration {
+        let has = |k: &str, v: &str| attrs.iter().any(|(a, b)| a == k && b == v);
+        assert!(
+            has("tenant", "acme") && has("user_risk_level", "high"),
             "{attrs:?}"
         );
     }

@@ -74,18 +74,22 @@ impl Drop for Pending {
             }
             None => (None, None),
         };
+        let labels = self.ctx.labels.snapshot();
+        // The record's route is the template when a layer recorded one;
+        // the path is copied only when there is none.
+        let path = labels.route.is_none().then(|| {
+            // Just past the bound: the queue never holds a long path, and
+            // the writer still sees that it was cut.
+            super::bound::cut(self.ctx.uri.path(), super::bound::MAX_FIELD_BYTES + 4)
+                .0
+                .to_owned()
+        });
         let entry = Entry {
             at: SystemTime::now(),
-            labels: self.ctx.labels.snapshot(),
+            labels,
             detail: Detail::Request {
                 method: std::mem::take(&mut self.ctx.method),
-                // Just past the bound: the queue never holds a long path,
-                // and the writer still sees that it was cut.
-                path: Some(
-                    super::bound::cut(self.ctx.uri.path(), super::bound::MAX_FIELD_BYTES + 4)
-                        .0
-                        .to_owned(),
-                ),
+                path,
                 http_status: self.http_status,
                 grpc_status: self.grpc_status,
                 latency: self.ctx.start.elapsed(),

@@ -10,6 +10,9 @@ use percent_encoding::percent_decode_str;
 use super::attributes::{Action, ResourceAction};
 use super::mapper::RequestMapper;
 
+/// Path segments [`HttpRoutes`] keeps on the stack while matching.
+const HELD_SEGMENTS: usize = 16;
+
 /// One segment of a route template.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Segment {
@@ -165,7 +168,34 @@ impl HttpRoutes {
             _ => path,
         };
         let rest = path.strip_prefix('/')?;
-        let count = rest.split('/').count();
+        // The path is split once, onto the stack, and every template is
+        // compared with the same segments; a path longer than that is
+        // split again for each template of its length.
+        let mut held = [""; HELD_SEGMENTS];
+        let mut count = 0;
+        for segment in rest.split('/') {
+            if let Some(slot) = held.get_mut(count) {
+                *slot = segment;
+            }
+            count += 1;
+        }
+        if count <= HELD_SEGMENTS {
+            self.find_in(method, count, held[..count].iter().copied())
+        } else {
+            self.find_in(method, count, rest.split('/'))
+        }
+    }
+
+    /// [`find`](Self::find) over the `count` segments `segments` yields.
+    fn find_in<'p, I>(
+        &self,
+        method: &Method,
+        count: usize,
+        segments: I,
+    ) -> Option<(&Route, Option<Cow<'p, str>>)>
+    where
+        I: Iterator<Item = &'p str> + Clone,
+    {
         let mut best: Option<(&Route, (bool, u64))> = None;
         for route in &self.routes {
             if route.segments.len() != count {
@@ -181,7 +211,7 @@ impl HttpRoutes {
                 route
                     .segments
                     .iter()
-                    .zip(rest.split('/'))
+                    .zip(segments.clone())
                     .enumerate()
                     .all(|(i, (seg, s))| {
                         match seg {
@@ -206,7 +236,7 @@ impl HttpRoutes {
         let (route, _) = best?;
         let name = match route.segments.iter().position(|s| *s == Segment::Name) {
             Some(i) => {
-                let raw = rest.split('/').nth(i)?;
+                let raw = segments.clone().nth(i)?;
                 // A name that is not UTF-8 once decoded matches no route.
                 Some(percent_decode_str(raw).decode_utf8().ok()?)
             }
@@ -387,6 +417,41 @@ mod tests {
             )),
             Action::NonResource(_) => panic!("non-resource"),
         }
+    }
+
+    #[test]
+    fn paths_longer_than_the_held_segments_match_the_same() {
+        // Templates around the stack's capacity: 15, 16 and 17 segments
+        // before the name, so the paths hold 16, 17 and 18.
+        let deep = |n: usize| format!("{}/{{name}}", "/d".repeat(n));
+        let routes = HttpRoutes::new()
+            .route(&deep(HELD_SEGMENTS - 1), "fifteen")
+            .route(&deep(HELD_SEGMENTS), "sixteen")
+            .route(&deep(HELD_SEGMENTS + 1), "seventeen");
+        for (n, resource) in [
+            (HELD_SEGMENTS - 1, "fifteen"),
+            (HELD_SEGMENTS, "sixteen"),
+            (HELD_SEGMENTS + 1, "seventeen"),
+        ] {
+            let path = format!("{}/obj-{n}", "/d".repeat(n));
+            for path in [path.clone(), format!("{path}/")] {
+                match routes.map(&req("GET", &path)) {
+                    Some(Action::Resource(r)) => {
+                        assert_eq!(r.combined_resource(), resource, "{path}");
+                        assert_eq!(r.name(), Some(format!("obj-{n}").as_str()), "{path}");
+                        assert_eq!(r.verb(), "get");
+                    }
+                    other => panic!("{path}: {other:?}"),
+                }
+            }
+            // One segment more or a literal changed: no template.
+            let longer = format!("{}/obj/x", "/d".repeat(n));
+            let changed = format!("/e{}/obj", "/d".repeat(n - 1));
+            for path in [longer, changed] {
+                assert!(routes.map(&req("GET", &path)).is_none(), "{path}");
+            }
+        }
+        assert!(routes.map(&req("GET", &"/d".repeat(300))).is_none());
     }
 
     #[test]

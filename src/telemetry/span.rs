@@ -158,11 +158,15 @@ fn status_class(status: u16) -> &'static str {
 impl State {
     fn end(self, how: End) {
         let grpc = matches!(self.kind, CallKind::Grpc { .. });
+        let span = self.cx.span();
+        // A span the sampler left out records nothing: its attributes are
+        // not built (the metrics are recorded all the same).
+        let recording = span.is_recording();
         // Read the labels in place (no snapshot copy): the lock is held
         // only while the two attribute vectors are built.
         let (attrs, m, error_type, rejection) = self.labels.update(|values| {
             // Span: the labels the inner layers left, then status.
-            let mut attrs = Vec::with_capacity(16);
+            let mut attrs = Vec::with_capacity(if recording { 16 } else { 0 });
             // Each string value is made once and shared (an `Arc`)
             // between the span and the metrics.
             let tenant = values
@@ -174,20 +178,22 @@ impl State {
                     StringValue::from(Arc::<str>::from(&*r.code)),
                 )
             });
-            business_attributes(values, tenant.as_ref(), rejection.as_ref(), &mut attrs);
-            if let Some(status) = self.http_status {
-                attrs.push(KeyValue::new(
-                    "http.response.status_code",
-                    i64::from(status),
-                ));
-            }
-            if grpc && let Some(code) = self.grpc_status {
-                attrs.push(KeyValue::new("rpc.grpc.status_code", code));
-            }
-            if let CallKind::Http { route: None, .. } = &self.kind
-                && let Some(route) = &values.route
-            {
-                attrs.push(KeyValue::new("http.route", route.clone()));
+            if recording {
+                business_attributes(values, tenant.as_ref(), rejection.as_ref(), &mut attrs);
+                if let Some(status) = self.http_status {
+                    attrs.push(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(status),
+                    ));
+                }
+                if grpc && let Some(code) = self.grpc_status {
+                    attrs.push(KeyValue::new("rpc.grpc.status_code", code));
+                }
+                if let CallKind::Http { route: None, .. } = &self.kind
+                    && let Some(route) = &values.route
+                {
+                    attrs.push(KeyValue::new("http.route", route.clone()));
+                }
             }
             let error_type: Option<StringValue> = match (&rejection, how) {
                 (Some((_, code)), _) => Some(code.clone()),
@@ -196,7 +202,7 @@ impl State {
                 (None, End::Dropped) => Some("cancelled".into()),
                 (None, End::Complete) => None,
             };
-            if let Some(e) = &error_type {
+            if recording && let Some(e) = &error_type {
                 attrs.push(KeyValue::new("error.type", e.clone()));
             }
             let (m, tenant_at) = self.metric_attributes(values);
@@ -211,8 +217,9 @@ impl State {
             m.insert(at, KeyValue::new("tenant", label));
         }
 
-        let span = self.cx.span();
-        span.set_attributes(attrs);
+        if recording {
+            span.set_attributes(attrs);
+        }
 
         let server_error = match how {
             End::ServiceError | End::BodyError => true,
