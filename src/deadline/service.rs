@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{HeaderName, Request, Response};
 use tower_service::Service;
 
 use super::DeadlineCode;
@@ -16,6 +16,9 @@ use super::stats::DeadlineStats;
 use crate::codes::RejectionCode;
 use crate::labels::RequestLabels;
 use crate::reject::Protocol;
+
+// A name, not a `&str` key, which would be parsed on every lookup.
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Wraps request and response bodies with the call's deadlines. Made by
 /// [`StreamDeadlineLayer`](super::StreamDeadlineLayer).
@@ -73,7 +76,7 @@ where
             _ => return self.passthrough(req),
         };
         let mut total = deadlines.max_duration;
-        if grpc && let Some(value) = req.headers().get("grpc-timeout") {
+        if grpc && let Some(value) = req.headers().get(&GRPC_TIMEOUT) {
             match parse_grpc_timeout(value.as_bytes()) {
                 Ok(asked) => {
                     let asked = deadlines
