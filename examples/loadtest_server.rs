@@ -123,10 +123,11 @@ usage: loadtest_server [--addr ADDR] [--bare | --governed] [--without LAYER,...]
   --governed       the app behind the whole GovernanceLayer (default)
   --without L,...  leave layers out: health telemetry audit deadlines jwt tenants rbac ratelimit idempotency
   --audit SINK     file:PATH or discard (default: discard; the writer still encodes and hashes)
-  --tracer T       sdk (default: every span sampled, batched, dropped) or noop
-  --sample-ratio R the sdk tracer samples a new trace with probability R (0 to 1;
-                   default 1), and follows the caller's decision otherwise
-                   (parent-based), as a production provider would
+  --tracer T       sdk (default: spans batched and dropped) or noop
+  --sample-ratio R
+                   the sdk tracer samples a new trace with probability R, 0 to
+                   1 (default 1: every span), and follows the caller's
+                   decision otherwise (parent-based)
   --tls            serve TLS (finmesh::identity, HTTP/1.1 and h2 by ALPN) with a
                    certificate for localhost from a fresh CA; client
                    certificates optional
@@ -220,6 +221,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if cli.sample_ratio < 1.0 && !(cli.governed && cli.sdk_tracer && cli.has("telemetry")) {
+        return Err(
+            "--sample-ratio needs the sdk tracer of a governed server with telemetry".into(),
+        );
     }
     Ok(Command::Serve(cli))
 }

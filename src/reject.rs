@@ -460,6 +460,9 @@ pub(crate) fn grpc_service_name(name: &str) -> Box<str> {
     name.into()
 }
 
+/// `grpc-status`, as a name: a `&str` key would be parsed on every lookup.
+pub(crate) static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// Whether `ct` is a gRPC or gRPC-Web content-type (see [`Protocol::Grpc`]).
 fn is_grpc_content_type(ct: &[u8]) -> bool {
     const GRPC: &[u8] = b"application/grpc";

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::{HeaderMap, HeaderName, Method, Uri};
+use http::{HeaderMap, Method, Uri};
 
 use super::capture::Capture;
 use super::entry::{Detail, Entry};
@@ -107,13 +107,10 @@ impl Drop for Pending {
     }
 }
 
-// A name, not a `&str` key, which would be parsed on every lookup.
-static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-
 /// The `grpc-status` of trailers (or of a trailers-only response's
 /// headers), if it is a well-formed one.
 pub(super) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
-    let v = headers.get(&GRPC_STATUS)?.to_str().ok()?;
+    let v = headers.get(&crate::reject::GRPC_STATUS)?.to_str().ok()?;
     if v.is_empty() || v.len() > 3 || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

@@ -444,10 +444,12 @@ mod tests {
                     other => panic!("{path}: {other:?}"),
                 }
             }
-            // One segment more or a literal changed: no template.
+            // One segment more, or a literal changed first or last (past
+            // the held segments for the longest): no template.
             let longer = format!("{}/obj/x", "/d".repeat(n));
-            let changed = format!("/e{}/obj", "/d".repeat(n - 1));
-            for path in [longer, changed] {
+            let changed_first = format!("/e{}/obj", "/d".repeat(n - 1));
+            let changed_last = format!("{}/e/obj", "/d".repeat(n - 1));
+            for path in [longer, changed_first, changed_last] {
                 assert!(routes.map(&req("GET", &path)).is_none(), "{path}");
             }
         }

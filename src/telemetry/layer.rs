@@ -111,19 +111,9 @@ impl SpanTracer {
         T: Tracer + Send + Sync + 'static,
         T::Span: Send + Sync + 'static,
     {
-        let mut slot = Some(tracer);
-        if let Some(sdk) = (&mut slot as &mut dyn Any)
-            .downcast_mut::<Option<SdkTracer>>()
-            .and_then(Option::take)
-        {
-            return Self::Sdk(sdk);
-        }
-        match slot {
-            Some(tracer) => Self::Boxed(BoxedTracer::new(Box::new(tracer))),
-            // Taken only when it was the SDK's tracer, returned above.
-            None => Self::Boxed(BoxedTracer::new(Box::new(
-                opentelemetry::trace::noop::NoopTracer::new(),
-            ))),
+        match (&tracer as &dyn Any).downcast_ref::<SdkTracer>() {
+            Some(sdk) => Self::Sdk(sdk.clone()),
+            None => Self::Boxed(BoxedTracer::new(Box::new(tracer))),
         }
     }
 
@@ -136,6 +126,20 @@ impl SpanTracer {
     }
 }
 
+/// A tracer that is not the SDK's own (it wraps one): spans go the boxed
+/// way, for tests of that path.
+#[cfg(test)]
+pub(crate) struct WrappedTracer(pub(crate) SdkTracer);
+
+#[cfg(test)]
+impl Tracer for WrappedTracer {
+    type Span = opentelemetry_sdk::trace::Span;
+
+    fn build_with_context(&self, builder: SpanBuilder, parent: &Context) -> Self::Span {
+        self.0.build_with_context(builder, parent)
+    }
+}
+
 /// What the [`TelemetryLayer`] serving a request keeps in the request's
 /// OpenTelemetry context, as one value (each value costs the context a
 /// copy of its map): the request's labels, and the tracer
@@ -143,6 +147,7 @@ impl SpanTracer {
 /// client span with unless given its own.
 pub(crate) struct ServerScope {
     pub(crate) labels: RequestLabels,
+    /// Always set by the layer; `None` lets a test give labels alone.
     pub(crate) tracer: Option<Arc<SpanTracer>>,
 }
 

@@ -22,6 +22,7 @@ use tower_service::Service;
 
 use super::extract::W3cTraceState;
 use super::layer::{INSTRUMENTATION_SCOPE, PropagatorSource, ServerScope, SpanTracer};
+use crate::labels::RequestLabels;
 use crate::reject::Protocol;
 
 struct Config {
@@ -42,8 +43,9 @@ struct Config {
 /// span id, which nothing records.
 ///
 /// Inside a handler served through [`TelemetryLayer`](super::TelemetryLayer),
-/// the current context is the server span's, and its [`RequestLabels`](crate::RequestLabels)
-/// supply the business labels. The caller's own `user_risk_level` baggage
+/// the current context is the server span's, and the request's
+/// [`RequestLabels`] supply the business labels (outside one, labels put in
+/// the context with `Context::with_value` do). The caller's own `user_risk_level` baggage
 /// is never forwarded: only the verified level, or none.
 #[derive(Clone)]
 pub struct PropagateLayer {
@@ -143,7 +145,12 @@ impl<S: fmt::Debug> fmt::Debug for Propagate<S> {
 /// `cx` with the business labels of the request being served as baggage:
 /// `order_id`, and `user_risk_level` only as verified.
 fn with_business_baggage(cx: &Context) -> Context {
-    let labels = cx.get::<ServerScope>().map(|s| &s.labels);
+    // The serving layer's scope, or labels a caller put in the context
+    // itself (`Context::with_value(labels)`), as before the scope existed.
+    let labels = cx
+        .get::<ServerScope>()
+        .map(|s| &s.labels)
+        .or_else(|| cx.get::<RequestLabels>());
     let (order_id, risk) =
         labels.map_or((None, None), |l| l.update(|v| (v.order_id.clone(), v.risk)));
     let caller_risk = cx.baggage().get("user_risk_level").is_some();
@@ -300,7 +307,7 @@ impl ClientSpan {
                 ));
                 let grpc_code = res
                     .headers()
-                    .get("grpc-status")
+                    .get(&crate::reject::GRPC_STATUS)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u8>().ok())
                     .filter(|c| *c <= 16);
@@ -350,8 +357,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RiskLevel;
     use crate::telemetry::w3c_propagator;
-    use crate::{RequestLabels, RiskLevel};
     use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
     use tower::{ServiceExt, service_fn};
 
@@ -381,32 +388,40 @@ mod tests {
 
     #[tokio::test]
     async fn injects_trace_context_and_verified_business_baggage() {
-        let labels = RequestLabels::new();
-        labels.set_order_id("ord-9");
-        labels.set_risk(RiskLevel::Medium);
-        let cx = remote_parent()
-            .with_baggage([
+        // The labels as the serving layer keeps them, and as a caller
+        // outside one puts them in the context itself.
+        for in_scope in [true, false] {
+            let labels = RequestLabels::new();
+            labels.set_order_id("ord-9");
+            labels.set_risk(RiskLevel::Medium);
+            let cx = remote_parent().with_baggage([
                 KeyValueMetadata::new("user_risk_level", "low", ""),
                 KeyValueMetadata::new("order_id", "stale", ""),
                 KeyValueMetadata::new("channel", "web", ""),
-            ])
-            .with_value(ServerScope {
-                labels,
-                tracer: None,
-            });
-        let headers = sent_headers(cx).await;
-        let tp = headers["traceparent"].to_str().unwrap();
-        assert!(
-            tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && tp.ends_with("-01"),
-            "{tp}"
-        );
-        assert!(!tp.contains("b7ad6b7169203331"), "the call's own id: {tp}");
-        let mut baggage: Vec<_> = headers["baggage"].to_str().unwrap().split(',').collect();
-        baggage.sort();
-        assert_eq!(
-            baggage,
-            ["channel=web", "order_id=ord-9", "user_risk_level=medium"]
-        );
+            ]);
+            let cx = if in_scope {
+                cx.with_value(ServerScope {
+                    labels,
+                    tracer: None,
+                })
+            } else {
+                cx.with_value(labels)
+            };
+            let headers = sent_headers(cx).await;
+            let tp = headers["traceparent"].to_str().unwrap();
+            assert!(
+                tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && tp.ends_with("-01"),
+                "{tp}"
+            );
+            assert!(!tp.contains("b7ad6b7169203331"), "the call's own id: {tp}");
+            let mut baggage: Vec<_> = headers["baggage"].to_str().unwrap().split(',').collect();
+            baggage.sort();
+            assert_eq!(
+                baggage,
+                ["channel=web", "order_id=ord-9", "user_risk_level=medium"],
+                "in scope: {in_scope}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -451,22 +466,31 @@ mod tests {
 
     #[tokio::test]
     async fn client_spans_of_the_serving_layer_parent_the_next_hop() {
-        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let tracer = Arc::new(SpanTracer::new(provider.tracer(INSTRUMENTATION_SCOPE)));
-        let cx = remote_parent().with_value(ServerScope {
-            labels: RequestLabels::default(),
-            tracer: Some(tracer),
-        });
-        let headers = sent_headers(cx).await;
-        let spans = exporter.get_finished_spans().unwrap();
-        assert_eq!(spans.len(), 1);
-        assert_eq!(spans[0].span_kind, SpanKind::Client);
-        assert_eq!(spans[0].parent_span_id.to_string(), "b7ad6b7169203331");
-        let sent = headers["traceparent"].to_str().unwrap();
-        assert_eq!(&sent[36..52], spans[0].span_context.span_id().to_string());
+        // The SDK's tracer (called directly) and any other (boxed).
+        for direct in [true, false] {
+            let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_simple_exporter(exporter.clone())
+                .build();
+            let sdk = provider.tracer(INSTRUMENTATION_SCOPE);
+            let tracer = if direct {
+                SpanTracer::new(sdk)
+            } else {
+                SpanTracer::new(super::super::layer::WrappedTracer(sdk))
+            };
+            assert_eq!(matches!(tracer, SpanTracer::Sdk(_)), direct);
+            let cx = remote_parent().with_value(ServerScope {
+                labels: RequestLabels::default(),
+                tracer: Some(Arc::new(tracer)),
+            });
+            let headers = sent_headers(cx).await;
+            let spans = exporter.get_finished_spans().unwrap();
+            assert_eq!(spans.len(), 1);
+            assert_eq!(spans[0].span_kind, SpanKind::Client);
+            assert_eq!(spans[0].parent_span_id.to_string(), "b7ad6b7169203331");
+            let sent = headers["traceparent"].to_str().unwrap();
+            assert_eq!(&sent[36..52], spans[0].span_context.span_id().to_string());
+        }
     }
 
     #[tokio::test]

@@ -343,20 +343,9 @@ mod tests {
             .map(|kv| kv.value.to_string())
     }
 
-    /// A tracer that is not the SDK's own: spans go the boxed way.
-    struct Wrapped(opentelemetry_sdk::trace::SdkTracer);
-
-    impl opentelemetry::trace::Tracer for Wrapped {
-        type Span = opentelemetry_sdk::trace::Span;
-
-        fn build_with_context(&self, builder: SpanBuilder, parent: &Context) -> Self::Span {
-            self.0.build_with_context(builder, parent)
-        }
-    }
-
     #[tokio::test]
     async fn the_sdk_tracer_is_called_directly_and_any_other_boxed_with_the_same_span() {
-        use super::super::layer::SpanTracer;
+        use super::super::layer::{SpanTracer, WrappedTracer};
         use opentelemetry::trace::TracerProvider as _;
 
         let scope = super::super::INSTRUMENTATION_SCOPE;
@@ -367,19 +356,21 @@ mod tests {
                 SpanTracer::Sdk(_)
             ));
             assert!(matches!(
-                SpanTracer::new(Wrapped(sdk.tracer(scope))),
+                SpanTracer::new(WrappedTracer(sdk.tracer(scope))),
                 SpanTracer::Boxed(_)
             ));
         }
 
+        const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+        const PARENT: &str = "b7ad6b7169203331";
         let mut seen = Vec::new();
         for direct in [true, false] {
             let (spans, sdk) = provider();
-            let builder = TelemetryLayer::builder();
+            let builder = TelemetryLayer::builder().propagator(w3c_propagator());
             let builder = if direct {
                 builder.tracer_provider(&sdk)
             } else {
-                builder.tracer(Wrapped(sdk.tracer(scope)))
+                builder.tracer(WrappedTracer(sdk.tracer(scope)))
             };
             let svc = builder
                 .build()
@@ -389,6 +380,7 @@ mod tests {
             let req = Request::builder()
                 .uri("/v1/accounts")
                 .header("x-order-id", "ord-7")
+                .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
                 .body(Full::default())
                 .unwrap();
             let res = svc.oneshot(req).await.unwrap();
@@ -396,18 +388,17 @@ mod tests {
             let finished = spans.get_finished_spans().unwrap();
             assert_eq!(finished.len(), 1, "direct: {direct}");
             let span = &finished[0];
-            let mut keys: Vec<String> = span
+            assert_eq!(span.span_context.trace_id().to_string(), TRACE);
+            assert_eq!(span.parent_span_id.to_string(), PARENT);
+            assert_eq!(attr(span, "trace_id").as_deref(), Some(TRACE));
+            assert_eq!(attr(span, "order_id").as_deref(), Some("ord-7"));
+            let mut attrs: Vec<(String, String)> = span
                 .attributes
                 .iter()
-                .map(|kv| kv.key.to_string())
+                .map(|kv| (kv.key.to_string(), kv.value.to_string()))
                 .collect();
-            keys.sort();
-            assert_eq!(attr(span, "order_id").as_deref(), Some("ord-7"));
-            assert_eq!(
-                attr(span, "trace_id"),
-                Some(span.span_context.trace_id().to_string())
-            );
-            seen.push((span.name.clone(), span.span_kind.clone(), keys));
+            attrs.sort();
+            seen.push((span.name.clone(), span.span_kind.clone(), attrs));
         }
         assert_eq!(seen[0], seen[1]);
     }

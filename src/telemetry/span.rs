@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 use opentelemetry::trace::{Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue, StringValue};
 
@@ -111,11 +111,8 @@ impl Drop for RequestSpan {
     }
 }
 
-// A name, not a `&str` key, which would be parsed on every lookup.
-static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-
 fn grpc_status(headers: &HeaderMap) -> Option<i64> {
-    let v = headers.get(&GRPC_STATUS)?.to_str().ok()?;
+    let v = headers.get(&crate::reject::GRPC_STATUS)?.to_str().ok()?;
     // Codes are 0..=16; bound the parse so a hostile peer cannot make us
     // record an arbitrary number.
     v.parse::<u8>().ok().filter(|c| *c <= 16).map(i64::from)
