@@ -197,6 +197,13 @@ fn refusing(
     }
 }
 
+/// A handler refusing as RBAC would: `rbac.denied`.
+async fn denied(req: Request) -> Response {
+    Rejection::new(RejectionKind::PermissionDenied, "rbac.denied", "no")
+        .respond(&req)
+        .map(axum::body::Body::new)
+}
+
 fn tp(trace: &str, parent: &str) -> String {
     format!("00-{trace}-{parent}-01")
 }
@@ -436,14 +443,7 @@ async fn the_metrics_are_the_same_whether_or_not_the_sampler_keeps_the_span() {
         };
         let app = axum::Router::new()
             .route("/v1/accounts", axum::routing::get(|| async { "ok" }))
-            .route(
-                "/v1/refuse",
-                axum::routing::get(|req: Request| async move {
-                    Rejection::new(RejectionKind::PermissionDenied, "rbac.denied", "no")
-                        .respond(&req)
-                        .map(axum::body::Body::new)
-                }),
-            )
+            .route("/v1/refuse", axum::routing::get(denied))
             .layer(from_fn(fake_auth))
             .layer(otel.layer().echo_trace_id(true).build());
         let server = support::spawn(app).await;
@@ -964,14 +964,7 @@ async fn metric_attributes_never_contain_order_id_trace_id_or_subject() {
                 "done"
             }),
         )
-        .route(
-            "/v1/refuse",
-            axum::routing::post(|req: Request| async move {
-                Rejection::new(RejectionKind::PermissionDenied, "rbac.denied", "no")
-                    .respond(&req)
-                    .map(axum::body::Body::new)
-            }),
-        )
+        .route("/v1/refuse", axum::routing::post(denied))
         .layer(from_fn(fake_auth))
         .layer(otel.layer().build());
     let server = support::spawn(app).await;
