@@ -88,6 +88,7 @@ replays! {
     jwks_corpus_replays => "jwks",
     jwt_auth_corpus_replays => "jwt_auth",
     ratelimit_policy_corpus_replays => "ratelimit_policy",
+    rbac_routes_corpus_replays => "rbac_routes",
     rbac_yaml_corpus_replays => "rbac_yaml",
     spiffe_identity_corpus_replays => "spiffe_identity",
     stream_deadline_corpus_replays => "stream_deadline",

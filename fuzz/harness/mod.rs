@@ -18,6 +18,7 @@ mod limits;
 mod parsers;
 mod policy;
 mod rbac;
+mod routes;
 mod telemetry;
 
 pub use audit::{audit_verify, cleanup as audit_cleanup};
@@ -29,6 +30,7 @@ pub use limits::ratelimit_policy;
 pub use parsers::{gateway_amount, grpc_timeout, idempotency_key, tenant_namespace};
 pub use policy::{jwks, tenants_yaml};
 pub use rbac::rbac_yaml;
+pub use routes::rbac_routes;
 pub use telemetry::trace_context;
 
 /// A target's body.
@@ -46,6 +48,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("jwks", jwks),
     ("jwt_auth", jwt_auth),
     ("ratelimit_policy", ratelimit_policy),
+    ("rbac_routes", rbac_routes),
     ("rbac_yaml", rbac_yaml),
     ("spiffe_identity", spiffe_identity),
     ("stream_deadline", stream_deadline),
