@@ -44,9 +44,10 @@ struct Config {
 ///
 /// Inside a handler served through [`TelemetryLayer`](super::TelemetryLayer),
 /// the current context is the server span's, and the request's
-/// [`RequestLabels`] supply the business labels (outside one, labels put in
-/// the context with `Context::with_value` do). The caller's own `user_risk_level` baggage
-/// is never forwarded: only the verified level, or none.
+/// [`RequestLabels`] supply the business labels (outside one, labels put
+/// in the context with `Context::with_value` do). The caller's own
+/// `user_risk_level` baggage is never forwarded: only the verified level,
+/// or none.
 #[derive(Clone)]
 pub struct PropagateLayer {
     config: Arc<Config>,
